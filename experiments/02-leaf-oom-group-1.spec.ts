@@ -1,0 +1,34 @@
+/**
+ * Article, "1 の場合": memory.oom.group=1 on the leaf test011. The whole cgroup is one workload:
+ * the shell, the nohup'ed sleeps and stress-ng all die together.
+ */
+import { experiment, expect } from '../src/experiment/fixtures.js'
+
+experiment('memory.oom.group=1 on a leaf: every task in it is killed, the shell too', async ({ lab }) => {
+  // $ mkdir -p test01/test011; echo 192M > test011/memory.max; echo 1 > test011/memory.oom.group
+  await lab.cgroup('test01')
+  const test011 = await lab.cgroup('test01/test011', { 'memory.max': '192M', 'memory.oom.group': 1 })
+  expect(test011.settings['memory.oom.group']).toBe('1')
+
+  // $ echo $$ > test011/cgroup.procs; nohup sleep 7200 & (twice)
+  const shell = await lab.shell(test011)
+  await lab.nohupSleep(test011)
+  await lab.nohupSleep(test011)
+
+  // $ stress-ng --vm 1 --vm-bytes 256M --vm-hang 0 -v   (the shell is killed with it)
+  await shell.runStressNg()
+  await test011.waitUntilEmpty()
+  const oom = await lab.waitForOomEvent((e) => e.groupKill !== undefined, '"Tasks in .../test011 are going to be killed"')
+  await lab.waitForKillRecords()
+
+  // Nobody survived, and the kernel names each one it killed.
+  const fates = await lab.fates()
+  expect(fates.map((f) => f.member.role)).toEqual(expect.arrayContaining(['shell', 'nohup sleep', 'stress-ng', 'stress-ng vm stressor']))
+  for (const f of fates) expect(f).toHaveBeenKilledByTheOomKiller()
+  expect(await test011.procs()).toEqual([])
+
+  expect(oom.groupKill).toBe(test011.kernelPath)
+  const events = await test011.memoryEvents()
+  if (lab.capabilities.oom_group_kill) expect(events.oom_group_kill).toBe(1)
+  else lab.note('oom_group_kill: not exposed by this kernel (it came in 5.17)')
+})

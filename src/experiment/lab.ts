@@ -1,0 +1,540 @@
+/**
+ * A disposable laboratory for one experiment: a private cgroup tree under a unique root, the
+ * processes started in it, the kernel log from the moment it opened, and the evidence of what
+ * happened. Disposing of it kills what is left, waits for the tree to be empty and removes it,
+ * whatever state the experiment ended in.
+ */
+import { join, relative } from 'node:path'
+import { readdirSync, rmdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs'
+import { chown } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
+import {
+  cgMount,
+  cgCreate,
+  cgDestroy,
+  cgWrite,
+  cgRead,
+  cgHas,
+  cgReadProcs,
+  cgEnableControllers,
+  cgControllers,
+  parseKeyed,
+  parsePids,
+} from '../cgroup/cgroupfs.js'
+import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
+import { waitForKey, waitUntilEmpty } from '../cgroup/wait.js'
+import { KernelLog } from '../kmsg/reader.js'
+import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
+import { formatRecord } from '../kmsg/record.js'
+import { readStat, readUid, readOomScoreAdj, liveness, kernelRelease, type ProcIdentity, type Liveness } from '../proc/procfs.js'
+import { startInCgroup, type Credentials, type Workload } from '../proc/spawn.js'
+import { UserError } from '../util/errors.js'
+import { timeouts } from './timeouts.js'
+
+export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
+
+export interface Member extends ProcIdentity {
+  role: Role
+  /** The article's name of its cgroup, e.g. "test01/test011". */
+  cgroup: string
+  comm: string
+  uid?: number
+  oomScoreAdj?: number
+}
+
+export interface CgroupSettings {
+  'memory.max'?: string
+  'memory.oom.group'?: 0 | 1
+}
+
+/** One cgroup of the experiment's tree. */
+export class Cgroup {
+  readonly settings: Record<string, string> = {}
+  eventsAtStart: MemoryEvents | undefined
+
+  constructor(
+    /** The article's name, e.g. "test01/test011". */
+    readonly name: string,
+    /** Absolute directory on cgroupfs. */
+    readonly dir: string,
+    /** The path the kernel prints in its log, e.g. "/oomlab-123-ab12cd/test01/test011". */
+    readonly kernelPath: string,
+  ) {}
+
+  async set(file: string, value: string): Promise<void> {
+    await cgWrite(this.dir, file, value)
+    this.settings[file] = (await cgRead(this.dir, file)).trim()
+  }
+
+  async memoryEvents(): Promise<MemoryEvents> {
+    return parseMemoryEvents(await cgRead(this.dir, 'memory.events'))
+  }
+
+  procs(): Promise<number[]> {
+    return cgReadProcs(this.dir)
+  }
+
+  /** Waits on memory.events until `key` passes `done` (the kernel signals each change). */
+  async waitForMemoryEvent(key: MemoryEventKey, done: (n: number) => boolean, expected: string): Promise<MemoryEvents> {
+    const m = await waitForKey(this.dir, 'memory.events', key, done, expected, { timeoutMs: timeouts.oomMs })
+    return Object.fromEntries(m) as MemoryEvents
+  }
+
+  /** Waits for "populated 0": no process left here or below. */
+  async waitUntilEmpty(): Promise<void> {
+    await waitUntilEmpty(this.dir, { timeoutMs: timeouts.killMs })
+  }
+}
+
+export interface Fate {
+  member: Member
+  liveness: Liveness
+  alive: boolean
+  /** Still listed in its cgroup's cgroup.procs. */
+  inCgroup: boolean
+  /** The kernel's "Killed process" record for this PID, formatted as dmesg prints it. */
+  killRecord?: string
+}
+
+const ARTICLE_STRESS = ['stress-ng', '--vm', '1', '--vm-bytes', '256M', '--vm-hang', '0', '-v'] as const
+const SAFE_WORD = /^[\w.=/-]+$/
+
+/** The article's shell: typed into, it starts stress-ng as its own child. */
+export class Shell {
+  constructor(
+    private readonly lab: Lab,
+    readonly member: Member,
+    private readonly workload: Workload,
+  ) {}
+
+  get pid(): number {
+    return this.member.pid
+  }
+
+  /**
+   * Types the article's `stress-ng --vm 1 --vm-bytes 256M --vm-hang 0 -v` and waits until its vm
+   * stressor has started; records the stress-ng processes it sees then.
+   */
+  async runStressNg(argv: readonly string[] = ARTICLE_STRESS): Promise<void> {
+    if (!argv.every((w) => SAFE_WORD.test(w))) throw new Error(`refusing to type an unsafe word into the shell: ${argv.join(' ')}`)
+    this.workload.type(argv.join(' '))
+    const m = await this.workload.waitForOutput(/vm: started \[(\d+)\]/, 'stress-ng to report "vm: started [PID]"', timeouts.startMs)
+    this.lab.stressorPid = Number(m[1])
+    await this.lab.discover()
+  }
+
+  get output(): string {
+    return this.workload.output
+  }
+}
+
+export interface LabOptions {
+  /** The directory under which the run's root cgroup is created (default: the cgroup2 mount). */
+  cgroupParent?: string
+  user?: Credentials
+  evidenceDir?: string
+}
+
+const liveLabs = new Set<Lab>()
+
+export class Lab implements AsyncDisposable {
+  readonly cgroups: Cgroup[] = []
+  readonly members: Member[] = []
+  readonly startedAt = new Date()
+  stressorPid: number | undefined
+  private readonly workloads: Workload[] = []
+  private disposed = false
+  private readonly notes: string[] = []
+
+  private constructor(
+    readonly scenario: string,
+    readonly root: Cgroup,
+    readonly log: KernelLog,
+    readonly user: Credentials,
+    private readonly workdir: DirectoryResult,
+    readonly capabilities: Record<string, boolean>,
+  ) {}
+
+  /** Creates the run's root cgroup (`oomlab-<pid>-<random>`) with the memory controller delegated. */
+  static async open(scenario: string, opts: LabOptions = {}): Promise<Lab> {
+    const mount = cgMount()
+    if (!mount) throw new UserError('no cgroup2 filesystem is mounted; run `npm test` to use the VM')
+    if (process.getuid?.() !== 0) throw new UserError('creating cgroups needs root; run with sudo')
+    const parent = opts.cgroupParent ?? process.env.OOMLAB_CGROUP_PARENT ?? mount.mountPoint
+    const rel = relative(mount.mountPoint, parent)
+    if (rel.startsWith('..')) throw new UserError(`cgroup parent ${parent} is outside the cgroup2 mount ${mount.mountPoint}`)
+    if (!(await cgControllers(parent).catch((): string[] => [])).includes('memory'))
+      throw new UserError(`the memory controller is not available in ${parent}; run \`npm run doctor\` for the reason`)
+    reapStaleTrees(parent)
+
+    const name = `oomlab-${process.pid}-${randomBytes(3).toString('hex')}`
+    const dir = join(parent, name)
+    const kernelPath = join(mount.root, rel, name)
+    await cgCreate(dir)
+    const root = new Cgroup(name, dir, kernelPath)
+    const log = KernelLog.open()
+    const user = opts.user ?? workloadUser()
+    const workdir = await tmpDir({ prefix: 'oomlab-work-', unsafeCleanup: true })
+    await chown(workdir.path, user.uid, user.gid)
+    const capabilities = {
+      'cgroup.kill': await cgHas(dir, 'cgroup.kill'),
+      'memory.events.local': false,
+      'memory.swap.max': false,
+      oom_group_kill: false,
+    }
+    const lab = new Lab(scenario, root, log, user, workdir, capabilities)
+    liveLabs.add(lab)
+    try {
+      await cgEnableControllers(dir, ['memory'])
+    } catch (err) {
+      await lab.dispose()
+      throw err
+    }
+    return lab
+  }
+
+  /** Creates `name` (e.g. "test01/test011") below the run's root, delegating memory down the path. */
+  async cgroup(name: string, settings: CgroupSettings = {}): Promise<Cgroup> {
+    const parentName = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined
+    const parent = parentName ? this.cgroups.find((c) => c.name === parentName) : this.root
+    if (!parent) throw new Error(`create ${parentName} before ${name}`)
+    if (parent !== this.root && !(await cgRead(parent.dir, 'cgroup.subtree_control')).includes('memory'))
+      await cgEnableControllers(parent.dir, ['memory'])
+    const cg = new Cgroup(name, join(this.root.dir, name), join(this.root.kernelPath, name))
+    await cgCreate(cg.dir)
+    this.cgroups.push(cg)
+    this.capabilities['memory.events.local'] = await cgHas(cg.dir, 'memory.events.local')
+    this.capabilities['memory.swap.max'] = await cgHas(cg.dir, 'memory.swap.max')
+    this.capabilities.oom_group_kill = 'oom_group_kill' in (await cg.memoryEvents())
+    if (!(await cgHas(cg.dir, 'memory.oom.group')))
+      throw new UserError(`kernel ${kernelRelease()} has no memory.oom.group (it came in 4.19)`)
+    // Keep the workload off swap without touching the host's swap.
+    if (this.capabilities['memory.swap.max']) await cg.set('memory.swap.max', '0')
+    else if (readFileSync('/proc/swaps', 'utf8').trim().split('\n').length > 1)
+      throw new UserError('swap is on and this kernel has no memory.swap.max to keep the test cgroups off it; boot with swapaccount=1 or use the VM')
+    if (settings['memory.max'] !== undefined) await cg.set('memory.max', settings['memory.max'])
+    if (settings['memory.oom.group'] !== undefined) await cg.set('memory.oom.group', String(settings['memory.oom.group']))
+    cg.eventsAtStart = await cg.memoryEvents()
+    return cg
+  }
+
+  /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
+  async shell(cg: Cgroup): Promise<Shell> {
+    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: this.user, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
+    this.workloads.push(workload)
+    return new Shell(this, this.remember(id, 'shell', cg), workload)
+  }
+
+  /** `nohup sleep 7200`, not a child of the shell: only the kernel can kill it. */
+  async nohupSleep(cg: Cgroup): Promise<Member> {
+    const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: this.user, cwd: this.workdir.path }, timeouts.startMs)
+    this.workloads.push(workload)
+    return this.remember(id, 'nohup sleep', cg)
+  }
+
+  private remember(id: ProcIdentity, role: Role, cg: Cgroup): Member {
+    const m: Member = { ...id, role, cgroup: cg.name, comm: '?' }
+    this.members.push(m)
+    refresh(m)
+    return m
+  }
+
+  /** Adds every process now in the tree that the lab does not know yet, with its role. */
+  async discover(): Promise<void> {
+    // Started processes exec'd setpriv, then their program, since they were remembered.
+    for (const m of this.members) refresh(m)
+    for (const cg of this.cgroups) {
+      for (const pid of await cg.procs().catch(() => [])) {
+        if (this.members.some((m) => m.pid === pid)) continue
+        const stat = readStat(pid)
+        if (!stat) continue
+        this.remember({ pid, startTime: stat.startTime }, this.roleOf(pid, stat.ppid, stat.comm), cg)
+      }
+    }
+  }
+
+  private roleOf(pid: number, ppid: number, comm: string): Role {
+    if (!comm.startsWith('stress-ng')) return 'other'
+    if (pid === this.stressorPid) return 'stress-ng vm stressor'
+    if (ppid === this.stressorPid) return 'stress-ng vm worker'
+    if (this.members.some((m) => m.role === 'shell' && m.pid === ppid)) return 'stress-ng'
+    return 'stress-ng vm worker'
+  }
+
+  /** The OOM killer's runs that concern this lab's tree (matched by cgroup path, never by timing). */
+  oomEvents(): OomEvent[] {
+    return groupOomEvents(this.log.records).filter(
+      (e) => isWithin(e.oomMemcg, this.root.kernelPath) || isWithin(e.taskMemcg, this.root.kernelPath) || isWithin(e.groupKill, this.root.kernelPath),
+    )
+  }
+
+  /** Waits for the kernel's record of an OOM kill in this tree that passes `done`. */
+  waitForOomEvent(done: (e: OomEvent) => boolean, expected: string): Promise<OomEvent> {
+    return this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+  }
+
+  /**
+   * The kernel prints "Killed process" after it sends SIGKILL, so a victim can be gone before its
+   * record is: wait until every dead member's record is in, or the timeout says which is missing.
+   */
+  async waitForKillRecords(): Promise<void> {
+    const missing = () => this.members.filter((m) => liveness(m) !== 'alive' && !this.killRecordOf(m))
+    await this.log
+      .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
+      .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
+  }
+
+  private killRecordOf(m: Member): string | undefined {
+    for (const e of this.oomEvents()) {
+      const k = e.killed.find((r) => r.pid === m.pid)
+      if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
+    }
+    return undefined
+  }
+
+  /** Who is alive, who died, and the kernel record behind each death. */
+  async fates(): Promise<Fate[]> {
+    // Workers restarted after a kill are known only from the kernel's records.
+    for (const e of this.oomEvents())
+      for (const k of e.killed)
+        if (!this.members.some((m) => m.pid === k.pid) && isWithin(e.taskMemcg ?? e.groupKill, this.root.kernelPath)) {
+          const cg = this.cgroups.find((c) => c.kernelPath === e.taskMemcg) ?? this.cgroups.at(-1)!
+          this.members.push({ pid: k.pid, startTime: -1, role: k.comm.startsWith('stress-ng') ? 'stress-ng vm worker' : 'other', cgroup: cg.name, comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })
+        }
+    for (const m of this.members) refresh(m)
+    const procs = new Map<string, number[]>()
+    for (const cg of this.cgroups) procs.set(cg.name, await cg.procs().catch(() => []))
+    return this.members.map((member) => {
+      const l: Liveness = member.startTime < 0 ? 'gone' : liveness(member)
+      const killRecord = this.killRecordOf(member)
+      return { member, liveness: l, alive: l === 'alive', inCgroup: procs.get(member.cgroup)?.includes(member.pid) ?? false, ...(killRecord && { killRecord }) }
+    })
+  }
+
+  fateOf(fates: Fate[], m: Member | Shell): Fate {
+    const pid = m instanceof Shell ? m.pid : m.pid
+    const f = fates.find((x) => x.member.pid === pid)
+    if (!f) throw new Error(`no fate recorded for pid ${pid}`)
+    return f
+  }
+
+  note(text: string): void {
+    this.notes.push(text)
+  }
+
+  /** Everything a doubter needs: the tree, its settings, each process's fate and the kernel's records. */
+  async evidence(verdict: { state: string; errors?: string[] }): Promise<object> {
+    const fates = await this.fates().catch(() => [] as Fate[])
+    const tree = []
+    for (const cg of this.cgroups)
+      tree.push({
+        name: cg.name,
+        kernelPath: cg.kernelPath,
+        settings: cg.settings,
+        memoryEventsBefore: cg.eventsAtStart,
+        memoryEventsAfter: await cg.memoryEvents().catch(() => undefined),
+      })
+    return {
+      scenario: this.scenario,
+      kernel: { release: kernelRelease(), version: readFileSync('/proc/version', 'utf8').trim() },
+      startedAt: this.startedAt.toISOString(),
+      durationMs: Date.now() - this.startedAt.getTime(),
+      verdict,
+      root: this.root.kernelPath,
+      capabilities: this.capabilities,
+      tree,
+      processes: fates.map((f) => ({
+        role: f.member.role,
+        pid: f.member.pid,
+        cgroup: f.member.cgroup,
+        comm: f.member.comm,
+        uid: f.member.uid,
+        oomScoreAdj: f.member.oomScoreAdj,
+        fate: f.alive ? 'survived' : 'killed',
+        liveness: f.liveness,
+        inCgroupAfter: f.inCgroup,
+        kernelRecord: f.killRecord ?? null,
+      })),
+      oomEvents: this.oomEvents().map((e) => ({
+        oomMemcg: e.oomMemcg,
+        taskMemcg: e.taskMemcg,
+        victim: e.victim,
+        groupKill: e.groupKill ?? null,
+        killed: e.killed.map((k) => ({ pid: k.pid, comm: k.comm, uid: k.uid, oomScoreAdj: k.oomScoreAdj })),
+      })),
+      kernelLog: this.oomEvents().flatMap((e) => e.records.map(formatRecord)),
+      shellOutput: undefined,
+      notes: this.notes,
+    }
+  }
+
+  /** Writes the evidence as JSON into `dir`; returns the file. */
+  async writeEvidence(dir: string, file: string, verdict: { state: string; errors?: string[] }): Promise<string> {
+    const { mkdirSync } = await import('node:fs')
+    mkdirSync(dir, { recursive: true })
+    const path = join(dir, file)
+    writeFileSync(path, `${JSON.stringify(await this.evidence(verdict), null, 2)}\n`)
+    return path
+  }
+
+  /** Kills what is left, waits for the tree to be empty, removes it deepest first. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return
+    this.disposed = true
+    try {
+      await killTree(this.root.dir)
+      for (const cg of [...this.cgroups].reverse()) await cgDestroy(cg.dir)
+      await cgDestroy(this.root.dir)
+    } finally {
+      liveLabs.delete(this)
+      await this.log.close()
+      await Promise.all(this.workloads.map((w) => w.subprocess.catch(() => undefined)))
+      await this.workdir.cleanup()
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose()
+  }
+}
+
+/**
+ * Updates what /proc says of a live member (its program, uid and oom_score_adj change across the
+ * exec of setpriv); a dead one keeps what was last seen, and its kernel record says the rest.
+ */
+function refresh(m: Member): void {
+  if (m.startTime < 0 || liveness(m) !== 'alive') return
+  const comm = readStat(m.pid)?.comm
+  const uid = readUid(m.pid)
+  const adj = readOomScoreAdj(m.pid)
+  if (comm !== undefined) m.comm = comm
+  if (uid !== undefined) m.uid = uid
+  if (adj !== undefined) m.oomScoreAdj = adj
+}
+
+/** The unprivileged user the workload runs as (the article's uid 1000). */
+export function workloadUser(): Credentials {
+  const uid = Number(process.env.OOMLAB_UID ?? 1000)
+  const gid = Number(process.env.OOMLAB_GID ?? uid)
+  if (!Number.isInteger(uid) || uid <= 0 || !Number.isInteger(gid) || gid < 0)
+    throw new UserError(`OOMLAB_UID/OOMLAB_GID must name an unprivileged user (got ${process.env.OOMLAB_UID}/${process.env.OOMLAB_GID})`)
+  return { uid, gid }
+}
+
+/** Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID until empty. */
+export async function killTree(dir: string): Promise<void> {
+  if (await cgHas(dir, 'cgroup.kill')) {
+    await cgWrite(dir, 'cgroup.kill', '1')
+    await waitUntilEmpty(dir, { timeoutMs: timeouts.killMs })
+    return
+  }
+  // Old kernels: a process may fork while we kill, so repeat until the kernel says empty.
+  for (let round = 0; ; round++) {
+    for (const pid of subtreePids(dir)) signal(pid)
+    try {
+      await waitUntilEmpty(dir, { timeoutMs: round < 20 ? 500 : timeouts.killMs })
+      return
+    } catch (err) {
+      if (round >= 20) throw err
+    }
+  }
+}
+
+function subtreePids(dir: string): number[] {
+  const pids: number[] = []
+  const walk = (d: string) => {
+    try {
+      pids.push(...parsePids(readFileSync(join(d, 'cgroup.procs'), 'utf8')))
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  walk(dir)
+  return pids
+}
+
+function signal(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL')
+  } catch {
+    /* already gone */
+  }
+}
+
+function subtreeDirs(dir: string): string[] {
+  const dirs: string[] = []
+  const walk = (d: string) => {
+    dirs.push(d)
+    try {
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  walk(dir)
+  return dirs.reverse()
+}
+
+/**
+ * Synchronous last-resort teardown for signals and exit, when no event loop is left to wait with:
+ * kill, spin on cgroup.events (bounded), remove deepest first.
+ */
+export function killAndRemoveSync(dir: string): void {
+  if (!existsSync(dir)) return
+  const populated = () => {
+    try {
+      return parseKeyed(readFileSync(join(dir, 'cgroup.events'), 'utf8')).get('populated') === 1
+    } catch {
+      return false
+    }
+  }
+  const deadline = Date.now() + 3000
+  try {
+    writeFileSync(join(dir, 'cgroup.kill'), '1')
+  } catch {
+    /* older kernel: signal each PID below */
+  }
+  while (populated() && Date.now() < deadline) for (const pid of subtreePids(dir)) signal(pid)
+  for (const d of subtreeDirs(dir)) {
+    try {
+      rmdirSync(d)
+    } catch {
+      /* reported by the caller's next run as stale */
+    }
+  }
+}
+
+/** Removes trees left by runs that died too hard to clean up (their PID is gone); only ours, by name. */
+export function reapStaleTrees(parent: string): string[] {
+  const reaped: string[] = []
+  for (const e of readdirSync(parent, { withFileTypes: true })) {
+    const m = e.isDirectory() && e.name.match(/^oomlab-(\d+)-[0-9a-f]{6}$/)
+    if (!m) continue
+    if (Number(m[1]) !== process.pid && existsSync(`/proc/${m[1]}`)) continue
+    if (Number(m[1]) === process.pid && [...liveLabs].some((l) => l.root.dir === join(parent, e.name))) continue
+    killAndRemoveSync(join(parent, e.name))
+    reaped.push(e.name)
+    process.stderr.write(`oomlab: removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run\n`)
+  }
+  return reaped
+}
+
+function teardownAllSync(): void {
+  for (const lab of liveLabs) killAndRemoveSync(lab.root.dir)
+  liveLabs.clear()
+}
+
+let handlersInstalled = false
+/** Ctrl-C, SIGTERM and exit tear down whatever labs are open. */
+export function installTeardownHandlers(): void {
+  if (handlersInstalled) return
+  handlersInstalled = true
+  process.on('exit', teardownAllSync)
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.once(sig, () => {
+      teardownAllSync()
+      process.kill(process.pid, sig)
+    })
+}

@@ -1,0 +1,95 @@
+/**
+ * The kernel log from a cursor on: records with a sequence number above the one current when
+ * the reader opened. Follows /dev/kmsg through `cat` so that new records arrive as events
+ * (Node cannot poll(2) a character device, and a blocking read in its thread pool could not be
+ * cancelled).
+ */
+import { openSync, readSync, closeSync, constants } from 'node:fs'
+import { execa, type ResultPromise } from 'execa'
+import { KernelTimeoutError } from '../util/errors.js'
+import { RecordSplitter, parseRecord, type KmsgRecord } from './record.js'
+
+const KMSG = '/dev/kmsg'
+
+/** Sequence number of the newest record now in the log (reads the whole buffer without blocking). */
+export function currentSeq(): number {
+  const fd = openSync(KMSG, constants.O_RDONLY | constants.O_NONBLOCK)
+  const buf = Buffer.alloc(8192)
+  let last = -1
+  try {
+    for (;;) {
+      let n: number
+      try {
+        n = readSync(fd, buf, 0, buf.length, null)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'EAGAIN') break
+        if (code === 'EPIPE') continue // overwritten while reading: the next read resynchronises
+        throw err
+      }
+      const rec = parseRecord(buf.toString('utf8', 0, n))
+      if (rec) last = rec.seq
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return last
+}
+
+export class KernelLog implements AsyncDisposable {
+  private readonly recs: KmsgRecord[] = []
+  private readonly listeners = new Set<() => void>()
+  private readonly follower: ResultPromise
+
+  private constructor(readonly cursor: number) {
+    this.follower = execa('cat', [KMSG], { stdout: 'pipe', stderr: 'ignore', stdin: 'ignore', buffer: false, reject: false })
+    const splitter = new RecordSplitter()
+    this.follower.stdout!.setEncoding('utf8')
+    this.follower.stdout!.on('data', (chunk: string) => {
+      for (const r of splitter.push(chunk)) if (r.seq > cursor) this.recs.push(r)
+      for (const l of this.listeners) l()
+    })
+  }
+
+  /** Opens the log with the cursor at its current end. */
+  static open(): KernelLog {
+    return new KernelLog(currentSeq())
+  }
+
+  /** Records since the cursor, oldest first. */
+  get records(): readonly KmsgRecord[] {
+    return this.recs
+  }
+
+  /** Resolves with `find(records)` once it is defined; fails after `timeoutMs` naming `expected`. */
+  waitFor<T>(find: (records: readonly KmsgRecord[]) => T | undefined, expected: string, timeoutMs: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const check = () => {
+        const found = find(this.recs)
+        if (found === undefined) return
+        done()
+        resolve(found)
+      }
+      const done = () => {
+        clearTimeout(timer)
+        this.listeners.delete(check)
+      }
+      const timer = setTimeout(() => {
+        done()
+        const last = this.recs.at(-1)
+        reject(new KernelTimeoutError(`kernel log: ${expected}`, last ? last.message : '(no record since the cursor)', timeoutMs))
+      }, timeoutMs)
+      this.listeners.add(check)
+      check()
+    })
+  }
+
+  async close(): Promise<void> {
+    this.follower.kill('SIGKILL')
+    await this.follower
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}

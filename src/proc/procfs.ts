@@ -1,0 +1,78 @@
+/** What /proc says about a process. All readers return undefined once the process is gone. */
+import { readFileSync } from 'node:fs'
+
+export interface ProcStat {
+  pid: number
+  comm: string
+  /** R, S, D, Z, T, ... (proc(5)) */
+  state: string
+  ppid: number
+  /** Clock ticks after boot: with the PID, identifies one process even if the PID is reused. */
+  startTime: number
+}
+
+/** Parses /proc/PID/stat; comm may hold spaces and parentheses, so split at the last ')'. */
+export function parseStat(text: string): ProcStat {
+  const open = text.indexOf('(')
+  const close = text.lastIndexOf(')')
+  const pid = Number(text.slice(0, open).trim())
+  const comm = text.slice(open + 1, close)
+  const rest = text.slice(close + 2).split(' ')
+  // rest[0] is field 3 (state); field N is rest[N - 3].
+  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), startTime: Number(rest[19]) }
+}
+
+function readProcFile(pid: number, file: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
+export function readStat(pid: number): ProcStat | undefined {
+  const text = readProcFile(pid, 'stat')
+  return text === undefined ? undefined : parseStat(text)
+}
+
+export function readUid(pid: number): number | undefined {
+  const m = readProcFile(pid, 'status')?.match(/^Uid:\s+(\d+)/m)
+  return m ? Number(m[1]) : undefined
+}
+
+export function readOomScoreAdj(pid: number): number | undefined {
+  const text = readProcFile(pid, 'oom_score_adj')
+  return text === undefined ? undefined : Number(text.trim())
+}
+
+/** The process's cgroup v2 path ("0::/path" line of /proc/PID/cgroup). */
+export function readCgroupPath(pid: number): string | undefined {
+  return readProcFile(pid, 'cgroup')?.match(/^0::(.*)$/m)?.[1]
+}
+
+export function readCmdline(pid: number): string[] | undefined {
+  const text = readProcFile(pid, 'cmdline')
+  return text === undefined ? undefined : text.split('\0').filter(Boolean)
+}
+
+/** A process as seen once: PID plus start time, so a later PID reuse is not mistaken for it. */
+export interface ProcIdentity {
+  pid: number
+  startTime: number
+}
+
+export type Liveness = 'alive' | 'zombie' | 'gone'
+
+/** alive; zombie (exited, not yet reaped: dead); gone (no /proc entry, or the PID now names another process). */
+export function liveness(id: ProcIdentity): Liveness {
+  const stat = readStat(id.pid)
+  if (!stat || stat.startTime !== id.startTime) return 'gone'
+  return stat.state === 'Z' || stat.state === 'X' ? 'zombie' : 'alive'
+}
+
+export const isDead = (id: ProcIdentity) => liveness(id) !== 'alive'
+
+/** Kernel release of the running kernel. */
+export function kernelRelease(): string {
+  return readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()
+}

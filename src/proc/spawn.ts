@@ -1,0 +1,133 @@
+/**
+ * Starting workload processes the way the article does: each joins its cgroup before its program
+ * runs (so every page it touches is charged there), then drops to an unprivileged user.
+ * The join is a fixed shell step; the program and its arguments travel as an argument array.
+ */
+import { execa, type ResultPromise } from 'execa'
+import { join } from 'node:path'
+import { readStat, type ProcIdentity } from './procfs.js'
+import { which } from '../util/which.js'
+
+/** "$1" is the cgroup.procs file; the rest is the command. Exit 97 means the join failed. */
+const JOIN_THEN_EXEC = 'echo $$ > "$1" || exit 97; shift; echo oomlab-joined; exec "$@"'
+const JOINED = 'oomlab-joined\n'
+
+export interface Credentials {
+  uid: number
+  gid: number
+}
+
+export interface StartOptions {
+  /** Absolute directory of the cgroup to join. */
+  cgroup: string
+  user: Credentials
+  cwd: string
+  /** A pipe for stdin (the shell we type into); otherwise /dev/null. */
+  stdin?: 'pipe' | 'ignore'
+}
+
+export class SpawnError extends Error {
+  override readonly name = 'SpawnError'
+}
+
+/** A process started in a cgroup; collects what it prints so tests can wait on it. */
+export class Workload {
+  private out = ''
+  private readonly waiters = new Set<() => void>()
+  exited = false
+
+  constructor(
+    readonly argv: readonly string[],
+    readonly subprocess: ResultPromise,
+  ) {
+    for (const s of [subprocess.stdout!, subprocess.stderr!]) {
+      s.setEncoding('utf8')
+      s.on('data', (chunk: string) => {
+        this.out += chunk
+        this.notify()
+      })
+    }
+    void subprocess.then(() => {
+      this.exited = true
+      this.notify()
+    })
+  }
+
+  get pid(): number {
+    return this.subprocess.pid!
+  }
+
+  /** Everything printed so far, after the join marker. */
+  get output(): string {
+    const i = this.out.indexOf(JOINED)
+    return i < 0 ? this.out : this.out.slice(i + JOINED.length)
+  }
+
+  private notify() {
+    for (const w of this.waiters) w()
+  }
+
+  /** Resolves with the first match of `re` in what the process printed. */
+  waitForOutput(re: RegExp, expected: string, timeoutMs: number): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const m = this.out.match(re)
+        if (m) return finish(() => resolve(m))
+        if (this.exited)
+          finish(() => reject(new SpawnError(`${this.argv.join(' ')} exited while waiting for ${expected}; it printed: ${JSON.stringify(this.out.slice(-400))}`)))
+      }
+      const finish = (fn: () => void) => {
+        clearTimeout(timer)
+        this.waiters.delete(check)
+        fn()
+      }
+      const timer = setTimeout(
+        () => finish(() => reject(new SpawnError(`timed out after ${timeoutMs} ms waiting for ${expected}; ${this.argv[0]} printed: ${JSON.stringify(this.out.slice(-400))}`))),
+        timeoutMs,
+      )
+      this.waiters.add(check)
+      check()
+    })
+  }
+
+  /** Types a line into the process's stdin. */
+  type(line: string): void {
+    this.subprocess.stdin!.write(`${line}\n`)
+  }
+}
+
+let setprivFound: string | undefined
+function setprivPath(): string {
+  setprivFound ??= which('setpriv')
+  if (!setprivFound) throw new SpawnError("setpriv (util-linux) is missing: it starts the workload as an unprivileged user; install util-linux")
+  return setprivFound
+}
+
+/** Starts `argv` inside `cgroup` as `user`; resolves once the process is in the cgroup. */
+export async function startInCgroup(argv: readonly string[], opts: StartOptions, timeoutMs = 10_000): Promise<{ id: ProcIdentity; workload: Workload }> {
+  const { uid, gid } = opts.user
+  // An absolute path: busybox's sh runs its own applet for a bare "setpriv".
+  const setpriv = [setprivPath(), `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--']
+  const subprocess = execa('/bin/sh', ['-c', JOIN_THEN_EXEC, 'oomlab-join', join(opts.cgroup, 'cgroup.procs'), ...setpriv, ...argv], {
+    cwd: opts.cwd,
+    stdin: opts.stdin ?? 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: false,
+    reject: false,
+    // execa kills what it started if this process exits first: a second line of defence after
+    // the cgroup teardown.
+    cleanup: true,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: opts.cwd, LANG: 'C' },
+    extendEnv: false,
+  })
+  if (subprocess.pid === undefined) {
+    const r = await subprocess
+    throw new SpawnError(`could not start /bin/sh to run ${argv.join(' ')}: ${r.message ?? 'unknown error'}`)
+  }
+  const workload = new Workload(argv, subprocess)
+  await workload.waitForOutput(/oomlab-joined\n/, `${argv.join(' ')} to join ${opts.cgroup}`, timeoutMs)
+  const stat = readStat(workload.pid)
+  if (!stat) throw new SpawnError(`${argv.join(' ')} (pid ${workload.pid}) vanished right after joining ${opts.cgroup}`)
+  return { id: { pid: workload.pid, startTime: stat.startTime }, workload }
+}

@@ -1,0 +1,17 @@
+#!/bin/sh
+# PID 1 of the oomlab guest: mount what the experiments read, then hand over to the guest agent.
+export PATH=/usr/bin:/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# What systemd does on a host: let child cgroups use the memory controller.
+echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+ip link set lo up
+# ttyS1 is the result channel: raw, so the bytes reach the host unchanged.
+stty -F /dev/ttyS1 raw -echo
+echo "oomlab: /init ready at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
+cd /oomlab && node bin/oomlab.mjs guest
+# -no-reboot on the QEMU side turns this into QEMU's exit.
+reboot -f

@@ -1,0 +1,222 @@
+/**
+ * The guest's userland as an initramfs, built from the host's own programs: a static busybox for
+ * /init and the shell tools, node, stress-ng and setpriv with their shared libraries, and the
+ * project with the packages its tests need. Cached by a hash of everything that goes in.
+ */
+import { lstat, readlink, readdir, stat, readFile, mkdir, rename, unlink } from 'node:fs/promises'
+import { realpathSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { join, dirname, resolve, basename } from 'node:path'
+import { execa } from 'execa'
+import { file as tmpFile } from 'tmp-promise'
+import { writeCpio, type CpioEntry } from './cpio.js'
+import { projectRoot } from '../util/paths.js'
+import { UserError } from '../util/errors.js'
+import { which } from '../util/which.js'
+
+export const GUEST_PROJECT = '/oomlab'
+export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
+
+/** An initramfs being assembled: entries keyed by guest path, parents first. */
+export class ImageTree {
+  readonly entries = new Map<string, CpioEntry>()
+
+  dir(path: string, mode = 0o755, owner?: { uid: number; gid: number }): void {
+    if (path === '/' || this.entries.has(path)) return
+    this.dir(dirname(path))
+    this.entries.set(path, { type: 'dir', path, mode, ...(owner && { uid: owner.uid, gid: owner.gid }) })
+  }
+
+  data(path: string, data: string | Buffer, mode = 0o644): void {
+    this.dir(dirname(path))
+    this.entries.set(path, { type: 'data', path, data, mode })
+  }
+
+  symlink(path: string, target: string): void {
+    this.dir(dirname(path))
+    if (!this.entries.has(path)) this.entries.set(path, { type: 'symlink', path, target })
+  }
+
+  chardev(path: string, major: number, minor: number, mode = 0o600): void {
+    this.dir(dirname(path))
+    this.entries.set(path, { type: 'chardev', path, major, minor, mode })
+  }
+
+  /** Copies a host file to `guestPath` (following symlinks on the host). */
+  async file(hostPath: string, guestPath = hostPath): Promise<void> {
+    const st = await stat(hostPath)
+    this.dir(dirname(guestPath))
+    this.entries.set(guestPath, { type: 'file', path: guestPath, source: hostPath, mode: st.mode, size: st.size })
+  }
+
+  /**
+   * Adds a host path at the same place in the guest, reproducing every symlink on the way
+   * (/lib -> usr/lib, /lib64/ld-linux-x86-64.so.2 -> ...), so that the dynamic loader finds it.
+   */
+  async hostPath(path: string, depth = 0): Promise<void> {
+    if (depth > 40) throw new Error(`too many symlinks resolving ${path}`)
+    const parts = resolve(path).split('/').filter(Boolean)
+    let cur = ''
+    for (let i = 0; i < parts.length; i++) {
+      cur += `/${parts[i]}`
+      const st = await lstat(cur)
+      if (st.isSymbolicLink()) {
+        const target = await readlink(cur)
+        this.symlink(cur, target)
+        const rest = parts.slice(i + 1).join('/')
+        return this.hostPath(join(resolve(dirname(cur), target), rest), depth + 1)
+      }
+      if (i < parts.length - 1) this.dir(cur)
+      else if (st.isDirectory()) this.dir(cur)
+      else await this.file(cur)
+    }
+  }
+
+  /** Adds a program at `guestPath` and every shared library `ldd` names for it. */
+  async program(hostPath: string, guestPath: string): Promise<void> {
+    await this.file(realpathSync(hostPath), guestPath)
+    for (const lib of await sharedLibraries(hostPath)) await this.hostPath(lib)
+  }
+
+  /** Adds a host folder's contents under `guestDir`, keeping symlinks as they are. */
+  async tree(hostDir: string, guestDir: string, skip: (rel: string) => boolean = () => false, rel = ''): Promise<void> {
+    this.dir(guestDir)
+    for (const e of await readdir(join(hostDir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name
+      if (skip(r)) continue
+      const host = join(hostDir, r)
+      const guest = join(guestDir, r)
+      if (e.isSymbolicLink()) this.symlink(guest, await readlink(host))
+      else if (e.isDirectory()) await this.tree(hostDir, guestDir, skip, r)
+      else if (e.isFile()) await this.file(host, guest)
+    }
+  }
+
+  /** A hash of everything that goes in: paths, modes, and each host file's size and mtime. */
+  async hash(): Promise<string> {
+    const h = createHash('sha256')
+    for (const e of this.entries.values()) {
+      h.update(`${e.type} ${e.path}`)
+      if (e.type === 'file') {
+        const st = await stat(e.source)
+        h.update(` ${e.source} ${e.mode} ${st.size} ${st.mtimeMs}`)
+      } else if (e.type === 'data') h.update(createHash('sha256').update(e.data).digest('hex'))
+      else if (e.type === 'symlink') h.update(e.target)
+      h.update('\n')
+    }
+    return h.digest('hex').slice(0, 16)
+  }
+}
+
+/** Paths of the shared libraries a program loads, from `ldd`; none for a static program. */
+export async function sharedLibraries(program: string): Promise<string[]> {
+  const r = await execa('ldd', [program], { reject: false })
+  if (r.exitCode !== 0) return [] // "not a dynamic executable"
+  return parseLdd(String(r.stdout))
+}
+
+export function parseLdd(text: string): string[] {
+  const libs: string[] = []
+  for (const line of text.split('\n')) {
+    const m = line.match(/=>\s+(\/\S+)/) ?? line.match(/^\s*(\/\S+)\s+\(/)
+    if (m?.[1]) libs.push(m[1])
+  }
+  return libs
+}
+
+function hostProgram(name: string, pkg: string): string {
+  const p = which(name)
+  if (p) return p
+  throw new UserError(`${name} is missing on the host: the guest is built from the host's programs; install it with \`apt-get install ${pkg}\``)
+}
+
+async function staticBusybox(): Promise<string> {
+  const bb = process.env.OOMLAB_BUSYBOX ?? hostProgram('busybox', 'busybox-static')
+  if ((await sharedLibraries(bb)).length > 0)
+    throw new UserError(`${bb} is dynamically linked; the guest's /init needs a static busybox: \`apt-get install busybox-static\``)
+  return bb
+}
+
+/** Every shared object of the host's C library package: node's native parts load more of glibc than ldd lists. */
+async function glibcObjects(): Promise<string[]> {
+  const r = await execa('dpkg', ['-L', 'libc6'], { reject: false })
+  if (r.exitCode !== 0) return []
+  const files: string[] = []
+  for (const p of String(r.stdout).split('\n'))
+    if (/\.so(\.\d+)*$/.test(p) && (await lstat(p).then((s) => s.isFile() || s.isSymbolicLink(), () => false))) files.push(p)
+  return files
+}
+
+const SKIP_MODULES = new Set(['typescript', '@types', '.cache', '.vite', '.vitest', '.package-lock.json'])
+
+/** The whole guest userland. `init` is the /init script; `extra` adds files for special guests. */
+export async function guestTree(): Promise<ImageTree> {
+  const t = new ImageTree()
+  for (const d of ['/bin', '/usr/bin', '/proc', '/sys', '/dev', '/run', '/root', '/etc']) t.dir(d)
+  t.dir('/tmp', 0o1777)
+  t.dir(`/home/${GUEST_USER.name}`, 0o755, GUEST_USER)
+  t.chardev('/dev/console', 5, 1)
+  t.chardev('/dev/null', 1, 3, 0o666)
+
+  const busybox = await staticBusybox()
+  await t.file(busybox, '/bin/busybox')
+  const applets = String((await execa(busybox, ['--list'])).stdout).split('\n').filter(Boolean)
+  for (const a of applets) t.symlink(`/bin/${a}`, 'busybox')
+
+  await t.program(process.execPath, '/usr/bin/node')
+  await t.program(hostProgram('stress-ng', 'stress-ng'), '/usr/bin/stress-ng')
+  // util-linux's setpriv: busybox's cannot change uid.
+  await t.program(hostProgram('setpriv', 'util-linux'), '/usr/bin/setpriv')
+  // coreutils' nohup: Debian's busybox has none.
+  await t.program(hostProgram('nohup', 'coreutils'), '/usr/bin/nohup')
+  for (const so of await glibcObjects()) await t.hostPath(so)
+
+  t.data('/etc/passwd', `root:x:0:0:root:/root:/bin/sh\n${GUEST_USER.name}:x:${GUEST_USER.uid}:${GUEST_USER.gid}::/home/${GUEST_USER.name}:/bin/sh\n`)
+  t.data('/etc/group', `root:x:0:\n${GUEST_USER.name}:x:${GUEST_USER.gid}:\n`)
+  // vitest resolves localhost: without these it fails with EAI_AGAIN.
+  t.data('/etc/hosts', '127.0.0.1 localhost\n::1 localhost\n')
+  t.data('/etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n')
+  t.data('/etc/oomlab-guest', 'This system is an oom-group-lab guest.\n')
+  t.data('/init', await readFile(join(projectRoot, 'src/vm/guest/init.sh')), 0o755)
+
+  for (const f of ['package.json', 'tsconfig.json', 'vitest.config.ts']) await t.file(join(projectRoot, f), join(GUEST_PROJECT, f))
+  for (const d of ['bin', 'src', 'experiments']) await t.tree(join(projectRoot, d), join(GUEST_PROJECT, d))
+  await t.tree(join(projectRoot, 'node_modules'), join(GUEST_PROJECT, 'node_modules'), (rel) => SKIP_MODULES.has(rel))
+  return t
+}
+
+export interface Initramfs {
+  path: string
+  hash: string
+  bytes: number
+  /** True when an image with the same inputs was already in the cache. */
+  reused: boolean
+  ms: number
+}
+
+/** Builds the image into the cache, or reuses the one with the same hash. Keeps the newest few. */
+export async function buildInitramfs(cache: string, tree: ImageTree, name = 'guest'): Promise<Initramfs> {
+  const t0 = performance.now()
+  const dir = join(cache, 'initramfs')
+  await mkdir(dir, { recursive: true })
+  const hash = await tree.hash()
+  const path = join(dir, `${name}-${hash}.cpio`)
+  const existing = await stat(path).catch(() => undefined)
+  if (existing) return { path, hash, bytes: existing.size, reused: true, ms: performance.now() - t0 }
+  const tmp = await tmpFile({ tmpdir: dir, prefix: `.${name}-`, postfix: '.partial' })
+  try {
+    const bytes = await writeCpio(tmp.path, tree.entries.values())
+    await rename(tmp.path, path)
+    await pruneOld(dir, name, basename(path))
+    return { path, hash, bytes, reused: false, ms: performance.now() - t0 }
+  } finally {
+    await tmp.cleanup().catch(() => undefined)
+  }
+}
+
+async function pruneOld(dir: string, name: string, keep: string): Promise<void> {
+  const images = (await readdir(dir)).filter((f) => f.startsWith(`${name}-`) && f.endsWith('.cpio') && f !== keep)
+  const withTimes = await Promise.all(images.map(async (f) => ({ f, t: (await stat(join(dir, f))).mtimeMs })))
+  withTimes.sort((a, b) => b.t - a.t)
+  for (const { f } of withTimes.slice(2)) await unlink(join(dir, f)).catch(() => undefined)
+}
