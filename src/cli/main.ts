@@ -1,5 +1,94 @@
-const cmd = process.argv[2]
-if (cmd === 'guest') {
-  const { guestMain } = await import('../vm/guest/agent.js')
-  await guestMain()
+/** oomlab: reproduce the article's memory.oom.group experiments on a real kernel. */
+import { parseRunArgs, USAGE } from './args.js'
+import { runExperiments, runVitest, log } from './experiments.js'
+import { preflight, formatCheck } from '../host/preflight.js'
+import { UserError, errorMessage } from '../util/errors.js'
+
+const controller = new AbortController()
+let interrupted = false
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.on(sig, () => {
+    if (interrupted) process.exit(130) // a second Ctrl-C: give up at once
+    interrupted = true
+    log(`${sig}: stopping (the guest and every process of the run are being stopped)`)
+    controller.abort(new Error(sig))
+  })
+
+async function doctor(): Promise<number> {
+  const checks = await preflight()
+  for (const c of checks) console.log(formatCheck(c))
+  const failing = checks.filter((c) => !c.ok)
+  console.log(failing.length === 0 ? 'The experiments can run natively here.' : 'The experiments cannot run natively here; `npm test` runs them in a VM instead.')
+  return failing.length === 0 ? 0 : 1
+}
+
+async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
+  const args = parseRunArgs(argv)
+  if (args.help) {
+    console.log(USAGE)
+    return 0
+  }
+  let passed = 0
+  let failed = 0
+  if (withUnit) {
+    log('unit tests')
+    const u = await runVitest('unit', [], process.env as Record<string, string>, controller.signal)
+    passed += u.passed
+    failed += u.failed
+    if (u.exitCode !== 0 && u.failed === 0) failed++ // vitest itself failed
+    if (controller.signal.aborted) return 130
+  }
+  const out = await runExperiments(args, controller.signal)
+  passed += out.passed
+  failed += out.failed
+  console.log(`\n${out.summary}\n`)
+  console.log(`oomlab: the experiments ran ${out.where === 'vm' ? 'in a QEMU guest' : 'natively'} on kernel ${out.kernelRelease ?? 'unknown'}; evidence in ${out.reportDir}`)
+  if (out.failure) {
+    log(`FAILED: ${out.failure}`)
+    failed++
+  }
+  console.log(`oomlab: ${passed} passed, ${failed} failed`)
+  if (interrupted) return 130
+  return failed === 0 ? 0 : 1
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  switch (cmd) {
+    case 'reproduce':
+      return reproduce(rest, false)
+    case 'test':
+      return reproduce(rest, true)
+    case 'doctor':
+      return doctor()
+    case 'bench': {
+      const { bench } = await import('./bench.js')
+      return bench(rest, controller.signal)
+    }
+    case 'kernels': {
+      const { listKernels } = await import('./kernels.js')
+      return listKernels()
+    }
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      console.log(USAGE)
+      return cmd === undefined ? 2 : 0
+    default:
+      throw new UserError(`unknown command "${cmd}": use reproduce, test, doctor, bench or kernels`)
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2))
+} catch (err) {
+  if (err instanceof UserError) {
+    process.stderr.write(`oomlab: ${err.message}\n`)
+    process.exitCode = err.exitCode
+  } else {
+    process.stderr.write(`oomlab: ${errorMessage(err)}\n`)
+    if (process.env.OOMLAB_DEBUG) process.stderr.write(`${(err as Error).stack}\n`)
+    process.exitCode = 1
+  }
 }

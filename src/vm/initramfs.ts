@@ -13,9 +13,8 @@ import { writeCpio, type CpioEntry } from './cpio.js'
 import { projectRoot } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import { which } from '../util/which.js'
+import { GUEST_AGENT, GUEST_PROJECT, GUEST_USER } from './guest/layout.js'
 
-export const GUEST_PROJECT = '/oomlab'
-export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
 
 /** An initramfs being assembled: entries keyed by guest path, parents first. */
 export class ImageTree {
@@ -147,6 +146,24 @@ async function glibcObjects(): Promise<string[]> {
   return files
 }
 
+/** One ESM file with the agent and the harness code it needs; vitest stays a package import. */
+async function bundleGuestAgent(): Promise<string> {
+  const { build } = await import('esbuild')
+  const out = await build({
+    entryPoints: [join(projectRoot, 'src/vm/guest/main.ts')],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    external: ['vitest', 'vitest/*'],
+    logLevel: 'silent',
+    // Bundled CommonJS packages (tmp-promise) still call require().
+    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  })
+  return out.outputFiles[0]!.text
+}
+
 const SKIP_MODULES = new Set(['typescript', '@types', '.cache', '.vite', '.vitest', '.package-lock.json'])
 
 /** The whole guest userland. `init` is the /init script; `extra` adds files for special guests. */
@@ -178,6 +195,7 @@ export async function guestTree(): Promise<ImageTree> {
   t.data('/etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n')
   t.data('/etc/oomlab-guest', 'This system is an oom-group-lab guest.\n')
   t.data('/init', await readFile(join(projectRoot, 'src/vm/guest/init.sh')), 0o755)
+  t.data(GUEST_AGENT, await bundleGuestAgent())
 
   for (const f of ['package.json', 'tsconfig.json', 'vitest.config.ts']) await t.file(join(projectRoot, f), join(GUEST_PROJECT, f))
   for (const d of ['bin', 'src', 'experiments']) await t.tree(join(projectRoot, d), join(GUEST_PROJECT, d))

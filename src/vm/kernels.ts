@@ -166,7 +166,7 @@ export async function resolveKernel(spec: string, opts: ResolveKernelOptions = {
     signal: opts.signal,
     reportedBroken: new Set(),
   }
-  const target = parseSpec(spec)
+  const target = parseKernelSpec(spec)
   const cachedKernel = () =>
     target.kind === 'suite'
       ? rememberedSuiteKernel(ctx, target.suite)
@@ -185,10 +185,10 @@ export async function resolveKernel(spec: string, opts: ResolveKernelOptions = {
   })
 }
 
-type Target = { kind: 'suite'; suite: string } | { kind: 'abi'; abi: string }
+export type Target = { kind: 'suite'; suite: string } | { kind: 'abi'; abi: string }
 
 /** A suite name, or the ABI part of linux-image-<abi>-cloud-amd64 ('6.1.0-50', with or without '-cloud-amd64'). */
-function parseSpec(spec: string): Target {
+export function parseKernelSpec(spec: string): Target {
   const suite = DEBIAN_SUITES.find((s) => s.name === spec)?.suite
   if (suite) return { kind: 'suite', suite }
   const abi = spec.endsWith(`-${FLAVOUR}`) ? spec.slice(0, -FLAVOUR.length - 1) : spec

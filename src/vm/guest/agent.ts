@@ -5,9 +5,7 @@
 import { openSync, writeSync, readFileSync, readdirSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { encodeFrame, type Frame } from '../channel.js'
-import { GUEST_PROJECT } from '../initramfs.js'
-
-const CHANNEL = '/dev/ttyS1'
+import { GUEST_CHANNEL, GUEST_PROJECT } from './layout.js'
 
 export interface GuestConfig {
   /** vitest filters (spec file name parts); empty runs every experiment. */
@@ -30,7 +28,7 @@ export function encodeGuestConfig(cfg: GuestConfig): string {
 const uptimeMs = () => Math.round(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000)
 
 export async function guestMain(): Promise<void> {
-  const fd = openSync(CHANNEL, 'w')
+  const fd = openSync(GUEST_CHANNEL, 'w')
   const send = (f: Frame) => writeSync(fd, encodeFrame(f))
   send({ type: 'hello', release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), version: readFileSync('/proc/version', 'utf8').trim(), uptimeMs: uptimeMs() })
   try {

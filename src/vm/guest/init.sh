@@ -12,6 +12,6 @@ ip link set lo up
 # ttyS1 is the result channel: raw, so the bytes reach the host unchanged.
 stty -F /dev/ttyS1 raw -echo
 echo "oomlab: /init ready at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
-cd /oomlab && node bin/oomlab.mjs guest
+cd /oomlab && node .oomlab/guest.mjs
 # -no-reboot on the QEMU side turns this into QEMU's exit.
 reboot -f

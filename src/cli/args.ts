@@ -1,0 +1,106 @@
+/** Command-line parsing: every flag checked, every mistake one line and exit code 2. */
+import { parseArgs } from 'node:util'
+import { UserError } from '../util/errors.js'
+import { parseKernelSpec } from '../vm/kernels.js'
+import { existsSync } from 'node:fs'
+
+export const RUN_FLAGS = {
+  vm: { type: 'boolean' },
+  native: { type: 'boolean' },
+  kernel: { type: 'string' },
+  'kernel-image': { type: 'string' },
+  accel: { type: 'string' },
+  memory: { type: 'string' },
+  cpus: { type: 'string' },
+  append: { type: 'string' },
+  'boot-timeout': { type: 'string' },
+  timeout: { type: 'string' },
+  report: { type: 'string' },
+  refresh: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+export interface RunArgs {
+  vm: boolean
+  native: boolean
+  kernel?: string
+  kernelImage?: string
+  accel: 'auto' | 'kvm' | 'tcg'
+  memoryMiB?: number
+  cpus?: number
+  append: string[]
+  bootTimeoutMs?: number
+  runTimeoutMs?: number
+  report?: string
+  refresh: boolean
+  filters: string[]
+  help: boolean
+}
+
+function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < min || n > max) throw new UserError(`--${flag} ${JSON.stringify(value)}: expected a whole number from ${min} to ${max}`)
+  return n
+}
+
+export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RunArgs {
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, options: RUN_FLAGS, allowPositionals: true, strict: true })
+  } catch (err) {
+    throw new UserError(`${(err as Error).message.split(/\.\s/)[0]} (see --help)`)
+  }
+  const v = parsed.values
+  const accel = v.accel ?? 'auto'
+  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') throw new UserError(`--accel ${JSON.stringify(accel)}: expected auto, kvm or tcg`)
+  const forceVm = v.vm === true || /^(1|true|yes)$/i.test(env.OOMLAB_VM ?? '')
+  if (forceVm && v.native) throw new UserError('--vm and --native exclude each other')
+  if (v.kernel !== undefined && v['kernel-image'] !== undefined) throw new UserError('--kernel and --kernel-image exclude each other')
+  if (v.native && (v.kernel !== undefined || v['kernel-image'] !== undefined)) throw new UserError('--native runs on the host kernel: drop --kernel/--kernel-image, or use --vm')
+  for (const f of parsed.positionals) if (!/^[\w.-]+$/.test(f)) throw new UserError(`spec filter ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
+  // Fail on a bad kernel name or image now, not after the unit tests.
+  if (v.kernel !== undefined) parseKernelSpec(v.kernel)
+  if (v['kernel-image'] !== undefined && !existsSync(v['kernel-image'])) throw new UserError(`--kernel-image ${v['kernel-image']}: no such file`)
+  const appendWords = (v.append ?? '').split(/\s+/).filter(Boolean)
+  const kernelSelected = v.kernel !== undefined || v['kernel-image'] !== undefined || appendWords.length > 0
+  return {
+    // Choosing a kernel or its command line only makes sense in a VM.
+    vm: forceVm || kernelSelected,
+    native: v.native === true,
+    ...(v.kernel !== undefined && { kernel: v.kernel }),
+    ...(v['kernel-image'] !== undefined && { kernelImage: v['kernel-image'] }),
+    accel,
+    ...(v.memory !== undefined && { memoryMiB: positiveInt('memory', v.memory, 512, 65536) }),
+    ...(v.cpus !== undefined && { cpus: positiveInt('cpus', v.cpus, 1, 64) }),
+    append: appendWords,
+    ...(v['boot-timeout'] !== undefined && { bootTimeoutMs: positiveInt('boot-timeout', v['boot-timeout'], 1, 3600)! * 1000 }),
+    ...(v.timeout !== undefined && { runTimeoutMs: positiveInt('timeout', v.timeout, 1, 86400)! * 1000 }),
+    ...(v.report !== undefined && { report: v.report }),
+    refresh: v.refresh === true,
+    filters: parsed.positionals,
+    help: v.help === true,
+  }
+}
+
+export const USAGE = `usage: oomlab <command> [options] [spec filter...]
+
+commands:
+  reproduce   run the article's experiments (natively if the host can, else in a VM) and print who survived
+  test        unit tests, then the experiments as above; exits non-zero on any failure
+  doctor      say whether this host can run the experiments natively, and why not
+  bench       time boot and in-guest experiments over a few VM runs (--runs N)
+  kernels     list the kernels you can name and the ones in the cache
+
+options (reproduce, test, bench):
+  --vm                  always use the VM (also OOMLAB_VM=1)
+  --native              never use the VM; fail if the host cannot run the experiments
+  --kernel NAME         Debian suite (bullseye, bookworm, bookworm-backports, trixie, sid) or version (6.1.0-50); default bookworm
+  --kernel-image PATH   boot your own bzImage instead
+  --accel auto|kvm|tcg  default auto: KVM only if a probe guest really boots with it
+  --memory MiB          guest memory (default 1536)      --cpus N   guest vCPUs (default 2)
+  --append "ARGS"       extra guest kernel command line
+  --boot-timeout SEC    deadline for the guest to come up (default 120)
+  --timeout SEC         deadline for the whole guest run (default 600)
+  --report DIR          where evidence and the summary go (default reports/latest)
+  --refresh             ask Debian's mirror again for the newest kernel of a suite`

@@ -1,0 +1,128 @@
+/**
+ * Running the experiment specs where they can run: natively when the host passes preflight
+ * (cgroup v2 with memory, root), otherwise in the disposable VM. Either way the evidence lands in
+ * the report folder and the caller learns the kernel, the counts and any failure.
+ */
+import { mkdir, rm, writeFile, readFile } from 'node:fs/promises'
+import { join, resolve, dirname } from 'node:path'
+import { execa } from 'execa'
+import { preflight, formatCheck } from '../host/preflight.js'
+import { runInVm } from '../vm/runner.js'
+import { readEvidenceDir } from '../report/evidence.js'
+import { formatSummary } from '../report/summary.js'
+import { projectRoot } from '../util/paths.js'
+import { UserError } from '../util/errors.js'
+import type { RunArgs } from './args.js'
+
+export interface ExperimentsOutcome {
+  where: 'native' | 'vm'
+  kernelRelease?: string
+  passed: number
+  failed: number
+  /** Why the run as a whole failed (guest panic, hang, interrupt), beyond failed specs. */
+  failure?: string
+  reportDir: string
+  summary: string
+}
+
+export const log = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
+
+export function reportDirOf(args: RunArgs): string {
+  return resolve(args.report ?? join(projectRoot, 'reports', 'latest'))
+}
+
+/** Runs vitest as a child with the given project; returns the JSON reporter's counts. */
+export async function runVitest(project: 'unit' | 'experiments', filters: string[], env: Record<string, string>, signal: AbortSignal): Promise<{ passed: number; failed: number; exitCode: number }> {
+  const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
+  await mkdir(dirname(jsonFile), { recursive: true })
+  const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
+  const r = await execa(process.execPath, [vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--outputFile.json=${jsonFile}`, ...filters], {
+    cwd: projectRoot,
+    stdio: 'inherit',
+    reject: false,
+    env,
+    cancelSignal: signal,
+    forceKillAfterDelay: 5000,
+  })
+  try {
+    const j = JSON.parse(await readFile(jsonFile, 'utf8')) as { numPassedTests: number; numFailedTests: number }
+    return { passed: j.numPassedTests, failed: j.numFailedTests, exitCode: r.exitCode ?? 1 }
+  } catch {
+    return { passed: 0, failed: 0, exitCode: r.exitCode ?? 1 }
+  } finally {
+    await rm(jsonFile, { force: true })
+  }
+}
+
+/** Native or VM? Native only when every preflight check passes and no VM was asked for. */
+async function canRunNatively(args: RunArgs): Promise<boolean> {
+  if (args.vm) return false
+  const failing = (await preflight()).filter((c) => !c.ok)
+  if (failing.length === 0) return true
+  if (args.native) throw new UserError(`cannot run natively: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
+  log(`running in a VM: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
+  return false
+}
+
+export async function runExperiments(args: RunArgs, signal: AbortSignal): Promise<ExperimentsOutcome> {
+  const reportDir = reportDirOf(args)
+  const evidenceDir = join(reportDir, 'evidence')
+  await rm(evidenceDir, { recursive: true, force: true })
+  await mkdir(evidenceDir, { recursive: true })
+
+  let outcome: Omit<ExperimentsOutcome, 'summary' | 'reportDir'>
+  if (await canRunNatively(args)) {
+    const release = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim()
+    log(`running the experiments natively on kernel ${release}`)
+    const r = await runVitest('experiments', args.filters, { ...process.env, OOMLAB_EVIDENCE_DIR: evidenceDir } as Record<string, string>, signal)
+    outcome = {
+      where: 'native',
+      kernelRelease: release,
+      passed: r.passed,
+      failed: r.failed,
+      ...(signal.aborted ? { failure: 'interrupted' } : r.exitCode !== 0 && r.failed === 0 ? { failure: `vitest exited with ${r.exitCode}` } : {}),
+    }
+  } else {
+    const vm = await runInVm({
+      ...(args.kernel !== undefined && { kernel: args.kernel }),
+      ...(args.kernelImage !== undefined && { kernelImage: args.kernelImage }),
+      accel: args.accel,
+      ...(args.memoryMiB !== undefined && { memoryMiB: args.memoryMiB }),
+      ...(args.cpus !== undefined && { cpus: args.cpus }),
+      append: args.append,
+      ...(args.bootTimeoutMs !== undefined && { bootTimeoutMs: args.bootTimeoutMs }),
+      ...(args.runTimeoutMs !== undefined && { runTimeoutMs: args.runTimeoutMs }),
+      filters: args.filters,
+      refresh: args.refresh,
+      log,
+      onConsole: (line) => process.stdout.write(`${line}\n`),
+      signal,
+    })
+    for (const [name, content] of vm.files) {
+      const dest = join(reportDir, name)
+      if (!dest.startsWith(`${reportDir}/`)) continue // a guest names only files inside the report
+      await mkdir(dirname(dest), { recursive: true })
+      await writeFile(dest, content)
+    }
+    const t = vm.timings
+    log(
+      `timings: kernel ${(t.kernelMs / 1000).toFixed(1)} s, initramfs ${(t.initramfsMs / 1000).toFixed(1)} s (${vm.initramfs.reused ? 'reused' : 'built'}), ` +
+        `boot ${t.bootMs !== undefined ? `${(t.bootMs / 1000).toFixed(1)} s` : '-'}, guest run ${t.guestRunMs !== undefined ? `${(t.guestRunMs / 1000).toFixed(1)} s` : '-'}, total ${(t.totalMs / 1000).toFixed(1)} s`,
+    )
+    let failure = vm.run.failure ?? (vm.guestError !== undefined ? `the guest agent failed: ${vm.guestError.split('\n')[0]}` : undefined)
+    if (vm.run.failure) {
+      process.stderr.write(`oomlab: last console lines of the guest:\n${vm.run.consoleTail.map((l) => `  | ${l}`).join('\n')}\n`)
+    }
+    if (!failure && vm.result && vm.result.passed + vm.result.failed === 0) failure = 'the guest ran no experiment (check the spec filter)'
+    outcome = {
+      where: 'vm',
+      kernelRelease: vm.hello?.release ?? vm.kernel.release,
+      passed: vm.result?.passed ?? 0,
+      failed: vm.result?.failed ?? 0,
+      ...(failure !== undefined && { failure }),
+    }
+  }
+  const summary = formatSummary(await readEvidenceDir(evidenceDir))
+  await writeFile(join(reportDir, 'summary.txt'), `${summary}\n`)
+  return { ...outcome, reportDir, summary }
+}

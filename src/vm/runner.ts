@@ -1,0 +1,119 @@
+/**
+ * The disposable VM as a whole: pick the kernel, build (or reuse) the guest userland, choose KVM
+ * or TCG, boot, stream the console, and bring back the guest's result and evidence.
+ */
+import { resolveKernel, kernelFromImage, DEFAULT_KERNEL, type KernelImage } from './kernels.js'
+import { guestTree, buildInitramfs, type Initramfs } from './initramfs.js'
+import { chooseAccel, type AccelChoice } from './accel.js'
+import { bootGuest, type GuestRun } from './qemu.js'
+import { encodeGuestConfig } from './guest/agent.js'
+import type { Frame } from './channel.js'
+import { cacheDir } from '../util/paths.js'
+import { UserError } from '../util/errors.js'
+import { which } from '../util/which.js'
+
+export interface VmOptions {
+  /** Suite name or Debian kernel version (default bookworm). */
+  kernel?: string
+  /** A bzImage the user built; wins over `kernel`. */
+  kernelImage?: string
+  accel?: 'auto' | 'kvm' | 'tcg'
+  memoryMiB?: number
+  cpus?: number
+  /** Extra kernel command-line words. */
+  append?: string[]
+  bootTimeoutMs?: number
+  runTimeoutMs?: number
+  /** Spec filters passed to vitest in the guest. */
+  filters?: string[]
+  /** Environment for the specs in the guest. */
+  env?: Record<string, string>
+  refresh?: boolean
+  log?: (line: string) => void
+  onConsole?: (line: string) => void
+  signal?: AbortSignal
+}
+
+export interface VmResult {
+  kernel: KernelImage
+  accel: AccelChoice
+  initramfs: Initramfs
+  run: GuestRun
+  hello?: Extract<Frame, { type: 'hello' }>
+  result?: Extract<Frame, { type: 'result' }>
+  guestError?: string
+  files: Map<string, string>
+  /** Host milliseconds spent on each step. */
+  timings: { kernelMs: number; initramfsMs: number; accelMs: number; bootMs?: number; guestRunMs?: number; totalMs: number }
+}
+
+export const VM_DEFAULTS = { memoryMiB: 1536, cpus: 2, bootTimeoutMs: 120_000, runTimeoutMs: 600_000 }
+
+export async function runInVm(o: VmOptions): Promise<VmResult> {
+  const log = o.log ?? (() => {})
+  const qemu = which('qemu-system-x86_64')
+  if (!qemu) throw new UserError('qemu-system-x86_64 is missing: the experiments need a VM on this host; install it with `apt-get install qemu-system-x86`')
+  const cache = cacheDir()
+  const t0 = performance.now()
+
+  const kernel = o.kernelImage
+    ? await kernelFromImage(o.kernelImage)
+    : await resolveKernel(o.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
+  const t1 = performance.now()
+  log(`kernel: ${kernel.release} (${kernel.source === 'debian' ? `Debian ${kernel.debianPackage} ${kernel.debianVersion}` : kernel.path})`)
+
+  const initramfs = await buildInitramfs(cache, await guestTree())
+  const t2 = performance.now()
+  log(`initramfs: ${initramfs.reused ? 'reused' : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s (${initramfs.path})`)
+
+  const accel = await chooseAccel({ want: o.accel ?? 'auto', cache, kernel: kernel.path, qemu, log })
+  const t3 = performance.now()
+  log(`accel: ${accel.accel} (${accel.reason}${accel.cached ? ', remembered' : ''})`)
+
+  const memoryMiB = o.memoryMiB ?? VM_DEFAULTS.memoryMiB
+  const cpus = o.cpus ?? VM_DEFAULTS.cpus
+  log(`booting ${kernel.release} under QEMU (${accel.accel}, ${cpus} vCPUs, ${memoryMiB} MiB)`)
+  const files = new Map<string, string>()
+  let hello: VmResult['hello']
+  let result: VmResult['result']
+  let guestError: string | undefined
+  const run = await bootGuest({
+    kernel: kernel.path,
+    initrd: initramfs.path,
+    accel: accel.accel,
+    memoryMiB,
+    cpus,
+    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {} })],
+    bootTimeoutMs: o.bootTimeoutMs ?? VM_DEFAULTS.bootTimeoutMs,
+    runTimeoutMs: o.runTimeoutMs ?? VM_DEFAULTS.runTimeoutMs,
+    qemu,
+    ...(o.onConsole && { onConsole: o.onConsole }),
+    ...(o.signal && { signal: o.signal }),
+    onFrame: (f) => {
+      if (f.type === 'hello') {
+        hello = f
+        log(`guest up: kernel ${f.release}, ${(f.uptimeMs / 1000).toFixed(1)} s of guest uptime`)
+      } else if (f.type === 'file') files.set(f.name, f.content)
+      else if (f.type === 'result') result = f
+      else if (f.type === 'error') guestError = f.message
+    },
+  })
+  const totalMs = performance.now() - t0
+  return {
+    kernel,
+    accel,
+    initramfs,
+    run,
+    ...(hello && { hello }),
+    ...(result && { result }),
+    ...(guestError !== undefined && { guestError }),
+    files,
+    timings: {
+      kernelMs: t1 - t0,
+      initramfsMs: t2 - t1,
+      accelMs: t3 - t2,
+      ...(run.bootMs !== undefined && { bootMs: run.bootMs, guestRunMs: run.totalMs - run.bootMs }),
+      totalMs,
+    },
+  }
+}
