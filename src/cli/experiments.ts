@@ -114,6 +114,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       process.stderr.write(`oomlab: last console lines of the guest:\n${vm.run.consoleTail.map((l) => `  | ${l}`).join('\n')}\n`)
     }
     if (!failure && vm.result && vm.result.passed + vm.result.failed === 0) failure = 'the guest ran no experiment (check the spec filter)'
+    if (!failure && vm.result?.leftovers.length) failure = `left behind in the guest after teardown: ${vm.result.leftovers.join(', ')}`
     outcome = {
       where: 'vm',
       kernelRelease: vm.hello?.release ?? vm.kernel.release,

@@ -51,7 +51,8 @@ export interface CgroupSettings {
 /** One cgroup of the experiment's tree. */
 export class Cgroup {
   readonly settings: Record<string, string> = {}
-  eventsAtStart: MemoryEvents | undefined
+  /** memory.events as the kernel printed it right after the cgroup was set up. */
+  eventsTextAtStart: string | undefined
 
   constructor(
     /** The article's name, e.g. "test01/test011". */
@@ -68,7 +69,11 @@ export class Cgroup {
   }
 
   async memoryEvents(): Promise<MemoryEvents> {
-    return parseMemoryEvents(await cgRead(this.dir, 'memory.events'))
+    return parseMemoryEvents(await this.memoryEventsText())
+  }
+
+  memoryEventsText(): Promise<string> {
+    return cgRead(this.dir, 'memory.events')
   }
 
   procs(): Promise<number[]> {
@@ -143,6 +148,7 @@ export class Lab implements AsyncDisposable {
   readonly members: Member[] = []
   readonly startedAt = new Date()
   stressorPid: number | undefined
+  private shellWorkload: Workload | undefined
   private readonly workloads: Workload[] = []
   private disposed = false
   private readonly notes: string[] = []
@@ -207,6 +213,7 @@ export class Lab implements AsyncDisposable {
     this.capabilities['memory.events.local'] = await cgHas(cg.dir, 'memory.events.local')
     this.capabilities['memory.swap.max'] = await cgHas(cg.dir, 'memory.swap.max')
     this.capabilities.oom_group_kill = 'oom_group_kill' in (await cg.memoryEvents())
+    this.capabilities['cgroup.kill'] = await cgHas(cg.dir, 'cgroup.kill')
     if (!(await cgHas(cg.dir, 'memory.oom.group')))
       throw new UserError(`kernel ${kernelRelease()} has no memory.oom.group (it came in 4.19)`)
     // Keep the workload off swap without touching the host's swap.
@@ -215,7 +222,7 @@ export class Lab implements AsyncDisposable {
       throw new UserError('swap is on and this kernel has no memory.swap.max to keep the test cgroups off it; boot with swapaccount=1 or use the VM')
     if (settings['memory.max'] !== undefined) await cg.set('memory.max', settings['memory.max'])
     if (settings['memory.oom.group'] !== undefined) await cg.set('memory.oom.group', String(settings['memory.oom.group']))
-    cg.eventsAtStart = await cg.memoryEvents()
+    cg.eventsTextAtStart = await cg.memoryEventsText()
     return cg
   }
 
@@ -223,6 +230,7 @@ export class Lab implements AsyncDisposable {
   async shell(cg: Cgroup): Promise<Shell> {
     const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: this.user, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
     this.workloads.push(workload)
+    this.shellWorkload = workload
     return new Shell(this, this.remember(id, 'shell', cg), workload)
   }
 
@@ -327,14 +335,17 @@ export class Lab implements AsyncDisposable {
   async evidence(verdict: { state: string; errors?: string[] }): Promise<object> {
     const fates = await this.fates().catch(() => [] as Fate[])
     const tree = []
-    for (const cg of this.cgroups)
+    for (const cg of this.cgroups) {
+      const after = await cg.memoryEventsText().catch(() => undefined)
       tree.push({
         name: cg.name,
         kernelPath: cg.kernelPath,
         settings: cg.settings,
-        memoryEventsBefore: cg.eventsAtStart,
-        memoryEventsAfter: await cg.memoryEvents().catch(() => undefined),
+        memoryEventsBefore: cg.eventsTextAtStart && parseMemoryEvents(cg.eventsTextAtStart),
+        memoryEventsAfter: after && parseMemoryEvents(after),
+        memoryEventsText: { before: cg.eventsTextAtStart, after },
       })
+    }
     return {
       scenario: this.scenario,
       kernel: { release: kernelRelease(), version: readFileSync('/proc/version', 'utf8').trim() },
@@ -364,7 +375,10 @@ export class Lab implements AsyncDisposable {
         killed: e.killed.map((k) => ({ pid: k.pid, comm: k.comm, uid: k.uid, oomScoreAdj: k.oomScoreAdj })),
       })),
       kernelLog: this.oomEvents().flatMap((e) => e.records.map(formatRecord)),
-      shellOutput: undefined,
+      // Every record since the cursor, as /dev/kmsg gave it: the raw material behind the verdict.
+      kernelRecords: this.log.records.slice(0, 5000),
+      // What the article's shell printed: stress-ng's -v output.
+      shellOutput: this.shellWorkload?.output.slice(-8000),
       notes: this.notes,
     }
   }

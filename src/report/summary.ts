@@ -7,6 +7,13 @@ export function shortRecord(record: string): string {
   return m ? `[${m[1]}] ${[m[2], m[3], m[4]].filter(Boolean).join(' ')}` : record
 }
 
+/** 201326592 -> 192M, as the article writes it. */
+function bytes(v: string): string {
+  const n = Number(v)
+  if (!Number.isFinite(n) || n === 0) return v
+  return n % 2 ** 20 === 0 ? `${n / 2 ** 20}M` : v
+}
+
 function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length)
 }
@@ -17,7 +24,7 @@ export function formatScenario(e: Evidence): string {
   for (const cg of e.tree) {
     const s = Object.entries(cg.settings)
       .filter(([k]) => k !== 'memory.swap.max')
-      .map(([k, v]) => `${k}=${v}`)
+      .map(([k, v]) => `${k}=${k === 'memory.max' ? bytes(v) : v}`)
       .join(' ')
     if (s) lines.push(`      ${cg.name}: ${s}`)
   }

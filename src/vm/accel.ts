@@ -45,7 +45,7 @@ async function probeTree(): Promise<ImageTree> {
   t.dir('/dev')
   t.chardev('/dev/console', 5, 1)
   const hello = encodeFrame({ type: 'hello', release: 'probe', version: 'probe', uptimeMs: 0 }).trim()
-  t.data('/init', `#!/bin/sh\nmount -t devtmpfs devtmpfs /dev\necho '${hello}' > /dev/ttyS1\necho '${encodeFrame({ type: 'result', exitCode: 0, passed: 0, failed: 0, skipped: 0, vitestMs: 0, uptimeMs: 0 }).trim()}' > /dev/ttyS1\nreboot -f\n`, 0o755)
+  t.data('/init', `#!/bin/sh\nmount -t devtmpfs devtmpfs /dev\necho '${hello}' > /dev/ttyS1\necho '${encodeFrame({ type: 'result', exitCode: 0, passed: 0, failed: 0, skipped: 0, vitestMs: 0, uptimeMs: 0, leftovers: [] }).trim()}' > /dev/ttyS1\nreboot -f\n`, 0o755)
   return t
 }
 

@@ -5,7 +5,17 @@
 export type Frame =
   | { type: 'hello'; release: string; version: string; uptimeMs: number }
   | { type: 'file'; name: string; content: string }
-  | { type: 'result'; exitCode: number; passed: number; failed: number; skipped: number; vitestMs: number; uptimeMs: number }
+  | {
+      type: 'result'
+      exitCode: number
+      passed: number
+      failed: number
+      skipped: number
+      vitestMs: number
+      uptimeMs: number
+      /** cgroups and workload processes still there after the specs' teardown: must be empty. */
+      leftovers: string[]
+    }
   | { type: 'error'; message: string }
 
 const PREFIX = 'OOMLAB '

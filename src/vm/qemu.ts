@@ -15,7 +15,7 @@ export type Accel = 'kvm' | 'tcg'
 export interface BootOptions {
   kernel: string
   initrd: string
-  /** Extra kernel command-line words (after console=ttyS0 quiet panic=-1 mitigations=off: a disposable guest needs no Spectre mitigations, and under TCG each kernel entry costs more with them). */
+  /** Extra kernel command-line words (after console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off; loglevel=3 keeps the OOM killer's lines, which the evidence has, out of the test output, and panics in it; a disposable guest needs no Spectre mitigations, and under TCG each kernel entry costs more with them). */
   append?: string[]
   memoryMiB?: number
   cpus?: number
@@ -51,7 +51,7 @@ export function qemuArgs(o: BootOptions, resultFile: string): string[] {
     '-nic', 'none',
     '-kernel', o.kernel,
     '-initrd', o.initrd,
-    '-append', ['console=ttyS0', 'quiet', 'panic=-1', 'mitigations=off', ...(o.append ?? [])].join(' '),
+    '-append', ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1', 'mitigations=off', ...(o.append ?? [])].join(' '),
     '-serial', 'stdio',
     '-serial', `file:${resultFile}`,
   ]

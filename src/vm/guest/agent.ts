@@ -5,7 +5,7 @@
 import { openSync, writeSync, readFileSync, readdirSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { encodeFrame, type Frame } from '../channel.js'
-import { GUEST_CHANNEL, GUEST_PROJECT } from './layout.js'
+import { GUEST_CHANNEL, GUEST_PROJECT, GUEST_USER } from './layout.js'
 
 export interface GuestConfig {
   /** vitest filters (spec file name parts); empty runs every experiment. */
@@ -26,6 +26,21 @@ export function encodeGuestConfig(cfg: GuestConfig): string {
 }
 
 const uptimeMs = () => Math.round(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000)
+
+/** What teardown should have removed: the runs' cgroups and any process of the workload user. */
+export function findLeftovers(): string[] {
+  const found: string[] = []
+  for (const d of readdirSync('/sys/fs/cgroup')) if (d.startsWith('oomlab-')) found.push(`cgroup /sys/fs/cgroup/${d}`)
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+      if (status.match(/^Uid:\s+(\d+)/m)?.[1] === String(GUEST_USER.uid)) found.push(`process ${pid} (${status.match(/^Name:\s+(.*)$/m)?.[1]})`)
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return found
+}
 
 export async function guestMain(): Promise<void> {
   const fd = openSync(GUEST_CHANNEL, 'w')
@@ -53,8 +68,9 @@ export async function guestMain(): Promise<void> {
     const errors = vitest.state.getUnhandledErrors().length
     await vitest.close()
     for (const f of readdirSync(evidenceDir)) send({ type: 'file', name: `evidence/${f}`, content: readFileSync(join(evidenceDir, f), 'utf8') })
-    const exitCode = failed > 0 || errors > 0 || passed === 0 ? 1 : 0
-    send({ type: 'result', exitCode, passed, failed, skipped, vitestMs, uptimeMs: uptimeMs() })
+    const leftovers = findLeftovers()
+    const exitCode = failed > 0 || errors > 0 || passed === 0 || leftovers.length > 0 ? 1 : 0
+    send({ type: 'result', exitCode, passed, failed, skipped, vitestMs, uptimeMs: uptimeMs(), leftovers })
   } catch (err) {
     send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) })
   }
