@@ -1,0 +1,72 @@
+/**
+ * cgroupfs helpers against the host's real cgroup2 hierarchy: joining before exec, the kernel's
+ * "populated" events, teardown. Memory is not needed for these, so they run even on a hybrid host
+ * (as root, in a cgroup of their own that they remove).
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { join } from 'node:path'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { cgMountPoint, cgCreate, cgReadProcs, cgIsPopulated, cgDestroy } from '../src/cgroup/cgroupfs.js'
+import { waitUntilEmpty, waitForKey } from '../src/cgroup/wait.js'
+import { startInCgroup } from '../src/proc/spawn.js'
+import { readCgroupPath, liveness, readStat } from '../src/proc/procfs.js'
+import { killTree, killAndRemoveSync, reapStaleTrees } from '../src/experiment/lab.js'
+import { KernelTimeoutError } from '../src/util/errors.js'
+
+const mount = cgMountPoint()
+const root = process.getuid?.() === 0
+const why = !mount ? 'no cgroup2 mount on this host' : !root ? 'needs root to create cgroups' : ''
+
+describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: ${why})` : ''}`, () => {
+  const top = join(mount ?? '/nonexistent', `oomlab-unit-${process.pid}-${randomBytes(3).toString('hex')}`)
+  const user = { uid: 1000, gid: 1000 }
+  beforeAll(() => cgCreate(top))
+  afterAll(() => killAndRemoveSync(top))
+
+  it('starts a program inside the cgroup, as the unprivileged user, before it runs', async () => {
+    const cg = join(top, 'join')
+    await cgCreate(cg)
+    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg, user, cwd: '/tmp', stdin: 'pipe' })
+    expect(await cgReadProcs(cg)).toEqual([id.pid])
+    expect(readCgroupPath(id.pid)).toMatch(new RegExp(`/${top.split('/').pop()}/join$`))
+    // The shell itself says who it runs as and where: after setpriv's exec, same PID.
+    workload.type('echo "uid=$(id -u) pid=$$ cg=$(grep ^0:: /proc/self/cgroup)"')
+    const [, uid, pid, path] = (await workload.waitForOutput(/uid=(\d+) pid=(\d+) cg=0::(\S+)/, 'the shell to answer', 5000))!
+    expect([Number(uid), Number(pid)]).toEqual([1000, id.pid])
+    expect(path).toMatch(/\/join$/)
+    expect(readStat(id.pid)?.comm).toBe('sh')
+    expect(liveness(id)).toBe('alive')
+    await killTree(cg)
+    expect(liveness(id)).not.toBe('alive')
+    expect(await cgIsPopulated(cg)).toBe(false)
+    await cgDestroy(cg)
+  })
+
+  it('wakes on the kernel\'s "populated 0" event, and times out saying what it saw', async () => {
+    const cg = join(top, 'events')
+    await cgCreate(cg)
+    const { workload } = await startInCgroup(['sleep', '7200'], { cgroup: cg, user, cwd: '/tmp' })
+    const timeout = waitUntilEmpty(cg, { timeoutMs: 200 })
+    await expect(timeout).rejects.toBeInstanceOf(KernelTimeoutError)
+    await expect(timeout).rejects.toThrow(/waiting for "populated 0" in .*cgroup\.events; last seen: populated 1/)
+    const empty = waitForKey(cg, 'cgroup.events', 'populated', (v) => v === 0, 'populated 0', { timeoutMs: 5000 })
+    workload.subprocess.kill('SIGKILL')
+    expect((await empty).get('populated')).toBe(0)
+    await cgDestroy(cg)
+  })
+
+  it('removes stale trees of dead runs, and only those', async () => {
+    const stale = join(top, 'oomlab-999999-abcdef')
+    const alive = join(top, `oomlab-${process.ppid}-abcdef`)
+    const other = join(top, 'not-ours')
+    for (const d of [stale, alive, other]) mkdirSync(d)
+    mkdirSync(join(stale, 'test01'))
+    const { workload } = await startInCgroup(['sleep', '7200'], { cgroup: join(stale, 'test01'), user, cwd: '/tmp' })
+    expect(reapStaleTrees(top)).toEqual(['oomlab-999999-abcdef'])
+    expect(existsSync(stale)).toBe(false)
+    expect(existsSync(alive) && existsSync(other)).toBe(true)
+    expect((await workload.subprocess).signal).toBe('SIGKILL')
+    expect(readFileSync(join(top, 'cgroup.procs'), 'utf8')).toBe('')
+  })
+})
