@@ -16,6 +16,8 @@ import type { RunArgs } from './args.js'
 
 export interface ExperimentsOutcome {
   where: 'native' | 'vm'
+  /** Whether the specs ran at all (a guest that panicked or hung ran none). */
+  ran: boolean
   kernelRelease?: string
   passed: number
   failed: number
@@ -60,7 +62,7 @@ async function canRunNatively(args: RunArgs): Promise<boolean> {
   const failing = (await preflight()).filter((c) => !c.ok)
   if (failing.length === 0) return true
   if (args.native) throw new UserError(`cannot run natively: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
-  log(`running in a VM: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
+  log(`running in a VM, as this host cannot: ${failing[0]!.detail}`)
   return false
 }
 
@@ -77,6 +79,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     const r = await runVitest('experiments', args.filters, { ...process.env, OOMLAB_EVIDENCE_DIR: evidenceDir } as Record<string, string>, signal)
     outcome = {
       where: 'native',
+      ran: r.passed + r.failed > 0,
       kernelRelease: release,
       passed: r.passed,
       failed: r.failed,
@@ -93,6 +96,8 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       ...(args.bootTimeoutMs !== undefined && { bootTimeoutMs: args.bootTimeoutMs }),
       ...(args.runTimeoutMs !== undefined && { runTimeoutMs: args.runTimeoutMs }),
       filters: args.filters,
+      // The guest's own user and cgroup root are fixed; only the deadlines' scale carries over.
+      env: process.env.OOMLAB_TIMEOUT_SCALE ? { OOMLAB_TIMEOUT_SCALE: process.env.OOMLAB_TIMEOUT_SCALE } : {},
       refresh: args.refresh,
       log,
       onConsole: (line) => process.stdout.write(`${line}\n`),
@@ -117,6 +122,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     if (!failure && vm.result?.leftovers.length) failure = `left behind in the guest after teardown: ${vm.result.leftovers.join(', ')}`
     outcome = {
       where: 'vm',
+      ran: vm.result !== undefined,
       kernelRelease: vm.hello?.release ?? vm.kernel.release,
       passed: vm.result?.passed ?? 0,
       failed: vm.result?.failed ?? 0,

@@ -41,8 +41,9 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
   const out = await runExperiments(args, controller.signal)
   passed += out.passed
   failed += out.failed
-  console.log(`\n${out.summary}\n`)
-  console.log(`oomlab: the experiments ran ${out.where === 'vm' ? 'in a QEMU guest' : 'natively'} on kernel ${out.kernelRelease ?? 'unknown'}; evidence in ${out.reportDir}`)
+  if (out.summary) console.log(`\n${out.summary}\n`)
+  if (out.ran)
+    console.log(`oomlab: the experiments ran ${out.where === 'vm' ? 'in a QEMU guest' : 'natively'} on kernel ${out.kernelRelease ?? 'unknown'}; evidence in ${out.reportDir}`)
   if (out.failure) {
     log(`FAILED: ${out.failure}`)
     failed++
