@@ -63,7 +63,9 @@ describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: $
     for (const d of [stale, alive, other]) mkdirSync(d)
     mkdirSync(join(stale, 'test01'))
     const { workload } = await startInCgroup(['sleep', '7200'], { cgroup: join(stale, 'test01'), user, cwd: '/tmp' })
-    expect(reapStaleTrees(top)).toEqual(['oomlab-999999-abcdef'])
+    const said: string[] = []
+    expect(reapStaleTrees(top, (l) => said.push(l))).toEqual(['oomlab-999999-abcdef'])
+    expect(said).toEqual([`removed stale cgroup tree ${stale} left by an interrupted run`])
     expect(existsSync(stale)).toBe(false)
     expect(existsSync(alive) && existsSync(other)).toBe(true)
     expect((await workload.subprocess).signal).toBe('SIGKILL')

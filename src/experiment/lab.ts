@@ -521,7 +521,7 @@ export function killAndRemoveSync(dir: string): void {
 }
 
 /** Removes trees left by runs that died too hard to clean up (their PID is gone); only ours, by name. */
-export function reapStaleTrees(parent: string): string[] {
+export function reapStaleTrees(parent: string, say: (line: string) => void = (l) => process.stderr.write(`oomlab: ${l}\n`)): string[] {
   const reaped: string[] = []
   for (const e of readdirSync(parent, { withFileTypes: true })) {
     const m = e.isDirectory() && e.name.match(/^oomlab-(\d+)-[0-9a-f]{6}$/)
@@ -530,7 +530,7 @@ export function reapStaleTrees(parent: string): string[] {
     if (Number(m[1]) === process.pid && [...liveLabs].some((l) => l.root.dir === join(parent, e.name))) continue
     killAndRemoveSync(join(parent, e.name))
     reaped.push(e.name)
-    process.stderr.write(`oomlab: removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run\n`)
+    say(`removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run`)
   }
   return reaped
 }
