@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config'
+import { timeouts } from './src/experiment/timeouts.js'
 
 export default defineConfig({
   test: {
@@ -13,11 +14,12 @@ export default defineConfig({
         test: {
           name: 'experiments',
           include: ['experiments/**/*.spec.ts'],
-          // One kernel, one OOM at a time: experiments share the machine's memory and kernel log.
+          // One kernel, one OOM at a time: the experiments share the machine's memory and kernel log.
           fileParallelism: false,
           isolate: false,
-          testTimeout: 180_000,
-          hookTimeout: 60_000,
+          // The specs' own waits fail first, with what they expected and saw.
+          testTimeout: timeouts.testMs,
+          hookTimeout: timeouts.testMs,
         },
       },
     ],

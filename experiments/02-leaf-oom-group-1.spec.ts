@@ -10,10 +10,9 @@ experiment('memory.oom.group=1 on a leaf: every task in it is killed, the shell 
   const test011 = await lab.cgroup('test01/test011', { 'memory.max': '192M', 'memory.oom.group': 1 })
   expect(test011.settings['memory.oom.group']).toBe('1')
 
-  // $ echo $$ > test011/cgroup.procs; nohup sleep 7200 & (twice)
+  // $ echo $$ > test011/cgroup.procs   (the shell), and two `nohup sleep 7200` started beside it
   const shell = await lab.shell(test011)
-  await lab.nohupSleep(test011)
-  await lab.nohupSleep(test011)
+  const sleeps = [await lab.nohupSleep(test011), await lab.nohupSleep(test011)]
 
   // $ stress-ng --vm 1 --vm-bytes 256M --vm-hang 0 -v   (the shell is killed with it)
   await shell.runStressNg()
@@ -23,10 +22,12 @@ experiment('memory.oom.group=1 on a leaf: every task in it is killed, the shell 
 
   // Nobody survived, and the kernel names each one it killed.
   const fates = await lab.fates()
-  expect(fates.map((f) => f.member.role)).toEqual(expect.arrayContaining(['shell', 'nohup sleep', 'stress-ng', 'stress-ng vm stressor']))
+  expect(fates.map((f) => f.member.role)).toEqual(expect.arrayContaining(['shell', 'nohup sleep', 'stress-ng', 'stress-ng vm stressor', 'stress-ng vm worker']))
   for (const f of fates) expect(f).toHaveBeenKilledByTheOomKiller()
-  expect(await test011.procs()).toEqual([])
+  for (const sleep of sleeps) expect(lab.fateOf(fates, sleep)).toHaveBeenKilledByTheOomKiller()
 
+  // test011's own limit was hit, and test011 is the group the kernel killed.
+  expect(oom.oomMemcg).toBe(test011.kernelPath)
   expect(oom.groupKill).toBe(test011.kernelPath)
   const events = await test011.memoryEvents()
   if (lab.capabilities.oom_group_kill) expect(events.oom_group_kill).toBe(1)

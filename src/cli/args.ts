@@ -88,6 +88,7 @@ export const USAGE = `usage: oomlab <command> [options] [spec filter...]
 commands:
   reproduce   run the article's experiments (natively if the host can, else in a VM) and print who survived
   test        unit tests, then the experiments as above; exits non-zero on any failure
+  matrix      every experiment on each kernel (default: bullseye bookworm trixie sid) in VMs, one report
   doctor      say whether this host can run the experiments natively, and why not
   bench       time boot and in-guest experiments over a few VM runs (--runs N)
   kernels     list the kernels you can name and the ones in the cache

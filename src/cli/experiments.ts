@@ -7,7 +7,7 @@ import { mkdir, rm, writeFile, readFile } from 'node:fs/promises'
 import { join, resolve, dirname } from 'node:path'
 import { execa } from 'execa'
 import { preflight, formatCheck } from '../host/preflight.js'
-import { runInVm } from '../vm/runner.js'
+import { runInVm, vmRunFailure } from '../vm/runner.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { formatSummary } from '../report/summary.js'
 import { projectRoot } from '../util/paths.js'
@@ -114,12 +114,11 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       `timings: kernel ${(t.kernelMs / 1000).toFixed(1)} s, initramfs ${(t.initramfsMs / 1000).toFixed(1)} s (${vm.initramfs.reused ? 'reused' : 'built'}), ` +
         `boot ${t.bootMs !== undefined ? `${(t.bootMs / 1000).toFixed(1)} s` : '-'}, guest run ${t.guestRunMs !== undefined ? `${(t.guestRunMs / 1000).toFixed(1)} s` : '-'}, total ${(t.totalMs / 1000).toFixed(1)} s`,
     )
-    let failure = vm.run.failure ?? (vm.guestError !== undefined ? `the guest agent failed: ${vm.guestError.split('\n')[0]}` : undefined)
+    const failure = vmRunFailure(vm)
+    if (vm.guestError) process.stderr.write(`oomlab: the guest agent reported:\n${vm.guestError}\n`)
     if (vm.run.failure) {
       process.stderr.write(`oomlab: last console lines of the guest:\n${vm.run.consoleTail.map((l) => `  | ${l}`).join('\n')}\n`)
     }
-    if (!failure && vm.result && vm.result.passed + vm.result.failed === 0) failure = 'the guest ran no experiment (check the spec filter)'
-    if (!failure && vm.result?.leftovers.length) failure = `left behind in the guest after teardown: ${vm.result.leftovers.join(', ')}`
     outcome = {
       where: 'vm',
       ran: vm.result !== undefined,

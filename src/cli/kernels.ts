@@ -6,7 +6,7 @@ import { cacheDir } from '../util/paths.js'
 
 export async function listKernels(): Promise<number> {
   console.log('Debian suites (--kernel NAME):')
-  for (const s of DEBIAN_SUITES) console.log(`  ${s.name.padEnd(20)} ${s.note}${s.name === DEFAULT_KERNEL ? '' : ''}`)
+  for (const s of DEBIAN_SUITES) console.log(`  ${s.name.padEnd(20)} ${s.note}${s.name === DEFAULT_KERNEL && !s.note.includes('default') ? ' (default)' : ''}`)
   const dir = join(cacheDir(), 'kernels')
   const cached: KernelImage[] = []
   for (const d of await readdir(dir).catch(() => [] as string[])) {

@@ -66,6 +66,10 @@ async function main(argv: string[]): Promise<number> {
       const { bench } = await import('./bench.js')
       return bench(rest, controller.signal)
     }
+    case 'matrix': {
+      const { matrix } = await import('./matrix.js')
+      return matrix(rest, controller.signal)
+    }
     case 'kernels': {
       const { listKernels } = await import('./kernels.js')
       return listKernels()
@@ -77,14 +81,17 @@ async function main(argv: string[]): Promise<number> {
       console.log(USAGE)
       return cmd === undefined ? 2 : 0
     default:
-      throw new UserError(`unknown command "${cmd}": use reproduce, test, doctor, bench or kernels`)
+      throw new UserError(`unknown command "${cmd}": use reproduce, test, matrix, doctor, bench or kernels`)
   }
 }
 
 try {
   process.exitCode = await main(process.argv.slice(2))
 } catch (err) {
-  if (err instanceof UserError) {
+  if (interrupted) {
+    process.stderr.write(`oomlab: interrupted\n`)
+    process.exitCode = 130
+  } else if (err instanceof UserError) {
     process.stderr.write(`oomlab: ${err.message}\n`)
     process.exitCode = err.exitCode
   } else {

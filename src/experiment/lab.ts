@@ -6,7 +6,7 @@
  */
 import { join, relative } from 'node:path'
 import { readdirSync, rmdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs'
-import { chown } from 'node:fs/promises'
+import { chown, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
 import {
@@ -29,7 +29,7 @@ import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
 import { readStat, readUid, readOomScoreAdj, liveness, kernelRelease, type ProcIdentity, type Liveness } from '../proc/procfs.js'
 import { startInCgroup, type Credentials, type Workload } from '../proc/spawn.js'
-import { UserError } from '../util/errors.js'
+import { UserError, KernelTimeoutError, Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
 
 export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
@@ -123,8 +123,9 @@ export class Shell {
    */
   async runStressNg(argv: readonly string[] = ARTICLE_STRESS): Promise<void> {
     if (!argv.every((w) => SAFE_WORD.test(w))) throw new Error(`refusing to type an unsafe word into the shell: ${argv.join(' ')}`)
+    const since = this.workload.mark
     this.workload.type(argv.join(' '))
-    const m = await this.workload.waitForOutput(/vm: started \[(\d+)\]/, 'stress-ng to report "vm: started [PID]"', timeouts.startMs)
+    const m = await this.workload.waitForOutput(/vm: started \[(\d+)\]/, 'stress-ng to report "vm: started [PID]"', timeouts.startMs, since)
     this.lab.stressorPid = Number(m[1])
     await this.lab.discover()
   }
@@ -138,7 +139,8 @@ export interface LabOptions {
   /** The directory under which the run's root cgroup is created (default: the cgroup2 mount). */
   cgroupParent?: string
   user?: Credentials
-  evidenceDir?: string
+  /** What to do when the kernel lacks what the scenario needs (the fixture skips the test with the reason). */
+  onUnsupported?: (reason: string) => never
 }
 
 const liveLabs = new Set<Lab>()
@@ -149,7 +151,8 @@ export class Lab implements AsyncDisposable {
   readonly startedAt = new Date()
   stressorPid: number | undefined
   private shellWorkload: Workload | undefined
-  private readonly workloads: Workload[] = []
+  /** What this lab started, by PID. */
+  private readonly workloads = new Map<number, Workload>()
   private disposed = false
   private readonly notes: string[] = []
 
@@ -160,7 +163,17 @@ export class Lab implements AsyncDisposable {
     readonly user: Credentials,
     private readonly workdir: DirectoryResult,
     readonly capabilities: Record<string, boolean>,
+    private readonly onUnsupported?: (reason: string) => never,
   ) {}
+
+  /** Why the kernel cannot run this scenario, once it turned out so. */
+  unsupportedReason: string | undefined
+
+  private unsupported(reason: string): never {
+    this.unsupportedReason = reason
+    if (this.onUnsupported) this.onUnsupported(reason)
+    throw new Unsupported(reason)
+  }
 
   /** Creates the run's root cgroup (`oomlab-<pid>-<random>`) with the memory controller delegated. */
   static async open(scenario: string, opts: LabOptions = {}): Promise<Lab> {
@@ -171,27 +184,34 @@ export class Lab implements AsyncDisposable {
     const rel = relative(mount.mountPoint, parent)
     if (rel.startsWith('..')) throw new UserError(`cgroup parent ${parent} is outside the cgroup2 mount ${mount.mountPoint}`)
     if (!(await cgControllers(parent).catch((): string[] => [])).includes('memory'))
-      throw new UserError(`the memory controller is not available in ${parent}; run \`npm run doctor\` for the reason`)
+      throw new Unsupported(`the memory controller is not available in ${parent} (kernel ${kernelRelease()}${/\bcgroup_disable=memory\b/.test(readFileSync('/proc/cmdline', 'utf8')) ? ', booted with cgroup_disable=memory' : ''})`)
     reapStaleTrees(parent)
 
+    const user = opts.user ?? workloadUser()
     const name = `oomlab-${process.pid}-${randomBytes(3).toString('hex')}`
     const dir = join(parent, name)
-    const kernelPath = join(mount.root, rel, name)
-    await cgCreate(dir)
-    const root = new Cgroup(name, dir, kernelPath)
-    const log = KernelLog.open()
-    const user = opts.user ?? workloadUser()
     const workdir = await tmpDir({ prefix: 'oomlab-work-', unsafeCleanup: true })
-    await chown(workdir.path, user.uid, user.gid)
-    const capabilities = {
-      'cgroup.kill': await cgHas(dir, 'cgroup.kill'),
-      'memory.events.local': false,
-      'memory.swap.max': false,
-      oom_group_kill: false,
+    let log: KernelLog
+    try {
+      await chown(workdir.path, user.uid, user.gid)
+      log = KernelLog.open()
+    } catch (err) {
+      await workdir.cleanup()
+      throw err
     }
-    const lab = new Lab(scenario, root, log, user, workdir, capabilities)
+    try {
+      await cgCreate(dir)
+    } catch (err) {
+      await log.close()
+      await workdir.cleanup()
+      throw err
+    }
+    // From here on, dispose() undoes everything, whatever fails next.
+    const capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
+    const lab = new Lab(scenario, new Cgroup(name, dir, join(mount.root, rel, name)), log, user, workdir, capabilities, opts.onUnsupported)
     liveLabs.add(lab)
     try {
+      capabilities['cgroup.kill'] = await cgHas(dir, 'cgroup.kill')
       await cgEnableControllers(dir, ['memory'])
     } catch (err) {
       await lab.dispose()
@@ -215,7 +235,7 @@ export class Lab implements AsyncDisposable {
     this.capabilities.oom_group_kill = 'oom_group_kill' in (await cg.memoryEvents())
     this.capabilities['cgroup.kill'] = await cgHas(cg.dir, 'cgroup.kill')
     if (!(await cgHas(cg.dir, 'memory.oom.group')))
-      throw new UserError(`kernel ${kernelRelease()} has no memory.oom.group (it came in 4.19)`)
+      this.unsupported(`kernel ${kernelRelease()} has no memory.oom.group (it came in 4.19)`)
     // Keep the workload off swap without touching the host's swap.
     if (this.capabilities['memory.swap.max']) await cg.set('memory.swap.max', '0')
     else if (readFileSync('/proc/swaps', 'utf8').trim().split('\n').length > 1)
@@ -227,18 +247,45 @@ export class Lab implements AsyncDisposable {
   }
 
   /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
-  async shell(cg: Cgroup): Promise<Shell> {
-    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: this.user, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
-    this.workloads.push(workload)
+  async shell(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Shell> {
+    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: as, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
+    this.workloads.set(id.pid, workload)
     this.shellWorkload = workload
     return new Shell(this, this.remember(id, 'shell', cg), workload)
   }
 
   /** `nohup sleep 7200`, not a child of the shell: only the kernel can kill it. */
-  async nohupSleep(cg: Cgroup): Promise<Member> {
-    const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: this.user, cwd: this.workdir.path }, timeouts.startMs)
-    this.workloads.push(workload)
+  async nohupSleep(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Member> {
+    const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.workdir.path }, timeouts.startMs)
+    this.workloads.set(id.pid, workload)
     return this.remember(id, 'nohup sleep', cg)
+  }
+
+  /** `echo -1000 > /proc/PID/oom_score_adj` as root: the OOM killer must never choose this process. */
+  async protect(m: Member): Promise<void> {
+    await writeFile(`/proc/${m.pid}/oom_score_adj`, '-1000')
+    refresh(m)
+  }
+
+  /** Waits until processes this lab started (shell, sleeps) have exited: their exit is an event here. */
+  async waitForExit(members: readonly Member[]): Promise<void> {
+    const pending = members.map((m) => {
+      const w = this.workloads.get(m.pid)
+      if (!w) throw new Error(`${m.role} ${m.pid} was not started by this lab; wait on its cgroup instead`)
+      return w.exit
+    })
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const alive = members.filter((m) => !this.workloads.get(m.pid)!.exited)
+        reject(new KernelTimeoutError(`the exit of ${members.length} process(es)`, `still running: ${alive.map((m) => `${m.role} ${m.pid}`).join(', ')}`, timeouts.killMs))
+      }, timeouts.killMs)
+    })
+    try {
+      await Promise.race([Promise.all(pending), timeout])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   private remember(id: ProcIdentity, role: Role, cg: Cgroup): Member {
@@ -270,10 +317,18 @@ export class Lab implements AsyncDisposable {
     return 'stress-ng vm worker'
   }
 
-  /** The OOM killer's runs that concern this lab's tree (matched by cgroup path, never by timing). */
+  /**
+   * The OOM killer's runs that concern this lab's tree, matched by cgroup path or, where the
+   * kernel's rate limit swallowed the header, by the PIDs this lab started; never by timing.
+   */
   oomEvents(): OomEvent[] {
+    const root = this.root.kernelPath
     return groupOomEvents(this.log.records).filter(
-      (e) => isWithin(e.oomMemcg, this.root.kernelPath) || isWithin(e.taskMemcg, this.root.kernelPath) || isWithin(e.groupKill, this.root.kernelPath),
+      (e) =>
+        isWithin(e.oomMemcg, root) ||
+        isWithin(e.taskMemcg, root) ||
+        isWithin(e.groupKill, root) ||
+        (e.oomMemcg === undefined && e.killed.some((k) => this.members.some((m) => m.pid === k.pid && m.startTime >= 0))),
     )
   }
 
@@ -303,12 +358,14 @@ export class Lab implements AsyncDisposable {
 
   /** Who is alive, who died, and the kernel record behind each death. */
   async fates(): Promise<Fate[]> {
-    // Workers restarted after a kill are known only from the kernel's records.
+    // Workers restarted after a kill are known only from the kernel's records. Only a victim's
+    // cgroup is printed (task_memcg); a group member's is not, so it stays unknown.
     for (const e of this.oomEvents())
       for (const k of e.killed)
-        if (!this.members.some((m) => m.pid === k.pid) && isWithin(e.taskMemcg ?? e.groupKill, this.root.kernelPath)) {
-          const cg = this.cgroups.find((c) => c.kernelPath === e.taskMemcg) ?? this.cgroups.at(-1)!
-          this.members.push({ pid: k.pid, startTime: -1, role: k.comm.startsWith('stress-ng') ? 'stress-ng vm worker' : 'other', cgroup: cg.name, comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })
+        if (!this.members.some((m) => m.pid === k.pid)) {
+          const cg = k.pid === e.victim?.pid ? this.cgroups.find((c) => c.kernelPath === e.taskMemcg)?.name : undefined
+          const role: Role = k.pid === this.stressorPid ? 'stress-ng vm stressor' : k.comm === 'stress-ng' ? 'stress-ng' : k.comm.startsWith('stress-ng') ? 'stress-ng vm worker' : 'other'
+          this.members.push({ pid: k.pid, startTime: -1, role, cgroup: cg ?? '(unknown)', comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })
         }
     for (const m of this.members) refresh(m)
     const procs = new Map<string, number[]>()
@@ -320,10 +377,9 @@ export class Lab implements AsyncDisposable {
     })
   }
 
-  fateOf(fates: Fate[], m: Member | Shell): Fate {
-    const pid = m instanceof Shell ? m.pid : m.pid
-    const f = fates.find((x) => x.member.pid === pid)
-    if (!f) throw new Error(`no fate recorded for pid ${pid}`)
+  fateOf(fates: Fate[], m: { pid: number }): Fate {
+    const f = fates.find((x) => x.member.pid === m.pid)
+    if (!f) throw new Error(`no fate recorded for pid ${m.pid}`)
     return f
   }
 
@@ -362,7 +418,8 @@ export class Lab implements AsyncDisposable {
         comm: f.member.comm,
         uid: f.member.uid,
         oomScoreAdj: f.member.oomScoreAdj,
-        fate: f.alive ? 'survived' : 'killed',
+        // "killed" only with the kernel's word for it; a death without a record is just "died".
+        fate: f.alive ? 'survived' : f.killRecord ? 'killed' : 'died',
         liveness: f.liveness,
         inCgroupAfter: f.inCgroup,
         kernelRecord: f.killRecord ?? null,
@@ -376,20 +433,12 @@ export class Lab implements AsyncDisposable {
       })),
       kernelLog: this.oomEvents().flatMap((e) => e.records.map(formatRecord)),
       // Every record since the cursor, as /dev/kmsg gave it: the raw material behind the verdict.
-      kernelRecords: this.log.records.slice(0, 5000),
+      kernelRecords: this.log.records.slice(-5000),
+      kernelRecordsDropped: Math.max(0, this.log.records.length - 5000),
       // What the article's shell printed: stress-ng's -v output.
       shellOutput: this.shellWorkload?.output.slice(-8000),
       notes: this.notes,
     }
-  }
-
-  /** Writes the evidence as JSON into `dir`; returns the file. */
-  async writeEvidence(dir: string, file: string, verdict: { state: string; errors?: string[] }): Promise<string> {
-    const { mkdirSync } = await import('node:fs')
-    mkdirSync(dir, { recursive: true })
-    const path = join(dir, file)
-    writeFileSync(path, `${JSON.stringify(await this.evidence(verdict), null, 2)}\n`)
-    return path
   }
 
   /** Kills what is left, waits for the tree to be empty, removes it deepest first. */
@@ -400,10 +449,15 @@ export class Lab implements AsyncDisposable {
       await killTree(this.root.dir)
       for (const cg of [...this.cgroups].reverse()) await cgDestroy(cg.dir)
       await cgDestroy(this.root.dir)
+    } catch (err) {
+      // The waits failed: fall back to the blunt synchronous path, then report.
+      killAndRemoveSync(this.root.dir)
+      throw err
     } finally {
       liveLabs.delete(this)
       await this.log.close()
-      await Promise.all(this.workloads.map((w) => w.subprocess.catch(() => undefined)))
+      for (const w of this.workloads.values()) w.subprocess.kill('SIGKILL')
+      await withDeadline(Promise.all([...this.workloads.values()].map((w) => w.exit)), timeouts.killMs)
       await this.workdir.cleanup()
     }
   }
@@ -411,6 +465,13 @@ export class Lab implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose()
   }
+}
+
+/** Waits for `p`, but not past `ms`: teardown must end even if a process does not. */
+async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([p, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
+  clearTimeout(timer)
 }
 
 /**
@@ -426,6 +487,9 @@ function refresh(m: Member): void {
   if (uid !== undefined) m.uid = uid
   if (adj !== undefined) m.oomScoreAdj = adj
 }
+
+/** For the one scenario that shows why the workload must not run as root. */
+export const ROOT: Credentials = { uid: 0, gid: 0 }
 
 /** The unprivileged user the workload runs as (the article's uid 1000). */
 export function workloadUser(): Credentials {

@@ -1,5 +1,14 @@
-/** Deadlines for waits on the kernel. Generous: under TCG emulation the guest runs ~10x slower. */
-const scale = Number(process.env.OOMLAB_TIMEOUT_SCALE ?? 1)
+/** Deadlines for waits on the kernel. Generous: under TCG emulation the guest runs ~15x slower. */
+
+/** OOMLAB_TIMEOUT_SCALE multiplies every deadline (and vitest's test timeout with them). */
+export function timeoutScale(value = process.env.OOMLAB_TIMEOUT_SCALE): number {
+  if (value === undefined || value === '') return 1
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0 || n > 100) throw new Error(`OOMLAB_TIMEOUT_SCALE=${JSON.stringify(value)}: expected a number above 0, at most 100`)
+  return n
+}
+
+const scale = timeoutScale()
 
 export const timeouts = {
   /** A process to start and join its cgroup, stress-ng to report its stressor. */
@@ -10,4 +19,6 @@ export const timeouts = {
   killMs: 20_000 * scale,
   /** From a death to its "Killed process" record. */
   recordMs: 5_000 * scale,
+  /** One whole experiment, for vitest: longer than the sum of the waits above. */
+  testMs: 180_000 * scale,
 }

@@ -3,7 +3,7 @@
  * when it fails, what to do. The checks read only; the oom.group probe creates and removes one
  * cgroup of its own.
  */
-import { readFileSync, existsSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import { cgMountPoint, readMounts, cgCreate, cgDestroy, cgHas, cgControllers, cgRead, type Mount } from '../cgroup/cgroupfs.js'
@@ -131,7 +131,7 @@ export async function preflight(facts: HostFacts = readHostFacts()): Promise<Che
     const delegated = (await cgRead(layout.mount, 'cgroup.subtree_control').catch(() => '')).includes('memory')
     const probe = delegated ? await probeMemoryFiles(layout.mount) : 'memory is not enabled in the root cgroup.subtree_control'
     if (typeof probe === 'string') {
-      checks.push({ name: 'memory.oom.group', ok: false, detail: `could not probe: ${probe}`, fix: 'enable memory in the root cgroup (systemd does this) or give --cgroup-root' })
+      checks.push({ name: 'memory.oom.group', ok: false, detail: `could not probe: ${probe}`, fix: 'enable memory in the root cgroup (systemd does this), or set OOMLAB_CGROUP_PARENT to a delegated cgroup' })
     } else {
       swapMax = probe.swapMax
       checks.push(
@@ -151,4 +151,3 @@ export function formatCheck(c: Check): string {
   return c.ok ? `ok    ${c.name}: ${c.detail}` : `FAIL  ${c.name}: ${c.detail}${c.fix ? `; ${c.fix}` : ''}`
 }
 
-export const inGuest = () => existsSync('/etc/oomlab-guest')

@@ -123,7 +123,14 @@ export function groupOomEvents(records: readonly KmsgRecord[]): OomEvent[] {
   for (const rec of records) {
     const line = parseOomLine(rec.message)
     if (!line) continue
-    if (line.kind === 'invoked' || !cur || (line.kind === 'summary' && cur.victim) || (line.kind === 'sacrifice' && cur.victim)) {
+    // The header lines are rate-limited (10 per 5 s) but "Killed process" is not: a second kill
+    // with no group kill in between is another event whose header was suppressed.
+    const starts =
+      line.kind === 'invoked' ||
+      !cur ||
+      ((line.kind === 'summary' || line.kind === 'sacrifice') && cur.victim !== undefined) ||
+      (line.kind === 'killed' && cur.killed.length > 0 && cur.groupKill === undefined)
+    if (starts || !cur) {
       cur = { killed: [], records: [] }
       events.push(cur)
     }

@@ -40,15 +40,27 @@ export class KernelLog implements AsyncDisposable {
   private readonly recs: KmsgRecord[] = []
   private readonly listeners = new Set<() => void>()
   private readonly follower: ResultPromise
+  private closing = false
+  /** Why the follower stopped early (/dev/kmsg overran it, cat died): waits fail with this. */
+  private broken: string | undefined
 
   private constructor(readonly cursor: number) {
-    this.follower = execa('cat', [KMSG], { stdout: 'pipe', stderr: 'ignore', stdin: 'ignore', buffer: false, reject: false })
+    this.follower = execa('cat', [KMSG], { stdout: 'pipe', stderr: 'pipe', stdin: 'ignore', buffer: false, reject: false })
     const splitter = new RecordSplitter()
     this.follower.stdout!.setEncoding('utf8')
     this.follower.stdout!.on('data', (chunk: string) => {
       for (const r of splitter.push(chunk)) if (r.seq > cursor) this.recs.push(r)
-      for (const l of this.listeners) l()
+      this.notify()
     })
+    void this.follower.then((r) => {
+      if (this.closing) return
+      this.broken = `the kernel log reader (cat ${KMSG}) stopped: ${r.exitCode ?? r.signal} ${String(r.stderr ?? '').trim()}`
+      this.notify()
+    })
+  }
+
+  private notify() {
+    for (const l of [...this.listeners]) l()
   }
 
   /** Opens the log with the cursor at its current end. */
@@ -65,10 +77,21 @@ export class KernelLog implements AsyncDisposable {
   waitFor<T>(find: (records: readonly KmsgRecord[]) => T | undefined, expected: string, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const check = () => {
-        const found = find(this.recs)
-        if (found === undefined) return
-        done()
-        resolve(found)
+        let found: T | undefined
+        try {
+          found = find(this.recs)
+        } catch (err) {
+          done()
+          return reject(err)
+        }
+        if (found !== undefined) {
+          done()
+          return resolve(found)
+        }
+        if (this.broken) {
+          done()
+          reject(new Error(`${this.broken}; was waiting for ${expected}`))
+        }
       }
       const done = () => {
         clearTimeout(timer)
@@ -85,6 +108,7 @@ export class KernelLog implements AsyncDisposable {
   }
 
   async close(): Promise<void> {
+    this.closing = true
     this.follower.kill('SIGKILL')
     await this.follower
   }

@@ -30,11 +30,18 @@ export class SpawnError extends Error {
   override readonly name = 'SpawnError'
 }
 
+const OUTPUT_CAP = 64 * 1024
+
 /** A process started in a cgroup; collects what it prints so tests can wait on it. */
 export class Workload {
   private out = ''
+  /** Characters dropped from the front of `out` to keep it bounded (stress-ng -v in a restart loop). */
+  private dropped = 0
   private readonly waiters = new Set<() => void>()
+  /** The process has exited (its pipes may still be held open by its children). */
   exited = false
+  /** Resolves when the process exits, however it exits. */
+  readonly exit: Promise<void>
 
   constructor(
     readonly argv: readonly string[],
@@ -44,13 +51,27 @@ export class Workload {
       s.setEncoding('utf8')
       s.on('data', (chunk: string) => {
         this.out += chunk
+        if (this.out.length > 2 * OUTPUT_CAP) {
+          this.dropped += this.out.length - OUTPUT_CAP
+          this.out = this.out.slice(-OUTPUT_CAP)
+        }
         this.notify()
       })
     }
-    void subprocess.then(() => {
-      this.exited = true
-      this.notify()
-    })
+    // 'exit', not the execa promise: that waits for the pipes too, which stress-ng may still hold.
+    this.exit = new Promise((resolve) =>
+      subprocess.once('exit', () => {
+        this.exited = true
+        this.notify()
+        resolve()
+      }),
+    )
+    void subprocess.catch(() => undefined)
+  }
+
+  /** A mark in the output: waitForOutput(re, ..., mark) looks only at what came after it. */
+  get mark(): number {
+    return this.dropped + this.out.length
   }
 
   get pid(): number {
@@ -67,11 +88,11 @@ export class Workload {
     for (const w of this.waiters) w()
   }
 
-  /** Resolves with the first match of `re` in what the process printed. */
-  waitForOutput(re: RegExp, expected: string, timeoutMs: number): Promise<RegExpMatchArray> {
+  /** Resolves with the first match of `re` in what the process printed after `since` (a mark). */
+  waitForOutput(re: RegExp, expected: string, timeoutMs: number, since = 0): Promise<RegExpMatchArray> {
     return new Promise((resolve, reject) => {
       const check = () => {
-        const m = this.out.match(re)
+        const m = this.out.slice(Math.max(0, since - this.dropped)).match(re)
         if (m) return finish(() => resolve(m))
         if (this.exited)
           finish(() => reject(new SpawnError(`${this.argv.join(' ')} exited while waiting for ${expected}; it printed: ${JSON.stringify(this.out.slice(-400))}`)))
@@ -126,7 +147,12 @@ export async function startInCgroup(argv: readonly string[], opts: StartOptions,
     throw new SpawnError(`could not start /bin/sh to run ${argv.join(' ')}: ${r.message ?? 'unknown error'}`)
   }
   const workload = new Workload(argv, subprocess)
-  await workload.waitForOutput(/oomlab-joined\n/, `${argv.join(' ')} to join ${opts.cgroup}`, timeoutMs)
+  try {
+    await workload.waitForOutput(/oomlab-joined\n/, `${argv.join(' ')} to join ${opts.cgroup}`, timeoutMs)
+  } catch (err) {
+    subprocess.kill('SIGKILL')
+    throw err
+  }
   const stat = readStat(workload.pid)
   if (!stat) throw new SpawnError(`${argv.join(' ')} (pid ${workload.pid}) vanished right after joining ${opts.cgroup}`)
   return { id: { pid: workload.pid, startTime: stat.startTime }, workload }

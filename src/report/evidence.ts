@@ -9,7 +9,7 @@ export interface ProcessEvidence {
   comm: string
   uid?: number
   oomScoreAdj?: number
-  fate: 'survived' | 'killed'
+  fate: 'survived' | 'killed' | 'died'
   liveness: string
   inCgroupAfter: boolean
   kernelRecord: string | null

@@ -27,3 +27,8 @@ export class KernelTimeoutError extends Error {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
+
+/** The kernel lacks what a scenario needs (memory.oom.group before 4.19, cgroup_disable=memory): neither a pass nor a failure. */
+export class Unsupported extends Error {
+  override readonly name = 'Unsupported'
+}

@@ -7,7 +7,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { execa } from 'execa'
-import { ImageTree, buildInitramfs } from './initramfs.js'
+import { ImageTree, buildInitramfs, staticBusybox } from './initramfs.js'
 import { bootGuest, type Accel } from './qemu.js'
 import { encodeFrame } from './channel.js'
 
@@ -38,8 +38,7 @@ async function hostKey(qemu: string, kernel: string): Promise<string> {
 /** A busybox-only guest whose /init says hello on the result channel and reboots. */
 async function probeTree(): Promise<ImageTree> {
   const t = new ImageTree()
-  const bb = (await execa('sh', ['-c', 'command -v busybox'], { reject: false })).stdout
-  await t.file(String(bb).trim() || '/bin/busybox', '/bin/busybox')
+  await t.file(await staticBusybox(), '/bin/busybox')
   for (const a of ['sh', 'mount', 'echo', 'reboot', 'cat']) t.symlink(`/bin/${a}`, 'busybox')
   t.dir('/proc')
   t.dir('/dev')
@@ -49,7 +48,10 @@ async function probeTree(): Promise<ImageTree> {
   return t
 }
 
-export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; kernel: string; qemu?: string; log?: (s: string) => void }): Promise<AccelChoice> {
+/** A failed probe is trusted for a day: long enough not to pay for it on every run, short enough that a busy host's timeout does not pin TCG forever. */
+const FAILURE_TTL_MS = 24 * 3600 * 1000
+
+export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; kernel: string; qemu?: string; log?: (s: string) => void; signal?: AbortSignal }): Promise<AccelChoice> {
   if (opts.want === 'tcg') return { accel: 'tcg', reason: 'asked for', cached: false }
   if (!kvmUsable()) {
     if (opts.want === 'kvm') throw new Error('--accel kvm: /dev/kvm is missing or not accessible')
@@ -57,13 +59,15 @@ export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; k
   }
   const qemu = opts.qemu ?? 'qemu-system-x86_64'
   const file = join(opts.cache, 'accel', `${await hostKey(qemu, opts.kernel)}.json`)
-  const known = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { kvm: boolean; reason: string }, () => undefined)
+  const saved = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { kvm: boolean; reason: string; probedAt: string }, () => undefined)
+  const known = saved && (saved.kvm || Date.now() - Date.parse(saved.probedAt) < FAILURE_TTL_MS) ? saved : undefined
   let kvm = known?.kvm
   let reason = known?.reason ?? ''
   if (kvm === undefined) {
     opts.log?.('accel: probing KVM with a tiny guest (once per host)')
     const image = await buildInitramfs(opts.cache, await probeTree(), 'probe')
-    const run = await bootGuest({ kernel: opts.kernel, initrd: image.path, accel: 'kvm', bootTimeoutMs: PROBE_TIMEOUT_MS, runTimeoutMs: PROBE_TIMEOUT_MS, memoryMiB: 256, cpus: 1, qemu })
+    const run = await bootGuest({ kernel: opts.kernel, initrd: image.path, accel: 'kvm', bootTimeoutMs: PROBE_TIMEOUT_MS, runTimeoutMs: PROBE_TIMEOUT_MS, memoryMiB: 256, cpus: 1, qemu, ...(opts.signal && { signal: opts.signal }) })
+    opts.signal?.throwIfAborted()
     kvm = run.failure === undefined
     reason = kvm ? `a KVM guest booted in ${Math.round(run.bootMs ?? 0)} ms` : `a KVM guest did not boot: ${run.failure}`
     await mkdir(join(opts.cache, 'accel'), { recursive: true })

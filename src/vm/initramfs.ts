@@ -129,7 +129,7 @@ function hostProgram(name: string, pkg: string): string {
   throw new UserError(`${name} is missing on the host: the guest is built from the host's programs; install it with \`apt-get install ${pkg}\``)
 }
 
-async function staticBusybox(): Promise<string> {
+export async function staticBusybox(): Promise<string> {
   const bb = process.env.OOMLAB_BUSYBOX ?? hostProgram('busybox', 'busybox-static')
   if ((await sharedLibraries(bb)).length > 0)
     throw new UserError(`${bb} is dynamically linked; the guest's /init needs a static busybox: \`apt-get install busybox-static\``)
@@ -166,7 +166,7 @@ async function bundleGuestAgent(): Promise<string> {
 
 const SKIP_MODULES = new Set(['typescript', '@types', '.cache', '.vite', '.vitest', '.package-lock.json'])
 
-/** The whole guest userland. `init` is the /init script; `extra` adds files for special guests. */
+/** The whole guest userland. */
 export async function guestTree(): Promise<ImageTree> {
   const t = new ImageTree()
   for (const d of ['/bin', '/usr/bin', '/proc', '/sys', '/dev', '/run', '/root', '/etc']) t.dir(d)

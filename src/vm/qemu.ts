@@ -4,7 +4,8 @@
  * panic, a hang or a silent guest stops QEMU and says why, with the console's last lines.
  */
 import { watch } from 'node:fs'
-import { readFile, writeFile } from 'node:fs/promises'
+import { open, writeFile } from 'node:fs/promises'
+import { StringDecoder } from 'node:string_decoder'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import { dir as tmpDir } from 'tmp-promise'
@@ -59,16 +60,37 @@ export function qemuArgs(o: BootOptions, resultFile: string): string[] {
 
 const TAIL = 30
 
+/** After the result frame, how long the guest gets to power off before QEMU is stopped (not a failure). */
+const LINGER_MS = 15_000
+
+/** Splits a byte stream into lines (UTF-8 safe), calling `line` for each; `flush` emits the rest. */
+function lineSplitter(line: (l: string) => void) {
+  const decoder = new StringDecoder('utf8')
+  let partial = ''
+  const emit = (text: string) => {
+    const lines = (partial + text).split('\n')
+    partial = lines.pop() ?? ''
+    for (const l of lines) line(l.replace(/\r$/, ''))
+  }
+  return {
+    push: (chunk: Buffer) => emit(decoder.write(chunk)),
+    flush: () => {
+      emit(`${decoder.end()}\n`)
+    },
+  }
+}
+
 export async function bootGuest(o: BootOptions): Promise<GuestRun> {
+  o.signal?.throwIfAborted()
   const work = await tmpDir({ prefix: 'oomlab-qemu-', unsafeCleanup: true })
   const resultFile = join(work.path, 'result')
   // Created before QEMU starts, so the watch below sees the guest's very first write.
   await writeFile(resultFile, '')
   const t0 = performance.now()
   const tail: string[] = []
+  const frames: Frame[] = []
   let bootMs: number | undefined
   let failure: string | undefined
-  let seenFrames = 0
   const child = execa(o.qemu ?? 'qemu-system-x86_64', qemuArgs(o, resultFile), {
     stdin: 'pipe', // never written: a pipe keeps QEMU from putting a terminal into raw mode
     stdout: 'pipe',
@@ -77,52 +99,68 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
     reject: false,
     cleanup: true,
   })
-  const stop = (why: string) => {
-    failure ??= why
+  const stop = (why: string | undefined) => {
+    if (why) failure ??= why
     child.kill('SIGKILL')
   }
 
-  let partial = ''
-  const onConsole = (chunk: Buffer) => {
-    const lines = (partial + chunk.toString('utf8')).split('\n')
-    partial = lines.pop() ?? ''
-    for (const raw of lines) {
-      const line = raw.replace(/\r$/, '')
-      tail.push(line)
-      if (tail.length > TAIL) tail.shift()
-      o.onConsole?.(line)
-    }
+  const onLine = (line: string) => {
+    tail.push(line)
+    if (tail.length > TAIL) tail.shift()
+    o.onConsole?.(line)
   }
-  child.stdout!.on('data', onConsole)
-  child.stderr!.on('data', onConsole)
+  const consoles = [child.stdout!, child.stderr!].map((stream) => {
+    const split = lineSplitter(onLine)
+    stream.on('data', split.push)
+    return split
+  })
 
-  const readFrames = async () => decodeFrames(await readFile(resultFile, 'utf8').catch(() => '')).frames
-  const pump = async () => {
-    const frames = await readFrames()
-    for (const f of frames.slice(seenFrames)) {
-      if (f.type === 'hello' && bootMs === undefined) {
-        bootMs = performance.now() - t0
-        clearTimeout(bootTimer)
-      }
-      o.onFrame?.(f)
+  // The channel is read from where the last read stopped; reads never overlap.
+  let offset = 0
+  let reading: Promise<void> = Promise.resolve()
+  let lingerTimer: NodeJS.Timeout | undefined
+  const channel = lineSplitter((line) => {
+    const [f] = decodeFrames(line).frames
+    if (!f) return
+    frames.push(f)
+    if (f.type === 'hello' && bootMs === undefined) {
+      bootMs = performance.now() - t0
+      clearTimeout(bootTimer)
     }
-    seenFrames = Math.max(seenFrames, frames.length)
-  }
+    if ((f.type === 'result' || f.type === 'error') && !lingerTimer) lingerTimer = setTimeout(() => stop(undefined), LINGER_MS)
+    o.onFrame?.(f)
+  })
+  const pump = () =>
+    (reading = reading.then(async () => {
+      const fh = await open(resultFile, 'r')
+      try {
+        for (;;) {
+          const { bytesRead, buffer } = await fh.read({ buffer: Buffer.alloc(1 << 16), position: offset })
+          if (bytesRead === 0) break
+          offset += bytesRead
+          channel.push(buffer.subarray(0, bytesRead))
+        }
+      } finally {
+        await fh.close()
+      }
+    }))
   // Each write the guest makes is a modify event on the host file.
   const watcher = watch(resultFile, () => void pump())
+  watcher.on('error', () => undefined) // the final read below does not depend on it
 
   const bootTimer = setTimeout(() => stop(`the guest did not start within ${o.bootTimeoutMs / 1000} s (no hello on the result channel)`), o.bootTimeoutMs)
   const runTimer = setTimeout(() => stop(`the guest did not finish within ${o.runTimeoutMs / 1000} s: hung?`), o.runTimeoutMs)
   const onAbort = () => stop('interrupted: the guest was stopped')
   o.signal?.addEventListener('abort', onAbort)
+  if (o.signal?.aborted) onAbort()
 
   try {
     const r = await child
-    if (partial) onConsole(Buffer.from('\n'))
+    for (const c of consoles) c.flush()
     await pump()
-    const frames = await readFrames()
-    const result = frames.find((f) => f.type === 'result')
-    if (!failure && !result) failure = explainSilence(tail, r.exitCode ?? r.signal)
+    const error = frames.find((f) => f.type === 'error')
+    if (!failure && !frames.some((f) => f.type === 'result'))
+      failure = error ? `the guest agent failed: ${error.message.split('\n')[0]}` : explainSilence(tail, r.exitCode ?? r.signal)
     return {
       frames,
       ...(failure !== undefined && { failure }),
@@ -134,8 +172,10 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   } finally {
     clearTimeout(bootTimer)
     clearTimeout(runTimer)
+    clearTimeout(lingerTimer)
     o.signal?.removeEventListener('abort', onAbort)
     watcher.close()
+    await reading.catch(() => undefined)
     await work.cleanup()
   }
 }

@@ -59,14 +59,17 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
   const kernel = o.kernelImage
     ? await kernelFromImage(o.kernelImage)
     : await resolveKernel(o.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
+  o.signal?.throwIfAborted()
   const t1 = performance.now()
   log(`kernel: ${kernel.release} (${kernel.source === 'debian' ? `Debian ${kernel.debianPackage} ${kernel.debianVersion}` : kernel.path})`)
 
   const initramfs = await buildInitramfs(cache, await guestTree())
+  o.signal?.throwIfAborted()
   const t2 = performance.now()
   log(`initramfs: ${initramfs.reused ? 'reused' : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s (${initramfs.path})`)
 
-  const accel = await chooseAccel({ want: o.accel ?? 'auto', cache, kernel: kernel.path, qemu, log })
+  const accel = await chooseAccel({ want: o.accel ?? 'auto', cache, kernel: kernel.path, qemu, log, ...(o.signal && { signal: o.signal }) })
+  o.signal?.throwIfAborted()
   const t3 = performance.now()
   log(`accel: ${accel.accel} (${accel.reason}${accel.cached ? ', remembered' : ''})`)
 
@@ -116,4 +119,16 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
       totalMs,
     },
   }
+}
+
+/** Why a VM run as a whole did not give a verdict, beyond failed specs; undefined when it did. */
+export function vmRunFailure(vm: VmResult): string | undefined {
+  const r = vm.result
+  if (vm.run.failure) return vm.run.failure
+  if (!r) return 'the guest reported no result'
+  if (r.leftovers.length) return `left behind in the guest after teardown: ${r.leftovers.join(', ')}`
+  if (r.passed + r.failed + r.skipped === 0) return 'the guest ran no experiment (check the spec filter)'
+  if (r.passed + r.failed === 0) return 'no scenario could run on this kernel (every one is unsupported; see the report)'
+  if (r.exitCode !== 0 && r.failed === 0) return 'vitest in the guest failed without a failed test (a spec file that did not load?)'
+  return undefined
 }

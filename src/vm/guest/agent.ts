@@ -27,14 +27,22 @@ export function encodeGuestConfig(cfg: GuestConfig): string {
 
 const uptimeMs = () => Math.round(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000)
 
-/** What teardown should have removed: the runs' cgroups and any process of the workload user. */
+const WORKLOAD = new Set(['sh', 'sleep', 'nohup', 'stress-ng', 'stress-ng-vm', 'setpriv'])
+
+/**
+ * What teardown should have removed: the runs' cgroups, any process of the workload user, and any
+ * workload program (some scenarios run it as root) other than the guest's own /init shell.
+ */
 export function findLeftovers(): string[] {
   const found: string[] = []
   for (const d of readdirSync('/sys/fs/cgroup')) if (d.startsWith('oomlab-')) found.push(`cgroup /sys/fs/cgroup/${d}`)
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p) && p !== '1' && p !== String(process.pid))) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-      if (status.match(/^Uid:\s+(\d+)/m)?.[1] === String(GUEST_USER.uid)) found.push(`process ${pid} (${status.match(/^Name:\s+(.*)$/m)?.[1]})`)
+      const name = status.match(/^Name:\s+(.*)$/m)?.[1] ?? '?'
+      const state = status.match(/^State:\s+(\S)/m)?.[1]
+      if (state === 'Z') continue // exited, waiting for /init to reap it
+      if (status.match(/^Uid:\s+(\d+)/m)?.[1] === String(GUEST_USER.uid) || WORKLOAD.has(name)) found.push(`process ${pid} (${name})`)
     } catch {
       /* exited meanwhile */
     }
@@ -66,10 +74,12 @@ export async function guestMain(): Promise<void> {
         else skipped++
       }
     const errors = vitest.state.getUnhandledErrors().length
+    // A spec file that failed to load has no tests to count: vitest's exit code still says so.
+    const vitestExit = Number(process.exitCode ?? 0)
     await vitest.close()
     for (const f of readdirSync(evidenceDir)) send({ type: 'file', name: `evidence/${f}`, content: readFileSync(join(evidenceDir, f), 'utf8') })
     const leftovers = findLeftovers()
-    const exitCode = failed > 0 || errors > 0 || passed === 0 || leftovers.length > 0 ? 1 : 0
+    const exitCode = failed > 0 || errors > 0 || vitestExit !== 0 || passed + skipped === 0 || leftovers.length > 0 ? 1 : 0
     send({ type: 'result', exitCode, passed, failed, skipped, vitestMs, uptimeMs: uptimeMs(), leftovers })
   } catch (err) {
     send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) })

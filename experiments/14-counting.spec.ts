@@ -1,0 +1,37 @@
+/**
+ * Beyond the article: counting. For a group kill, oom_kill of the cgroup whose limit was hit moves
+ * by the number of "Killed process" records of that event (the victim is counted twice: once as
+ * the victim, once as a member), and oom_group_kill moves by exactly one where the kernel has it
+ * (5.17+). The kernel selftest test_memcg_oom_group_score_events checks the same arithmetic.
+ */
+import { experiment, expect } from '../src/experiment/fixtures.js'
+import { delta } from '../src/cgroup/memory-events.js'
+
+experiment('memory.events counts every kill of a group kill, the victim twice, and one group kill', async ({ lab }) => {
+  const test01 = await lab.cgroup('test01', { 'memory.max': '192M', 'memory.oom.group': 1 })
+  const test011 = await lab.cgroup('test01/test011')
+  const test012 = await lab.cgroup('test01/test012')
+  const shell = await lab.shell(test011)
+  await lab.nohupSleep(test011)
+  await lab.nohupSleep(test012)
+
+  const before = await test01.memoryEvents()
+  await shell.runStressNg()
+  await test01.waitUntilEmpty()
+  await lab.waitForOomEvent((e) => e.groupKill !== undefined, 'a group kill in test01')
+  await lab.waitForKillRecords()
+  const after = await test01.memoryEvents()
+  // Read once every record is in: the event as first seen may lack its last members.
+  const events = lab.oomEvents()
+  expect(events).toHaveLength(1)
+  const oom = events[0]!
+  const victimRecords = oom.killed.filter((k) => k.pid === oom.victim?.pid)
+  expect(victimRecords).toHaveLength(2)
+  expect(delta(before, after, 'oom_kill')).toBe(oom.killed.length)
+  if (lab.capabilities.oom_group_kill) expect(delta(before, after, 'oom_group_kill')).toBe(1)
+  else {
+    expect(after.oom_group_kill).toBeUndefined()
+    lab.note('oom_group_kill: not exposed by this kernel (it came in 5.17)')
+  }
+  lab.note(`oom_kill moved by ${delta(before, after, 'oom_kill')} for ${oom.killed.length} "Killed process" records (${new Set(oom.killed.map((k) => k.pid)).size} processes)`)
+})
