@@ -10,6 +10,8 @@ import { preflight, formatCheck } from '../host/preflight.js'
 import { runInVm, vmRunFailure } from '../vm/runner.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { formatSummary } from '../report/summary.js'
+import { writeReport } from '../report/write.js'
+import { DEFAULT_KERNEL } from '../vm/kernels.js'
 import { projectRoot } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import type { RunArgs } from './args.js'
@@ -128,7 +130,16 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       ...(failure !== undefined && { failure }),
     }
   }
-  const summary = formatSummary(await readEvidenceDir(evidenceDir))
-  await writeFile(join(reportDir, 'summary.txt'), `${summary}\n`)
-  return { ...outcome, reportDir, summary }
+  // The same report as the matrix's, for one kernel (also after a failed run).
+  const evidence = await readEvidenceDir(evidenceDir)
+  await writeReport(reportDir, [
+    {
+      name: args.kernelImage ?? args.kernel ?? (outcome.where === 'vm' ? DEFAULT_KERNEL : 'host'),
+      ...(outcome.kernelRelease !== undefined && { release: outcome.kernelRelease }),
+      where: outcome.where,
+      ...(outcome.failure !== undefined && { failure: outcome.failure }),
+      evidence,
+    },
+  ])
+  return { ...outcome, reportDir, summary: formatSummary(evidence) }
 }
