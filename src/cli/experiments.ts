@@ -23,6 +23,8 @@ export interface ExperimentsOutcome {
   kernelRelease?: string
   passed: number
   failed: number
+  /** Scenarios the kernel cannot run (skipped with "unsupported: <reason>"). */
+  unsupported: number
   /** Why the run as a whole failed (guest panic, hang, interrupt), beyond failed specs. */
   failure?: string
   reportDir: string
@@ -36,7 +38,7 @@ export function reportDirOf(args: RunArgs): string {
 }
 
 /** Runs vitest as a child with the given project; returns the JSON reporter's counts. */
-export async function runVitest(project: 'unit' | 'experiments', filters: string[], env: Record<string, string>, signal: AbortSignal): Promise<{ passed: number; failed: number; exitCode: number }> {
+export async function runVitest(project: 'unit' | 'experiments', filters: string[], env: Record<string, string>, signal: AbortSignal): Promise<{ passed: number; failed: number; skipped: number; exitCode: number }> {
   const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
   await mkdir(dirname(jsonFile), { recursive: true })
   const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
@@ -49,10 +51,10 @@ export async function runVitest(project: 'unit' | 'experiments', filters: string
     forceKillAfterDelay: 5000,
   })
   try {
-    const j = JSON.parse(await readFile(jsonFile, 'utf8')) as { numPassedTests: number; numFailedTests: number }
-    return { passed: j.numPassedTests, failed: j.numFailedTests, exitCode: r.exitCode ?? 1 }
+    const j = JSON.parse(await readFile(jsonFile, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
+    return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1 }
   } catch {
-    return { passed: 0, failed: 0, exitCode: r.exitCode ?? 1 }
+    return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1 }
   } finally {
     await rm(jsonFile, { force: true })
   }
@@ -85,6 +87,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       kernelRelease: release,
       passed: r.passed,
       failed: r.failed,
+      unsupported: r.skipped,
       ...(signal.aborted ? { failure: 'interrupted' } : r.exitCode !== 0 && r.failed === 0 ? { failure: `vitest exited with ${r.exitCode}` } : {}),
     }
   } else {
@@ -127,6 +130,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       kernelRelease: vm.hello?.release ?? vm.kernel.release,
       passed: vm.result?.passed ?? 0,
       failed: vm.result?.failed ?? 0,
+      unsupported: vm.result?.skipped ?? 0,
       ...(failure !== undefined && { failure }),
     }
   }

@@ -1,6 +1,7 @@
 /** oomlab: reproduce the article's memory.oom.group experiments on a real kernel. */
 import { parseRunArgs, USAGE } from './args.js'
 import { runExperiments, runVitest, log } from './experiments.js'
+import { exitCodeOf } from './matrix.js'
 import { preflight, formatCheck } from '../host/preflight.js'
 import { UserError, errorMessage } from '../util/errors.js'
 
@@ -48,9 +49,9 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
     log(`FAILED: ${out.failure}`)
     failed++
   }
-  console.log(`oomlab: ${passed} passed, ${failed} failed`)
-  if (interrupted) return 130
-  return failed === 0 ? 0 : 1
+  if (out.unsupported) console.log(`oomlab: ${out.unsupported} scenario(s) unsupported on this kernel (skipped; see the report)`)
+  console.log(`oomlab: ${passed} passed, ${failed} failed${out.unsupported ? `, ${out.unsupported} skipped` : ''}`)
+  return exitCodeOf({ failed, unsupported: out.unsupported, interrupted })
 }
 
 async function main(argv: string[]): Promise<number> {

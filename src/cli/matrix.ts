@@ -11,9 +11,17 @@ import { parseKernelSpec } from '../vm/kernels.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { writeReport, formatTable } from '../report/write.js'
 import { cellOf, scenarioIds, type KernelRun } from '../report/matrix.js'
-import { projectRoot } from '../util/paths.js'
+import { projectRoot, cacheDir } from '../util/paths.js'
+import { guestTree, buildInitramfs } from '../vm/initramfs.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
+
+/** 0 all passed; 1 something failed; 3 nothing failed but some scenario is unsupported on some kernel; 130 interrupted. */
+export function exitCodeOf(o: { failed: number; unsupported: number; interrupted: boolean }): number {
+  if (o.interrupted) return 130
+  if (o.failed > 0) return 1
+  return o.unsupported > 0 ? 3 : 0
+}
 
 export const MATRIX_DEFAULT = ['bullseye', 'bookworm', 'trixie', 'sid']
 
@@ -76,6 +84,9 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   const targets: { name: string; image?: string }[] = [...names.map((name) => ({ name })), ...images.map((image) => ({ name: image, image }))]
   log(`matrix: ${targets.map((t) => t.name).join(', ')}; ${jobs} VM(s) at a time; report in ${reportDir}`)
   const t0 = performance.now()
+  // One image for every kernel: the same harness everywhere, built once.
+  const initramfs = await buildInitramfs(cacheDir(), await guestTree())
+  log(`initramfs: ${initramfs.reused ? 'reused' : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s`)
   const runs = await bounded(targets, jobs, async (t): Promise<KernelRun> => {
     const tag = `[${t.name}]`
     const evidenceDir = join(reportDir, 'evidence', t.name.replace(/[^\w.+-]/g, '_'))
@@ -84,13 +95,14 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
       const vm = await runInVm({
         ...(t.image ? { kernelImage: t.image } : { kernel: t.name }),
         accel,
+        initramfs,
         ...(memoryMiB && { memoryMiB }),
         ...(cpus && { cpus }),
         filters: v.spec ?? [],
         log: (line) => log(`${tag} ${line}`),
         // The guests' consoles would interleave: progress is said in one line per step instead.
         onConsole: (line) => {
-          if (!testing && /RUN\s+v\d/.test(line)) {
+          if (!testing && /RUN\s+v\d/.test(line.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, ''))) {
             testing = true
             log(`${tag} testing`)
           }
@@ -103,8 +115,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
         await mkdir(dirname(dest), { recursive: true })
         await writeFile(dest, content)
       }
-      // Every scenario unsupported is a verdict for a matrix, not a failure of the run.
-      const failure = vm.result && vm.result.skipped > 0 && vm.result.passed + vm.result.failed === 0 && !vm.run.failure ? undefined : vmRunFailure(vm)
+      const failure = vmRunFailure(vm)
       if (failure) log(`${tag} FAILED: ${failure}${vm.run.consoleTail.length ? `; last console line: ${vm.run.consoleTail.at(-1)}` : ''}`)
       log(`${tag} done in ${(vm.timings.totalMs / 1000).toFixed(1)} s: ${vm.result?.passed ?? 0} passed, ${vm.result?.failed ?? 0} failed, ${vm.result?.skipped ?? 0} unsupported`)
       return {
@@ -127,6 +138,8 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   const statuses = runs.flatMap((r) => (ids.length ? ids.map((id) => cellOf(r, id).status) : ['fail']))
   const failed = statuses.filter((s) => s === 'fail').length + runs.filter((r) => r.failure && r.evidence.length > 0).length
   const passed = statuses.filter((s) => s === 'pass').length
-  console.log(`oomlab: ${passed} passed, ${failed} failed`)
-  return failed === 0 && !signal.aborted ? 0 : signal.aborted ? 130 : 1
+  const unsupported = statuses.filter((s) => s === 'unsupported').length
+  if (unsupported) console.log(`oomlab: ${unsupported} scenario/kernel pair(s) unsupported (skipped; see the report)`)
+  console.log(`oomlab: ${passed} passed, ${failed} failed${unsupported ? `, ${unsupported} skipped` : ''}`)
+  return exitCodeOf({ failed, unsupported, interrupted: signal.aborted })
 }
