@@ -1,0 +1,82 @@
+// The report writers on evidence from real runs (test/fixtures/evidence, copied from `npm run matrix`).
+import { describe, it, expect } from 'vitest'
+import { readFileSync } from 'node:fs'
+import { formatTable, junit, markdown } from '../src/report/write.js'
+import { figure } from '../src/report/svg.js'
+import { shortRecord, formatScenario } from '../src/report/summary.js'
+import { cellOf, adaptations, type KernelRun } from '../src/report/matrix.js'
+import type { Evidence } from '../src/report/evidence.js'
+
+const evidence = (name: string, file: string): Evidence => ({
+  ...(JSON.parse(readFileSync(new URL(`./fixtures/evidence/${name}.json`, import.meta.url), 'utf8')) as Evidence),
+  file,
+})
+
+const old: KernelRun = { name: 'bullseye', release: '5.10.0-32-cloud-amd64', where: 'vm', evidence: [evidence('5.10-11-root-pitfall', '11-root-pitfall')] }
+const sid: KernelRun = { name: 'sid', release: '7.2.13+deb14-cloud-amd64', where: 'vm', evidence: [evidence('7.2-11-root-pitfall', '11-root-pitfall')] }
+// A run that never reached a verdict: the guest panicked before the specs ran.
+const panicked: KernelRun = { name: 'bookworm', where: 'vm', failure: 'the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs', evidence: [] }
+// A failed verdict: spec 02's evidence with the verdict the fixture writes on an assertion failure.
+const failedEvidence = { ...evidence('6.1-02-leaf-oom-group-1', '02-leaf-oom-group-1'), verdict: { state: 'fail', errors: ['expected shell (pid 140) to survive'] } }
+const failed: KernelRun = { name: 'bookworm', release: '6.1.0-50-cloud-amd64', where: 'vm', evidence: [failedEvidence] }
+
+describe('verdict cells', () => {
+  it('pass, fail with the reason, and a run failure for every scenario of that kernel', () => {
+    expect(cellOf(sid, '11-root-pitfall').status).toBe('pass')
+    expect(cellOf(failed, '02-leaf-oom-group-1')).toMatchObject({ status: 'fail', reason: 'expected shell (pid 140) to survive' })
+    expect(cellOf(panicked, '11-root-pitfall')).toMatchObject({ status: 'fail', reason: panicked.failure })
+  })
+
+  it('says what a kernel did not expose, from what the guest probed', () => {
+    expect(adaptations(old)).toEqual(['cgroup.kill: not exposed on 5.10.0-32-cloud-amd64', 'oom_group_kill: not exposed on 5.10.0-32-cloud-amd64'])
+    expect(adaptations(sid)).toEqual([])
+  })
+})
+
+describe('the terminal table', () => {
+  it('has a row per scenario, a column per kernel, and a reason for each failure', () => {
+    const table = formatTable([old, sid, panicked])
+    expect(table.split('\n')[2]).toMatch(/^11-root-pitfall\s+pass\s+pass\s+FAIL$/)
+    expect(table).toContain(`  bookworm: ${panicked.failure}`)
+    expect(table).toContain('oom_group_kill: not exposed on 5.10.0-32-cloud-amd64')
+  })
+})
+
+describe('JUnit XML', () => {
+  it('has one test case per scenario and kernel, failures with their message', () => {
+    const xml = junit([old, failed, panicked])
+    expect(xml.match(/<testcase /g)).toHaveLength(6) // two scenarios (02, 11) x three kernels
+    expect(xml).toContain('<testsuite name="bookworm (6.1.0-50-cloud-amd64)" tests="2" failures="2" skipped="0">')
+    expect(xml).toContain('<failure message="expected shell (pid 140) to survive">')
+    expect(xml).not.toMatch(/<failure message="[^"]*[<>&][^"]*"/)
+  })
+})
+
+describe('Markdown and figures', () => {
+  it('shows, per kernel, who survived and the kernel record behind each kill', () => {
+    const md = markdown([old, sid])
+    expect(md).toContain('## 11-root-pitfall: stress-ng as root')
+    expect(md).toMatch(/\| test01\/test011 \| stress-ng \| \d+ \| 0 \| -1000 \| survived \|/)
+    expect(md).toMatch(/\| shell \| \d+ \| 0 \| 0 \| killed \| `\[[\d.]+\] Killed process \d+ \(sh\) UID:0 oom_score_adj:0` \|/)
+  })
+
+  it('draws every process of every kernel, marked survived or killed', () => {
+    const svg = figure('11-root-pitfall', [old, sid])
+    for (const run of [old, sid])
+      for (const p of run.evidence[0]!.processes) expect(svg).toContain(`${p.role} ${p.pid} (uid ${p.uid}, adj ${p.oomScoreAdj}) ${p.fate}`)
+    expect(svg.match(/✓/g)).toHaveLength(4) // stress-ng and its vm stressor, on each kernel
+    expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true)
+  })
+})
+
+describe('the summary', () => {
+  it('condenses a kernel record to what matters', () => {
+    expect(shortRecord('[   51.369333] Memory cgroup out of memory: Killed process 140 (sh) total-vm:2260kB, anon-rss:4kB, file-rss:0kB, shmem-rss:0kB, UID:1000 pgtables:28kB oom_score_adj:0')).toBe(
+      '[51.369333] Killed process 140 (sh) UID:1000 oom_score_adj:0',
+    )
+  })
+  it('names the limit as the article writes it', () => {
+    expect(formatScenario(failedEvidence)).toContain('test01/test011: memory.max=192M memory.oom.group=1')
+    expect(formatScenario(failedEvidence)).toContain('why it failed: expected shell (pid 140) to survive')
+  })
+})
