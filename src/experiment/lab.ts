@@ -254,7 +254,7 @@ export class Lab implements AsyncDisposable {
     return new Shell(this, this.remember(id, 'shell', cg), workload)
   }
 
-  /** `nohup sleep 7200`, not a child of the shell: only the kernel can kill it. */
+  /** `nohup sleep 7200`, started beside the shell rather than by it: its death cannot come from the shell's. */
   async nohupSleep(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Member> {
     const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.workdir.path }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
