@@ -110,3 +110,36 @@ describe('kmsg records', () => {
     expect(s.push('0,-;second\n').map((r) => r.message)).toEqual(['second'])
   })
 })
+
+describe('4.19 formats (no capture: Debian 10 is gone from the mirror; composed from 4.19 mm/oom_kill.c and mm/memcontrol.c format strings)', () => {
+  // dump_header's pr_warn, mem_cgroup_print_oom_info's "Task in ... killed as a result of limit of ...",
+  // oom_kill_process's "%s: Kill process %d (%s) score %u or sacrifice child", __oom_kill_process's
+  // "Killed process %d (%s) total-vm:%lukB, anon-rss:%lukB, file-rss:%lukB, shmem-rss:%lukB" (no reason, no
+  // UID) and mem_cgroup_print_oom_group's "Tasks in ... are going to be killed due to memory.oom.group set".
+  const log = [
+    '4,900,41203565,-;stress-ng-vm invoked oom-killer: gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, oom_score_adj=1000',
+    '6,901,41203600,-;Task in /oomlab-1-abcdef/test01/test011 killed as a result of limit of /oomlab-1-abcdef/test01/test011',
+    '6,902,41203610,-;memory: usage 196608kB, limit 196608kB, failcnt 37',
+    '3,903,41203700,-;Memory cgroup out of memory: Kill process 136 (stress-ng-vm) score 1976 or sacrifice child',
+    '3,904,41203800,-;Killed process 136 (stress-ng-vm) total-vm:323064kB, anon-rss:192992kB, file-rss:0kB, shmem-rss:860kB',
+    '6,905,41203900,-;Tasks in /oomlab-1-abcdef/test01/test011 are going to be killed due to memory.oom.group set',
+    '3,906,41204000,-;Killed process 131 (sh) total-vm:2260kB, anon-rss:4kB, file-rss:0kB, shmem-rss:0kB',
+    '3,907,41204100,-;Killed process 136 (stress-ng-vm) total-vm:323064kB, anon-rss:192992kB, file-rss:0kB, shmem-rss:860kB',
+  ].join('\n')
+
+  it('gives the same event as newer kernels: limit, victim, group and every member', () => {
+    const events = groupOomEvents(new RecordSplitter().push(`${log}\n`))
+    expect(events).toHaveLength(1)
+    expect(events[0]).toMatchObject({
+      oomMemcg: '/oomlab-1-abcdef/test01/test011',
+      taskMemcg: '/oomlab-1-abcdef/test01/test011',
+      victim: { pid: 136, comm: 'stress-ng-vm' },
+      groupKill: '/oomlab-1-abcdef/test01/test011',
+    })
+    expect(events[0]!.killed.map((k) => [k.pid, k.reason, k.uid])).toEqual([
+      [136, undefined, undefined],
+      [131, undefined, undefined],
+      [136, undefined, undefined],
+    ])
+  })
+})
