@@ -121,10 +121,6 @@ export async function cgReadKeyed(cg: string, file: string): Promise<Map<string,
   return parseKeyed(await cgRead(cg, file))
 }
 
-/** One key of a keyed file; undefined when the kernel does not have that key (never 0). */
-export async function cgReadKey(cg: string, file: string, key: string): Promise<number | undefined> {
-  return (await cgReadKeyed(cg, file)).get(key)
-}
 
 export function parsePids(text: string): number[] {
   return text
@@ -138,7 +134,7 @@ export async function cgReadProcs(cg: string): Promise<number[]> {
 }
 
 export async function cgIsPopulated(cg: string): Promise<boolean> {
-  return (await cgReadKey(cg, 'cgroup.events', 'populated')) === 1
+  return (await cgReadKeyed(cg, 'cgroup.events')).get('populated') === 1
 }
 
 /** Controllers the parent makes available here ("cgroup.controllers"). */
@@ -148,9 +144,4 @@ export async function cgControllers(cg: string): Promise<string[]> {
 
 export async function cgEnableControllers(cg: string, controllers: string[]): Promise<void> {
   await cgWrite(cg, 'cgroup.subtree_control', controllers.map((c) => `+${c}`).join(' '))
-}
-
-/** Moves a process into the cgroup. */
-export async function cgEnter(cg: string, pid: number): Promise<void> {
-  await cgWrite(cg, 'cgroup.procs', String(pid))
 }

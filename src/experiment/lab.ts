@@ -323,13 +323,30 @@ export class Lab implements AsyncDisposable {
    */
   oomEvents(): OomEvent[] {
     const root = this.root.kernelPath
-    return groupOomEvents(this.log.records).filter(
-      (e) =>
-        isWithin(e.oomMemcg, root) ||
-        isWithin(e.taskMemcg, root) ||
-        isWithin(e.groupKill, root) ||
-        (e.oomMemcg === undefined && e.killed.some((k) => this.members.some((m) => m.pid === k.pid && m.startTime >= 0))),
-    )
+    return groupOomEvents(this.log.records)
+      .map((e) => this.inOwnView(e))
+      .filter(
+        (e) =>
+          isWithin(e.oomMemcg, root) ||
+          isWithin(e.taskMemcg, root) ||
+          isWithin(e.groupKill, root) ||
+          (e.oomMemcg === undefined && e.killed.some((k) => this.members.some((m) => m.pid === k.pid && m.startTime >= 0))),
+      )
+  }
+
+  /**
+   * The kernel prints cgroup paths from the hierarchy's root; inside a private cgroup namespace the
+   * mount shows less of it. The run's root name is unique, so a path through it is rewritten to this
+   * lab's view of it.
+   */
+  private inOwnView(e: OomEvent): OomEvent {
+    const own = (p: string | undefined) => {
+      const i = p?.indexOf(`/${this.root.name}`) ?? -1
+      if (p === undefined || i < 0) return p
+      const rest = p.slice(i + this.root.name.length + 1)
+      return rest === '' || rest.startsWith('/') ? this.root.kernelPath + rest : p
+    }
+    return { ...e, oomMemcg: own(e.oomMemcg), taskMemcg: own(e.taskMemcg), groupKill: own(e.groupKill) }
   }
 
   /** Waits for the kernel's record of an OOM kill in this tree that passes `done`. */

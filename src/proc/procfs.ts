@@ -50,11 +50,6 @@ export function readCgroupPath(pid: number): string | undefined {
   return readProcFile(pid, 'cgroup')?.match(/^0::(.*)$/m)?.[1]
 }
 
-export function readCmdline(pid: number): string[] | undefined {
-  const text = readProcFile(pid, 'cmdline')
-  return text === undefined ? undefined : text.split('\0').filter(Boolean)
-}
-
 /** A process as seen once: PID plus start time, so a later PID reuse is not mistaken for it. */
 export interface ProcIdentity {
   pid: number
@@ -69,8 +64,6 @@ export function liveness(id: ProcIdentity): Liveness {
   if (!stat || stat.startTime !== id.startTime) return 'gone'
   return stat.state === 'Z' || stat.state === 'X' ? 'zombie' : 'alive'
 }
-
-export const isDead = (id: ProcIdentity) => liveness(id) !== 'alive'
 
 /** Kernel release of the running kernel. */
 export function kernelRelease(): string {
