@@ -4,7 +4,7 @@
  * happened. Disposing of it kills what is left, waits for the tree to be empty and removes it,
  * whatever state the experiment ended in.
  */
-import { join, relative } from 'node:path'
+import { join, relative, isAbsolute } from 'node:path'
 import { readdirSync, rmdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs'
 import { chown, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
@@ -182,7 +182,8 @@ export class Lab implements AsyncDisposable {
     if (process.getuid?.() !== 0) throw new UserError('creating cgroups needs root; run with sudo')
     const parent = opts.cgroupParent ?? process.env.OOMLAB_CGROUP_PARENT ?? mount.mountPoint
     const rel = relative(mount.mountPoint, parent)
-    if (rel.startsWith('..')) throw new UserError(`cgroup parent ${parent} is outside the cgroup2 mount ${mount.mountPoint}`)
+    if (rel.startsWith('..') || isAbsolute(rel)) throw new UserError(`cgroup parent ${parent} is outside the cgroup2 mount ${mount.mountPoint}: name a cgroup below it`)
+    if (!existsSync(join(parent, 'cgroup.controllers'))) throw new UserError(`cgroup parent ${parent}: no such cgroup (create and delegate it first)`)
     if (!(await cgControllers(parent).catch((): string[] => [])).includes('memory'))
       throw new Unsupported(`the memory controller is not available in ${parent} (kernel ${kernelRelease()}${/\bcgroup_disable=memory\b/.test(readFileSync('/proc/cmdline', 'utf8')) ? ', booted with cgroup_disable=memory' : ''})`)
     reapStaleTrees(parent)
@@ -509,11 +510,11 @@ function refresh(m: Member): void {
 export const ROOT: Credentials = { uid: 0, gid: 0 }
 
 /** The unprivileged user the workload runs as (the article's uid 1000). */
-export function workloadUser(): Credentials {
-  const uid = Number(process.env.OOMLAB_UID ?? 1000)
-  const gid = Number(process.env.OOMLAB_GID ?? uid)
+export function workloadUser(env: NodeJS.ProcessEnv = process.env): Credentials {
+  const uid = Number(env.OOMLAB_UID ?? 1000)
+  const gid = Number(env.OOMLAB_GID ?? uid)
   if (!Number.isInteger(uid) || uid <= 0 || !Number.isInteger(gid) || gid < 0)
-    throw new UserError(`OOMLAB_UID/OOMLAB_GID must name an unprivileged user (got ${process.env.OOMLAB_UID}/${process.env.OOMLAB_GID})`)
+    throw new UserError(`OOMLAB_UID/OOMLAB_GID must name an unprivileged user (got ${env.OOMLAB_UID}/${env.OOMLAB_GID})`)
   return { uid, gid }
 }
 

@@ -1,0 +1,42 @@
+// The CI workflow users copy: it must parse, and each job must do what the README says it does.
+import { describe, it, expect } from 'vitest'
+import { readFileSync } from 'node:fs'
+import { parse } from 'yaml'
+import { MATRIX_DEFAULT } from '../src/cli/matrix.js'
+
+interface Step {
+  run?: string
+  uses?: string
+  with?: Record<string, unknown>
+}
+interface Job {
+  'runs-on': string
+  steps: Step[]
+  strategy?: { matrix: { kernel: string[] } }
+}
+
+const wf = parse(readFileSync(new URL('../.github/workflows/oomlab.yml', import.meta.url), 'utf8'), { strict: true, uniqueKeys: true }) as {
+  jobs: Record<string, Job>
+}
+const runs = (job: string) => wf.jobs[job]!.steps.map((s) => s.run ?? '').join('\n')
+
+describe('.github/workflows/oomlab.yml', () => {
+  it('has the unit, native and matrix jobs, each on a runner with steps', () => {
+    expect(Object.keys(wf.jobs)).toEqual(['unit', 'native', 'matrix'])
+    for (const job of Object.values(wf.jobs)) {
+      expect(job['runs-on']).toMatch(/^ubuntu-/)
+      expect(job.steps[0]?.uses).toMatch(/^actions\/checkout@v\d+$/)
+    }
+  })
+
+  it('runs the experiments natively, never in a VM, in the native job', () => {
+    expect(runs('native')).toMatch(/npm run reproduce -- --native/)
+  })
+
+  it('spreads the default kernel matrix over one job per kernel and uploads each report', () => {
+    expect(wf.jobs.matrix!.strategy!.matrix.kernel).toEqual(MATRIX_DEFAULT)
+    expect(runs('matrix')).toContain('npm run matrix -- ${{ matrix.kernel }}')
+    const upload = wf.jobs.matrix!.steps.find((s) => s.uses?.startsWith('actions/upload-artifact'))
+    expect(upload?.with?.path).toBe('reports/${{ matrix.kernel }}')
+  })
+})
