@@ -4,6 +4,10 @@ import { runExperiments, runVitest, log } from './experiments.js'
 import { exitCodeOf } from './matrix.js'
 import { preflight, formatCheck } from '../host/preflight.js'
 import { UserError, errorMessage } from '../util/errors.js'
+import { setGracefulCleanup } from 'tmp-promise'
+
+// Temp dirs go even when a second Ctrl-C ends the process at once.
+setGracefulCleanup()
 
 const controller = new AbortController()
 let interrupted = false

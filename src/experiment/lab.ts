@@ -221,8 +221,14 @@ export class Lab implements AsyncDisposable {
     return lab
   }
 
+  /** A test body that vitest abandoned (timeout) must not start anything in a tree being removed. */
+  private live(): void {
+    if (this.disposed) throw new Error(`the lab of "${this.scenario}" is already torn down`)
+  }
+
   /** Creates `name` (e.g. "test01/test011") below the run's root, delegating memory down the path. */
   async cgroup(name: string, settings: CgroupSettings = {}): Promise<Cgroup> {
+    this.live()
     const parentName = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined
     const parent = parentName ? this.cgroups.find((c) => c.name === parentName) : this.root
     if (!parent) throw new Error(`create ${parentName} before ${name}`)
@@ -249,6 +255,7 @@ export class Lab implements AsyncDisposable {
 
   /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
   async shell(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Shell> {
+    this.live()
     const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: as, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
     this.shellWorkload = workload
@@ -257,6 +264,7 @@ export class Lab implements AsyncDisposable {
 
   /** `nohup sleep 7200`, started beside the shell rather than by it: its death cannot come from the shell's. */
   async nohupSleep(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Member> {
+    this.live()
     const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.workdir.path }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
     return this.remember(id, 'nohup sleep', cg)
