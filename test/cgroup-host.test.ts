@@ -4,14 +4,14 @@
  * (as root, in a cgroup of their own that they remove).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { join } from 'node:path'
+import { join, basename } from 'node:path'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { cgMountPoint, cgCreate, cgReadProcs, cgIsPopulated, cgDestroy } from '../src/cgroup/cgroupfs.js'
 import { waitUntilEmpty, waitForKey } from '../src/cgroup/wait.js'
 import { startInCgroup } from '../src/proc/spawn.js'
 import { readCgroupPath, liveness, readStat } from '../src/proc/procfs.js'
-import { killTree, killAndRemoveSync, reapStaleTrees } from '../src/experiment/lab.js'
+import { killTree, killAndRemoveSync, reapStaleTrees, ownerOf, treeName, parseTreeName, type TreeOwner } from '../src/experiment/lab.js'
 import { KernelTimeoutError } from '../src/util/errors.js'
 
 const mount = cgMountPoint()
@@ -57,18 +57,34 @@ describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: $
   })
 
   it('removes stale trees of dead runs, and only those', async () => {
-    const stale = join(top, 'oomlab-999999-abcdef')
-    const alive = join(top, `oomlab-${process.ppid}-abcdef`)
-    const other = join(top, 'not-ours')
-    for (const d of [stale, alive, other]) mkdirSync(d)
+    const me = ownerOf(process.ppid)!
+    const name = (o: Partial<TreeOwner>, r: string) => treeName({ ...me, ...o }, r)
+    const stale = join(top, name({ pid: 999999 }, 'aaaaaa'))
+    // The PID lives, but it is another process than the one that made the tree.
+    const reused = join(top, name({ startTime: me.startTime + 1 }, 'bbbbbb'))
+    const alive = join(top, name({}, 'cccccc'))
+    // A dead PID in another PID namespace: its run may live in a container we cannot see into.
+    const foreign = join(top, name({ pid: 999999, pidns: me.pidns + 1 }, 'dddddd'))
+    const other = join(top, 'oomlab-999999-abcdef')
+    for (const d of [stale, reused, alive, foreign, other]) mkdirSync(d)
     mkdirSync(join(stale, 'test01'))
     const { workload } = await startInCgroup(['sleep', '7200'], { cgroup: join(stale, 'test01'), user, cwd: '/tmp' })
     const said: string[] = []
-    expect(reapStaleTrees(top, (l) => said.push(l))).toEqual(['oomlab-999999-abcdef'])
-    expect(said).toEqual([`removed stale cgroup tree ${stale} left by an interrupted run`])
-    expect(existsSync(stale)).toBe(false)
-    expect(existsSync(alive) && existsSync(other)).toBe(true)
+    expect(reapStaleTrees(top, (l) => said.push(l)).sort()).toEqual([basename(stale), basename(reused)].sort())
+    expect(said.sort()).toEqual([stale, reused].sort().map((d) => `removed stale cgroup tree ${d} left by an interrupted run`))
+    expect([stale, reused].map(existsSync)).toEqual([false, false])
+    expect([alive, foreign, other].map(existsSync)).toEqual([true, true, true])
     expect((await workload.subprocess).signal).toBe('SIGKILL')
     expect(readFileSync(join(top, 'cgroup.procs'), 'utf8')).toBe('')
+  })
+
+  it('names a tree after its owner, and reads the owner back', () => {
+    const me = ownerOf(process.pid)!
+    expect(me.startTime).toBeGreaterThan(0)
+    const name = treeName(me, 'abcdef')
+    expect(name).toMatch(/^oomlab-\d+-[0-9a-z]+-[0-9a-z]+-abcdef$/)
+    expect(parseTreeName(name)).toEqual(me)
+    for (const bad of ['oomlab-1-abcdef', 'oomlab-1-2-3-ABCDEF', 'xoomlab-1-2-3-abcdef', 'oomlab-1-2-3-abcdef/..'])
+      expect(parseTreeName(bad)).toBeUndefined()
   })
 })

@@ -42,7 +42,7 @@ function unsupported(id: string, scenario: string, reason: string, skip: (note: 
 export const experiment = base.extend<{ lab: Lab }>({
   lab: async ({ task, onTestFinished, skip }, use) => {
     installTeardownHandlers()
-    const id = task.file.name.replace(/^.*\//, '').replace(/\.spec\.ts$/, '')
+    const id = task.file.name.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
     const lab = await Lab.open(task.name, { onUnsupported: (reason) => skip(`unsupported: ${reason}`) }).catch((err: unknown) => {
       if (err instanceof Unsupported) unsupported(id, task.name, err.message, skip)
       throw err

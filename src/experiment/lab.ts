@@ -5,7 +5,7 @@
  * whatever state the experiment ended in.
  */
 import { join, relative, isAbsolute } from 'node:path'
-import { readdirSync, rmdirSync, writeFileSync, readFileSync, existsSync } from 'node:fs'
+import { readdirSync, rmdirSync, writeFileSync, readFileSync, existsSync, readlinkSync } from 'node:fs'
 import { chown, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
@@ -24,13 +24,16 @@ import {
 } from '../cgroup/cgroupfs.js'
 import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
 import { waitForKey, waitUntilEmpty } from '../cgroup/wait.js'
-import { KernelLog } from '../kmsg/reader.js'
+import { KernelLog, monotonicUs, writeMarker, clockOffset, type Marker } from '../kmsg/reader.js'
 import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
 import { readStat, readUid, readOomScoreAdj, liveness, kernelRelease, type ProcIdentity, type Liveness } from '../proc/procfs.js'
 import { startInCgroup, type Credentials, type Workload } from '../proc/spawn.js'
 import { UserError, KernelTimeoutError, Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
+
+/** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
+const GUEST_MARK = '/etc/oomlab-guest'
 
 export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
 
@@ -61,6 +64,7 @@ export class Cgroup {
     readonly dir: string,
     /** The path the kernel prints in its log, e.g. "/oomlab-123-ab12cd/test01/test011". */
     readonly kernelPath: string,
+    private readonly step: (what: string) => void = () => undefined,
   ) {}
 
   async set(file: string, value: string): Promise<void> {
@@ -89,6 +93,7 @@ export class Cgroup {
   /** Waits for "populated 0": no process left here or below. */
   async waitUntilEmpty(): Promise<void> {
     await waitUntilEmpty(this.dir, { timeoutMs: timeouts.killMs })
+    this.step(`${this.name} empty`)
   }
 }
 
@@ -127,6 +132,7 @@ export class Shell {
     this.workload.type(argv.join(' '))
     const m = await this.workload.waitForOutput(/vm: started \[(\d+)\]/, 'stress-ng to report "vm: started [PID]"', timeouts.startMs, since)
     this.lab.stressorPid = Number(m[1])
+    this.lab.step('stress-ng vm started')
     await this.lab.discover()
   }
 
@@ -155,6 +161,11 @@ export class Lab implements AsyncDisposable {
   private readonly workloads = new Map<number, Workload>()
   private disposed = false
   private readonly notes: string[] = []
+  private readonly openedUs = monotonicUs()
+  /** What the experiment did when, for the benchmark: CLOCK_MONOTONIC µs since the lab opened. */
+  readonly timeline: { step: string; atUs: number }[] = []
+  /** In a guest, a kernel log record written at open: maps the log's clock onto the timeline's. */
+  private marker: Marker | undefined
 
   private constructor(
     readonly scenario: string,
@@ -165,6 +176,24 @@ export class Lab implements AsyncDisposable {
     readonly capabilities: Record<string, boolean>,
     private readonly onUnsupported?: (reason: string) => never,
   ) {}
+
+  step(what: string): void {
+    this.timeline.push({ step: what, atUs: monotonicUs() - this.openedUs })
+  }
+
+  /**
+   * Kill-detection latency: from the kernel's timestamp of the last "Killed process" record in this
+   * tree to the moment the lab saw a cgroup empty. Needs the marker, so only in a guest.
+   */
+  killDetection(): { lastKillRecordUs: number; emptySeenUs: number; latencyMs: number; clockUncertaintyUs: number } | undefined {
+    const clock = this.marker && clockOffset(this.log.records, this.marker)
+    const empty = this.timeline.find((t) => t.step.endsWith(' empty'))
+    const kills = this.oomEvents().flatMap((e) => e.killed.map((k) => e.records.find((r) => r.seq === k.seq)!.usec))
+    if (!clock || !empty || kills.length === 0) return undefined
+    const lastKillRecordUs = Math.max(...kills)
+    const emptySeenUs = this.openedUs + empty.atUs + clock.offsetUs
+    return { lastKillRecordUs, emptySeenUs: Math.round(emptySeenUs), latencyMs: (emptySeenUs - lastKillRecordUs) / 1000, clockUncertaintyUs: clock.uncertaintyUs }
+  }
 
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
@@ -189,7 +218,7 @@ export class Lab implements AsyncDisposable {
     reapStaleTrees(parent)
 
     const user = opts.user ?? workloadUser()
-    const name = `oomlab-${process.pid}-${randomBytes(3).toString('hex')}`
+    const name = treeName(ownerOf(process.pid)!)
     const dir = join(parent, name)
     const workdir = await tmpDir({ prefix: 'oomlab-work-', unsafeCleanup: true })
     let log: KernelLog
@@ -211,6 +240,7 @@ export class Lab implements AsyncDisposable {
     const capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
     const lab = new Lab(scenario, new Cgroup(name, dir, join(mount.root, rel, name)), log, user, workdir, capabilities, opts.onUnsupported)
     liveLabs.add(lab)
+    if (existsSync(GUEST_MARK)) lab.marker = writeMarker(`oomlab: ${name} opened`)
     try {
       capabilities['cgroup.kill'] = await cgHas(dir, 'cgroup.kill')
       await cgEnableControllers(dir, ['memory'])
@@ -234,7 +264,7 @@ export class Lab implements AsyncDisposable {
     if (!parent) throw new Error(`create ${parentName} before ${name}`)
     if (parent !== this.root && !(await cgRead(parent.dir, 'cgroup.subtree_control')).includes('memory'))
       await cgEnableControllers(parent.dir, ['memory'])
-    const cg = new Cgroup(name, join(this.root.dir, name), join(this.root.kernelPath, name))
+    const cg = new Cgroup(name, join(this.root.dir, name), join(this.root.kernelPath, name), (what) => this.step(what))
     await cgCreate(cg.dir)
     this.cgroups.push(cg)
     this.capabilities['memory.events.local'] = await cgHas(cg.dir, 'memory.events.local')
@@ -250,6 +280,7 @@ export class Lab implements AsyncDisposable {
     if (settings['memory.max'] !== undefined) await cg.set('memory.max', settings['memory.max'])
     if (settings['memory.oom.group'] !== undefined) await cg.set('memory.oom.group', String(settings['memory.oom.group']))
     cg.eventsTextAtStart = await cg.memoryEventsText()
+    this.step(`cgroup ${name}`)
     return cg
   }
 
@@ -259,6 +290,7 @@ export class Lab implements AsyncDisposable {
     const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: as, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
     this.shellWorkload = workload
+    this.step('shell started')
     return new Shell(this, this.remember(id, 'shell', cg), workload)
   }
 
@@ -267,6 +299,7 @@ export class Lab implements AsyncDisposable {
     this.live()
     const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.workdir.path }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
+    this.step('nohup sleep started')
     return this.remember(id, 'nohup sleep', cg)
   }
 
@@ -359,8 +392,10 @@ export class Lab implements AsyncDisposable {
   }
 
   /** Waits for the kernel's record of an OOM kill in this tree that passes `done`. */
-  waitForOomEvent(done: (e: OomEvent) => boolean, expected: string): Promise<OomEvent> {
-    return this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+  async waitForOomEvent(done: (e: OomEvent) => boolean, expected: string): Promise<OomEvent> {
+    const e = await this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+    this.step('OOM event in the kernel log')
+    return e
   }
 
   /**
@@ -372,6 +407,7 @@ export class Lab implements AsyncDisposable {
     await this.log
       .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
       .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
+    this.step('kill records in')
   }
 
   private killRecordOf(m: Member): string | undefined {
@@ -415,6 +451,7 @@ export class Lab implements AsyncDisposable {
 
   /** Everything a doubter needs: the tree, its settings, each process's fate and the kernel's records. */
   async evidence(verdict: { state: string; errors?: string[] }): Promise<object> {
+    this.step('evidence')
     const fates = await this.fates().catch(() => [] as Fate[])
     const tree = []
     for (const cg of this.cgroups) {
@@ -464,6 +501,8 @@ export class Lab implements AsyncDisposable {
       // What the article's shell printed: stress-ng's -v output.
       shellOutput: this.shellWorkload?.output.slice(-8000),
       notes: this.notes,
+      timeline: this.timeline.map((t) => ({ step: t.step, ms: Math.round(t.atUs / 100) / 10 })),
+      killDetection: this.killDetection() ?? null,
     }
   }
 
@@ -610,14 +649,44 @@ export function killAndRemoveSync(dir: string): void {
   }
 }
 
-/** Removes trees left by runs that died too hard to clean up (their PID is gone); only ours, by name. */
+/**
+ * Who owns a run's tree: a process, told apart from a later one with its PID by its start time, in a
+ * PID namespace (another container's run sharing this cgroupfs has PIDs we cannot check).
+ */
+export interface TreeOwner {
+  pid: number
+  startTime: number
+  pidns: number
+}
+
+export function ownerOf(pid: number): TreeOwner | undefined {
+  const stat = readStat(pid)
+  const ns = readlinkSync(`/proc/${pid}/ns/pid`).match(/\[(\d+)\]/)?.[1]
+  return stat && ns ? { pid, startTime: stat.startTime, pidns: Number(ns) } : undefined
+}
+
+/** `oomlab-<pid>-<start time>-<pid namespace>-<random>`, the numbers but the PID in base 36. */
+export function treeName(o: TreeOwner, random = randomBytes(3).toString('hex')): string {
+  return `oomlab-${o.pid}-${o.startTime.toString(36)}-${o.pidns.toString(36)}-${random}`
+}
+
+export function parseTreeName(name: string): TreeOwner | undefined {
+  const m = name.match(/^oomlab-(\d+)-([0-9a-z]+)-([0-9a-z]+)-[0-9a-f]{6}$/)
+  return m ? { pid: Number(m[1]), startTime: parseInt(m[2]!, 36), pidns: parseInt(m[3]!, 36) } : undefined
+}
+
+/**
+ * Removes trees left by runs that died too hard to clean up: only trees named by this harness, owned
+ * in our PID namespace by a process that is gone. A live owner's trees (another run, or another
+ * worker thread of this one) are left to it.
+ */
 export function reapStaleTrees(parent: string, say: (line: string) => void = (l) => process.stderr.write(`oomlab: ${l}\n`)): string[] {
   const reaped: string[] = []
+  const ourNs = ownerOf(process.pid)?.pidns
   for (const e of readdirSync(parent, { withFileTypes: true })) {
-    const m = e.isDirectory() && e.name.match(/^oomlab-(\d+)-[0-9a-f]{6}$/)
-    if (!m) continue
-    if (Number(m[1]) !== process.pid && existsSync(`/proc/${m[1]}`)) continue
-    if (Number(m[1]) === process.pid && [...liveLabs].some((l) => l.root.dir === join(parent, e.name))) continue
+    const owner = e.isDirectory() ? parseTreeName(e.name) : undefined
+    if (!owner || owner.pidns !== ourNs) continue
+    if (readStat(owner.pid)?.startTime === owner.startTime) continue
     killAndRemoveSync(join(parent, e.name))
     reaped.push(e.name)
     say(`removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run`)

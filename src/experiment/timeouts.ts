@@ -8,9 +8,7 @@ export function timeoutScale(value = process.env.OOMLAB_TIMEOUT_SCALE): number {
   return n
 }
 
-const scale = timeoutScale()
-
-export const timeouts = {
+export const experimentTimeouts = (scale: number) => ({
   /** A process to start and join its cgroup, stress-ng to report its stressor. */
   startMs: 20_000 * scale,
   /** From pushing past the limit to the OOM kill. */
@@ -21,4 +19,6 @@ export const timeouts = {
   recordMs: 5_000 * scale,
   /** One whole experiment, for vitest: longer than the sum of the waits above. */
   testMs: 180_000 * scale,
-}
+})
+
+export const timeouts = experimentTimeouts(timeoutScale())

@@ -4,7 +4,7 @@
  * (Node cannot poll(2) a character device, and a blocking read in its thread pool could not be
  * cancelled).
  */
-import { openSync, readSync, closeSync, constants } from 'node:fs'
+import { openSync, readSync, writeSync, closeSync, constants } from 'node:fs'
 import { execa, type ResultPromise } from 'execa'
 import { KernelTimeoutError } from '../util/errors.js'
 import { RecordSplitter, parseRecord, type KmsgRecord } from './record.js'
@@ -34,6 +34,38 @@ export function currentSeq(): number {
     closeSync(fd)
   }
   return last
+}
+
+/** CLOCK_MONOTONIC in microseconds (what node's hrtime reads). */
+export const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n)
+
+export interface Marker {
+  text: string
+  /** CLOCK_MONOTONIC just before and after the write. */
+  beforeUs: number
+  afterUs: number
+}
+
+/**
+ * Writes `text` into the kernel log. Its record's timestamp, against the monotonic clock read around
+ * the write, maps the kernel log's clock onto ours. For a guest's own log only: a host's log is not ours.
+ */
+export function writeMarker(text: string): Marker {
+  const fd = openSync(KMSG, constants.O_WRONLY)
+  try {
+    const beforeUs = monotonicUs()
+    writeSync(fd, `<13>${text}`)
+    return { text, beforeUs, afterUs: monotonicUs() }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** How far the kernel log's clock is ahead of CLOCK_MONOTONIC (µs), from a marker's record, and how sure. */
+export function clockOffset(records: readonly KmsgRecord[], m: Marker): { offsetUs: number; uncertaintyUs: number } | undefined {
+  const rec = records.find((r) => r.message === m.text)
+  if (!rec) return undefined
+  return { offsetUs: rec.usec - (m.beforeUs + m.afterUs) / 2, uncertaintyUs: (m.afterUs - m.beforeUs) / 2 }
 }
 
 export class KernelLog implements AsyncDisposable {

@@ -2,6 +2,20 @@
  * The result channel from guest to host: one JSON frame per line on the guest's second serial
  * port, which QEMU writes to a host file. The console (first port) stays a human log only.
  */
+export interface TestTiming {
+  file: string
+  name: string
+  state: string
+  ms: number
+}
+
+export interface BaselineRun {
+  scenario: number
+  ms: number
+  exitCode: number
+  stderr: string
+}
+
 export type Frame =
   | { type: 'hello'; release: string; version: string; uptimeMs: number }
   | { type: 'file'; name: string; content: string }
@@ -13,6 +27,11 @@ export type Frame =
       skipped: number
       vitestMs: number
       uptimeMs: number
+      /** Guest uptime (ms) at each step of the agent's run: where the in-guest time goes. */
+      phases?: Record<string, number>
+      tests?: TestTiming[]
+      /** The article's experiments as a shell script, in the same boot (oomlab bench). */
+      baseline?: BaselineRun[]
       /** cgroups and workload processes still there after the specs' teardown: must be empty. */
       leftovers: string[]
     }

@@ -6,7 +6,7 @@ import { resolveKernel, kernelFromImage, DEFAULT_KERNEL, type KernelImage } from
 import { guestTree, buildInitramfs, type Initramfs } from './initramfs.js'
 import { chooseAccel, type AccelChoice } from './accel.js'
 import { bootGuest, type GuestRun } from './qemu.js'
-import { encodeGuestConfig } from './guest/agent.js'
+import { encodeGuestConfig, GUEST_WORKERS } from './guest/agent.js'
 import type { Frame } from './channel.js'
 import { cacheDir } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
@@ -28,6 +28,10 @@ export interface VmOptions {
   filters?: string[]
   /** Environment for the specs in the guest. */
   env?: Record<string, string>
+  /** Spec files run at once in the guest (default GUEST_WORKERS). */
+  workers?: number
+  /** Time the article's experiments as a shell script before the specs (oomlab bench). */
+  baseline?: boolean
   refresh?: boolean
   /** An image built beforehand (a matrix builds one for all its kernels). */
   initramfs?: Initramfs
@@ -88,7 +92,7 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
     accel: accel.accel,
     memoryMiB,
     cpus,
-    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {} })],
+    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {}, workers: o.workers ?? GUEST_WORKERS, baseline: o.baseline ?? false })],
     bootTimeoutMs: o.bootTimeoutMs ?? VM_DEFAULTS.bootTimeoutMs,
     runTimeoutMs: o.runTimeoutMs ?? VM_DEFAULTS.runTimeoutMs,
     qemu,

@@ -11,7 +11,9 @@ echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 ip link set lo up
 # ttyS1 is the result channel: raw, so the bytes reach the host unchanged.
 stty -F /dev/ttyS1 raw -echo
-echo "oomlab: /init ready at $(cut -d' ' -f1 /proc/uptime) s of guest uptime"
-cd /oomlab && node .oomlab/guest.mjs
+OOMLAB_INIT_READY=$(cut -d' ' -f1 /proc/uptime)
+export OOMLAB_INIT_READY
+echo "oomlab: /init ready at $OOMLAB_INIT_READY s of guest uptime"
+cd /oomlab && node .oomlab/guest/agent.mjs
 # -no-reboot on the QEMU side turns this into QEMU's exit.
 reboot -f

@@ -1,7 +1,11 @@
 /** Where things are in the guest's file system. */
 export const GUEST_PROJECT = '/oomlab'
-/** The guest agent, bundled: /init runs it with node. */
-export const GUEST_AGENT = '/oomlab/.oomlab/guest.mjs'
+/** The agent and the experiment specs, compiled on the host (chunks here, so their projectRoot is /oomlab). */
+export const GUEST_BUNDLE = '/oomlab/.oomlab/guest'
+/** /init runs it with node. */
+export const GUEST_AGENT = `${GUEST_BUNDLE}/agent.mjs`
 /** The result channel: the second serial port, a file on the host. */
 export const GUEST_CHANNEL = '/dev/ttyS1'
 export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
+/** The article's experiments as a plain shell script: the benchmark's baseline. */
+export const GUEST_BASELINE = '/oomlab/experiments/article.sh'
