@@ -2,8 +2,7 @@
  * Waiting on cgroupfs without sleeps: the kernel raises a file-modified event (kernfs_notify) when
  * cgroup.events or memory.events change, and fs.watch delivers it through inotify.
  */
-import { watch, type FSWatcher } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { watch, readFileSync, type FSWatcher } from 'node:fs'
 import { join } from 'node:path'
 import { KernelTimeoutError } from '../util/errors.js'
 import { parseKeyed } from './cgroupfs.js'
@@ -29,8 +28,6 @@ export function waitForFile<T>(
     let watcher: FSWatcher | undefined
     let last = '(nothing read yet)'
     let settled = false
-    let checking = false
-    let again = false
     const finish = (fn: () => void) => {
       if (settled) return
       settled = true
@@ -39,24 +36,16 @@ export function waitForFile<T>(
       signal?.removeEventListener('abort', onAbort)
       fn()
     }
-    const check = async () => {
-      // Events can arrive while a read is in flight: coalesce them into one more read.
-      if (checking) {
-        again = true
-        return
-      }
-      checking = true
+    // A synchronous read: cgroupfs answers from memory, and a trip through libuv's thread pool
+    // (open, stat, read, close) cost the kill detection tens of milliseconds under emulation.
+    const check = () => {
+      if (settled) return
       try {
-        do {
-          again = false
-          const value = parse(await readFile(file, 'utf8'))
-          last = describe(value)
-          if (done(value)) return finish(() => resolve(value))
-        } while (again && !settled)
+        const value = parse(readFileSync(file, 'utf8'))
+        last = describe(value)
+        if (done(value)) finish(() => resolve(value))
       } catch (err) {
         finish(() => reject(err))
-      } finally {
-        checking = false
       }
     }
     const onAbort = () => finish(() => reject(signal?.reason ?? new Error('aborted')))
@@ -66,12 +55,12 @@ export function waitForFile<T>(
     )
     signal?.addEventListener('abort', onAbort)
     try {
-      watcher = watch(file, { persistent: true }, () => void check())
+      watcher = watch(file, { persistent: true }, check)
       watcher.on('error', (err) => finish(() => reject(err)))
     } catch (err) {
       return finish(() => reject(err))
     }
-    void check()
+    check()
   })
 }
 

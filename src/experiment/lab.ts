@@ -24,6 +24,7 @@ import {
 } from '../cgroup/cgroupfs.js'
 import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
 import { waitForKey, waitUntilEmpty } from '../cgroup/wait.js'
+import { PopulatedTrace } from '../kmsg/tracefs.js'
 import { KernelLog, monotonicUs, writeMarker, clockOffset, type Marker } from '../kmsg/reader.js'
 import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
@@ -34,6 +35,19 @@ import { timeouts } from './timeouts.js'
 
 /** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
 const GUEST_MARK = '/etc/oomlab-guest'
+
+/**
+ * From the kernel's timestamp of the last "Killed process" record to the lab seeing "populated 0";
+ * with the tracepoint, split into the kernel's part (to the cgroup really emptying) and the harness's.
+ */
+export interface KillDetection {
+  lastKillRecordUs: number
+  emptySeenUs: number
+  latencyMs: number
+  clockUncertaintyUs: number
+  kernelMs?: number
+  harnessMs?: number
+}
 
 export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
 
@@ -166,6 +180,8 @@ export class Lab implements AsyncDisposable {
   readonly timeline: { step: string; atUs: number }[] = []
   /** In a guest, a kernel log record written at open: maps the log's clock onto the timeline's. */
   private marker: Marker | undefined
+  /** `oomlab bench` only: when the kernel emptied each cgroup (see kmsg/tracefs.ts). */
+  private trace: PopulatedTrace | undefined
 
   private constructor(
     readonly scenario: string,
@@ -185,14 +201,22 @@ export class Lab implements AsyncDisposable {
    * Kill-detection latency: from the kernel's timestamp of the last "Killed process" record in this
    * tree to the moment the lab saw a cgroup empty. Needs the marker, so only in a guest.
    */
-  killDetection(): { lastKillRecordUs: number; emptySeenUs: number; latencyMs: number; clockUncertaintyUs: number } | undefined {
+  killDetection(): KillDetection | undefined {
     const clock = this.marker && clockOffset(this.log.records, this.marker)
     const empty = this.timeline.find((t) => t.step.endsWith(' empty'))
     const kills = this.oomEvents().flatMap((e) => e.killed.map((k) => e.records.find((r) => r.seq === k.seq)!.usec))
     if (!clock || !empty || kills.length === 0) return undefined
     const lastKillRecordUs = Math.max(...kills)
     const emptySeenUs = this.openedUs + empty.atUs + clock.offsetUs
-    return { lastKillRecordUs, emptySeenUs: Math.round(emptySeenUs), latencyMs: (emptySeenUs - lastKillRecordUs) / 1000, clockUncertaintyUs: clock.uncertaintyUs }
+    const cg = this.cgroups.find((c) => empty.step === `${c.name} empty`)
+    const emptiedUs = cg && this.trace?.emptiedAtUs(cg.kernelPath)
+    return {
+      lastKillRecordUs,
+      emptySeenUs: Math.round(emptySeenUs),
+      latencyMs: (emptySeenUs - lastKillRecordUs) / 1000,
+      clockUncertaintyUs: clock.uncertaintyUs,
+      ...(emptiedUs !== undefined && { kernelMs: (emptiedUs - lastKillRecordUs) / 1000, harnessMs: (emptySeenUs - emptiedUs) / 1000 }),
+    }
   }
 
   /** Why the kernel cannot run this scenario, once it turned out so. */
@@ -240,7 +264,10 @@ export class Lab implements AsyncDisposable {
     const capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
     const lab = new Lab(scenario, new Cgroup(name, dir, join(mount.root, rel, name)), log, user, workdir, capabilities, opts.onUnsupported)
     liveLabs.add(lab)
-    if (existsSync(GUEST_MARK)) lab.marker = writeMarker(`oomlab: ${name} opened`)
+    if (existsSync(GUEST_MARK)) {
+      lab.marker = writeMarker(`oomlab: ${name} opened`)
+      if (process.env.OOMLAB_TRACE_POPULATED === '1') lab.trace = PopulatedTrace.start()
+    }
     try {
       capabilities['cgroup.kill'] = await cgHas(dir, 'cgroup.kill')
       await cgEnableControllers(dir, ['memory'])
@@ -510,6 +537,7 @@ export class Lab implements AsyncDisposable {
   async dispose(): Promise<void> {
     if (this.disposed) return
     this.disposed = true
+    this.trace?.stop()
     try {
       await killTree(this.root.dir)
       for (const cg of [...this.cgroups].reverse()) await cgDestroy(cg.dir)

@@ -76,7 +76,7 @@ export async function guestMain(): Promise<void> {
     const cfg = readGuestConfig(readFileSync('/proc/cmdline', 'utf8'))
     const evidenceDir = '/tmp/evidence'
     mkdirSync(evidenceDir, { recursive: true })
-    Object.assign(process.env, cfg.env, { OOMLAB_EVIDENCE_DIR: evidenceDir, CI: '1' })
+    Object.assign(process.env, cfg.env, { OOMLAB_EVIDENCE_DIR: evidenceDir, CI: '1' }, cfg.baseline && { OOMLAB_TRACE_POPULATED: '1' })
     const phases: Record<string, number> = { initReady: Math.round(Number(process.env.OOMLAB_INIT_READY) * 1000), agentStarted: uptimeMs() }
     const baseline = cfg.baseline ? runBaseline() : undefined
     if (baseline) phases.baselineDone = uptimeMs()

@@ -1,0 +1,47 @@
+/**
+ * The kernel's `cgroup:cgroup_notify_populated` tracepoint, with the trace clock set to the kernel
+ * log's (local_clock): when a cgroup really became empty, on the same time line as the "Killed
+ * process" records. It splits the kill-detection latency into the kernel's part (the victims'
+ * exit) and the harness's (the notification reaching it). Used by `oomlab bench`, in a guest only:
+ * tracing is global state of the kernel.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+
+const TRACEFS = '/sys/kernel/tracing'
+const EVENT = `${TRACEFS}/events/cgroup/cgroup_notify_populated/enable`
+
+export class PopulatedTrace {
+  private constructor() {}
+
+  /** Starts tracing; undefined when the kernel has no such tracepoint. */
+  static start(): PopulatedTrace | undefined {
+    try {
+      if (!existsSync(`${TRACEFS}/trace`)) execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS])
+      if (!existsSync(EVENT)) return undefined
+      writeFileSync(`${TRACEFS}/trace_clock`, 'local')
+      writeFileSync(`${TRACEFS}/trace`, '')
+      writeFileSync(EVENT, '1')
+      return new PopulatedTrace()
+    } catch {
+      return undefined
+    }
+  }
+
+  /** The kernel-log timestamp (µs) at which `kernelPath` last turned unpopulated. */
+  emptiedAtUs(kernelPath: string): number | undefined {
+    return lastEmptied(readFileSync(`${TRACEFS}/trace`, 'utf8'), kernelPath)
+  }
+
+  stop(): void {
+    writeFileSync(EVENT, '0')
+  }
+}
+
+/** From trace text, e.g. "sh-1 [001] d..2. 30.251104: cgroup_notify_populated: root=0 id=89 level=3 path=/a/b val=0". */
+export function lastEmptied(trace: string, kernelPath: string): number | undefined {
+  let at: number | undefined
+  for (const m of trace.matchAll(/\s(\d+)\.(\d{6}): cgroup_notify_populated: .* path=(\S+) val=0$/gm))
+    if (m[3] === kernelPath) at = Number(m[1]) * 1e6 + Number(m[2])
+  return at
+}
