@@ -12,7 +12,8 @@ describe.skipIf(why !== '')(`the cgroup parent${why ? ` (skipped: ${why})` : ''}
   const before = readdirSync(mount ?? '/')
   it.each([
     ['/tmp', 'outside'],
-    [`${mount}/../memory`, 'outside'],
+    [`${mount}/../memory`, '".." is not allowed'],
+    ['relative/cg', 'absolute path'],
     [`${mount}/no-such-cgroup`, 'no such cgroup'],
   ])('refuses %s in one line and creates nothing', async (parent, word) => {
     const err = await Lab.open('safety', { cgroupParent: parent }).catch((e: unknown) => e)

@@ -4,9 +4,9 @@
  * A cgroup is addressed by its absolute directory under the cgroup2 mount.
  */
 import { readFile, writeFile, mkdir, rmdir, access } from 'node:fs/promises'
-import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { errorMessage } from '../util/errors.js'
+import { readFileSync, existsSync } from 'node:fs'
+import { join, isAbsolute, normalize, relative } from 'node:path'
+import { errorMessage, UserError } from '../util/errors.js'
 
 /** Failure of a cgroupfs operation, naming the file and the value. */
 export class CgroupError extends Error {
@@ -144,4 +144,17 @@ export async function cgControllers(cg: string): Promise<string[]> {
 
 export async function cgEnableControllers(cg: string, controllers: string[]): Promise<void> {
   await cgWrite(cg, 'cgroup.subtree_control', controllers.map((c) => `+${c}`).join(' '))
+}
+
+/**
+ * The safety rule for where a run may create its tree: an absolute path with no ".." in it, at or
+ * below the cgroup2 mount, naming an existing cgroup. Returns the path; throws a one-line UserError.
+ */
+export function cgCheckParent(path: string, mountPoint: string): string {
+  if (!isAbsolute(path)) throw new UserError(`cgroup root ${JSON.stringify(path)}: give an absolute path below ${mountPoint}`)
+  if (path.split('/').includes('..')) throw new UserError(`cgroup root ${JSON.stringify(path)}: ".." is not allowed; name the cgroup directly`)
+  const rel = relative(mountPoint, normalize(path))
+  if (rel.startsWith('..') || isAbsolute(rel)) throw new UserError(`cgroup root ${path} is outside the cgroup2 mount ${mountPoint}: name a cgroup below it`)
+  if (!existsSync(join(path, 'cgroup.controllers'))) throw new UserError(`cgroup root ${path}: no such cgroup (create and delegate it first)`)
+  return normalize(path)
 }

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util'
 import { UserError } from '../util/errors.js'
 import { parseKernelSpec } from '../vm/kernels.js'
 import { existsSync } from 'node:fs'
+import { cgMountPoint, cgCheckParent } from '../cgroup/cgroupfs.js'
 
 export const RUN_FLAGS = {
   vm: { type: 'boolean' },
@@ -16,6 +17,7 @@ export const RUN_FLAGS = {
   'boot-timeout': { type: 'string' },
   timeout: { type: 'string' },
   report: { type: 'string' },
+  'cgroup-root': { type: 'string' },
   refresh: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const
@@ -32,6 +34,8 @@ export interface RunArgs {
   bootTimeoutMs?: number
   runTimeoutMs?: number
   report?: string
+  /** Native runs: the cgroup under which the run's tree goes (default: the cgroup2 mount). */
+  cgroupRoot?: string
   refresh: boolean
   filters: string[]
   help: boolean
@@ -57,7 +61,16 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   const forceVm = v.vm === true || /^(1|true|yes)$/i.test(env.OOMLAB_VM ?? '')
   if (forceVm && v.native) throw new UserError('--vm and --native exclude each other')
   if (v.kernel !== undefined && v['kernel-image'] !== undefined) throw new UserError('--kernel and --kernel-image exclude each other')
-  if (v.native && (v.kernel !== undefined || v['kernel-image'] !== undefined)) throw new UserError('--native runs on the host kernel: drop --kernel/--kernel-image, or use --vm')
+  const cgroupRoot = v['cgroup-root']
+  const native = v.native === true || cgroupRoot !== undefined
+  if (cgroupRoot !== undefined && forceVm) throw new UserError('--cgroup-root is for native runs: drop --vm (and OOMLAB_VM)')
+  if (native && (v.kernel !== undefined || v['kernel-image'] !== undefined || v.append !== undefined))
+    throw new UserError('--native and --cgroup-root run on the host kernel: drop --kernel/--kernel-image/--append, or use --vm')
+  if (cgroupRoot !== undefined) {
+    const mount = cgMountPoint()
+    if (!mount) throw new UserError('--cgroup-root: no cgroup2 filesystem is mounted on this host')
+    cgCheckParent(cgroupRoot, mount)
+  }
   for (const f of parsed.positionals) if (!/^[\w.-]+$/.test(f)) throw new UserError(`spec filter ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
   // Fail on a bad kernel name or image now, not after the unit tests.
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)
@@ -67,7 +80,8 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   return {
     // Choosing a kernel or its command line only makes sense in a VM.
     vm: forceVm || kernelSelected,
-    native: v.native === true,
+    native,
+    ...(cgroupRoot !== undefined && { cgroupRoot }),
     ...(v.kernel !== undefined && { kernel: v.kernel }),
     ...(v['kernel-image'] !== undefined && { kernelImage: v['kernel-image'] }),
     accel,
@@ -104,4 +118,5 @@ options (reproduce, test, bench):
   --boot-timeout SEC    deadline for the guest to come up (default 120)
   --timeout SEC         deadline for the whole guest run (default 600)
   --report DIR          where evidence and the summary go (default reports/latest)
+  --cgroup-root PATH    native runs: create the run's cgroups below this delegated cgroup only
   --refresh             ask Debian's mirror again for the newest kernel of a suite`

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { dir as tmpDir } from 'tmp-promise'
 import { runInVm, vmRunFailure, type VmResult } from '../vm/runner.js'
 import { guestTree, buildInitramfs } from '../vm/initramfs.js'
+import { parseKernelSpec } from '../vm/kernels.js'
 import { projectRoot, cacheDir } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import { log } from './experiments.js'
@@ -90,6 +91,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   if (runs < 1 || runs > 50) throw new UserError(`--runs ${JSON.stringify(v.runs)}: expected a whole number from 1 to 50`)
   const accel = (v.accel ?? 'auto') as 'auto' | 'kvm' | 'tcg'
   if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new UserError(`--accel ${JSON.stringify(v.accel)}: expected auto, kvm or tcg`)
+  if (v.kernel !== undefined) parseKernelSpec(v.kernel)
 
   // The initramfs: cold into an empty cache of its own, then twice into the user's cache (the second is the cached case).
   const cold = await tmpDir({ prefix: 'oomlab-bench-', unsafeCleanup: true })
@@ -111,6 +113,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
     const vm = await runInVm({ ...(v.kernel !== undefined && { kernel: v.kernel }), accel, filters: ARTICLE_SPECS, workers: 1, baseline: true, initramfs: cached, log, signal })
     const row = collect(i, vm)
     rows.push(row)
+    if (row.failure) for (const line of vm.run.consoleTail) log(`  console: ${line}`)
     log(`run ${i}: boot to verdict ${sec(row.bootToVerdictMs)}; ${row.scenarios.map((s) => `scenario ${s.scenario}: shell ${sec(s.shellMs)}, harness ${sec(s.harnessMs)}`).join('; ')}${row.failure ? `; FAILED: ${row.failure}` : ''}`)
   }
 

@@ -63,7 +63,7 @@ export async function runVitest(project: 'unit' | 'experiments', filters: string
 /** Native or VM? Native only when every preflight check passes and no VM was asked for. */
 async function canRunNatively(args: RunArgs): Promise<boolean> {
   if (args.vm) return false
-  const failing = (await preflight()).filter((c) => !c.ok)
+  const failing = (await preflight(undefined, args.cgroupRoot)).filter((c) => !c.ok)
   if (failing.length === 0) return true
   if (args.native) throw new UserError(`cannot run natively: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
   log(`running in a VM, as this host cannot: ${failing[0]!.detail}`)
@@ -80,7 +80,8 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
   if (await canRunNatively(args)) {
     const release = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim()
     log(`running the experiments natively on kernel ${release}`)
-    const r = await runVitest('experiments', args.filters, { ...process.env, OOMLAB_EVIDENCE_DIR: evidenceDir } as Record<string, string>, signal)
+    const env = { ...process.env, OOMLAB_EVIDENCE_DIR: evidenceDir, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
+    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal)
     outcome = {
       where: 'native',
       ran: r.passed + r.failed > 0,

@@ -5,6 +5,9 @@ import { exitCodeOf } from './matrix.js'
 import { preflight, formatCheck } from '../host/preflight.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { setGracefulCleanup } from 'tmp-promise'
+import { kernelFromImage } from '../vm/kernels.js'
+import { timeoutScale } from '../util/timeout-scale.js'
+import { workloadUser } from '../proc/spawn.js'
 
 // Temp dirs go even when a second Ctrl-C ends the process at once.
 setGracefulCleanup()
@@ -33,6 +36,8 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
     console.log(USAGE)
     return 0
   }
+  // Not a kernel: say so now, not after the unit tests.
+  if (args.kernelImage !== undefined) await kernelFromImage(args.kernelImage)
   let passed = 0
   let failed = 0
   if (withUnit) {
@@ -58,14 +63,30 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
   return exitCodeOf({ failed, unsupported: out.unsupported, interrupted })
 }
 
+/** The environment's knobs, checked before anything starts: a bad value is a usage error. */
+function checkEnvironment(env: NodeJS.ProcessEnv): void {
+  try {
+    timeoutScale(env.OOMLAB_TIMEOUT_SCALE)
+  } catch (err) {
+    throw new UserError((err as Error).message)
+  }
+  workloadUser(env)
+}
+
+function noOptions(cmd: string, rest: string[]): void {
+  if (rest.length > 0) throw new UserError(`${cmd} takes no options or arguments (got ${JSON.stringify(rest.join(' '))})`)
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
+  checkEnvironment(process.env)
   switch (cmd) {
     case 'reproduce':
       return reproduce(rest, false)
     case 'test':
       return reproduce(rest, true)
     case 'doctor':
+      noOptions(cmd, rest)
       return doctor()
     case 'bench': {
       const { bench } = await import('./bench.js')
@@ -76,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
       return matrix(rest, controller.signal)
     }
     case 'kernels': {
+      noOptions(cmd, rest)
       const { listKernels } = await import('./kernels.js')
       return listKernels()
     }

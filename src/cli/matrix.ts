@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os'
 import { mkdir, writeFile, rm } from 'node:fs/promises'
 import { join, resolve, dirname } from 'node:path'
 import { runInVm, vmRunFailure } from '../vm/runner.js'
-import { parseKernelSpec } from '../vm/kernels.js'
+import { parseKernelSpec, kernelFromImage } from '../vm/kernels.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { writeReport, formatTable } from '../report/write.js'
 import { cellOf, scenarioIds, type KernelRun } from '../report/matrix.js'
@@ -79,6 +79,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   const memoryMiB = whole('memory', v.memory, 512, 65536)
   const cpus = whole('cpus', v.cpus, 1, 64)
   for (const f of v.spec ?? []) if (!/^[\w.-]+$/.test(f)) throw new UserError(`--spec ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
+  for (const image of images) await kernelFromImage(image)
   const reportDir = resolve(v.report ?? join(projectRoot, 'reports', 'matrix'))
   await rm(join(reportDir, 'evidence'), { recursive: true, force: true })
 

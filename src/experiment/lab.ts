@@ -19,6 +19,7 @@ import {
   cgReadProcs,
   cgEnableControllers,
   cgControllers,
+  cgCheckParent,
   parseKeyed,
   parsePids,
 } from '../cgroup/cgroupfs.js'
@@ -29,7 +30,9 @@ import { KernelLog, monotonicUs, writeMarker, clockOffset, type Marker } from '.
 import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
 import { readStat, readUid, readOomScoreAdj, liveness, kernelRelease, type ProcIdentity, type Liveness } from '../proc/procfs.js'
-import { startInCgroup, type Credentials, type Workload } from '../proc/spawn.js'
+import { startInCgroup, workloadUser, type Credentials, type Workload } from '../proc/spawn.js'
+
+export { workloadUser }
 import { UserError, KernelTimeoutError, Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
 
@@ -233,10 +236,8 @@ export class Lab implements AsyncDisposable {
     const mount = cgMount()
     if (!mount) throw new UserError('no cgroup2 filesystem is mounted; run `npm test` to use the VM')
     if (process.getuid?.() !== 0) throw new UserError('creating cgroups needs root; run with sudo')
-    const parent = opts.cgroupParent ?? process.env.OOMLAB_CGROUP_PARENT ?? mount.mountPoint
+    const parent = cgCheckParent(opts.cgroupParent ?? process.env.OOMLAB_CGROUP_PARENT ?? mount.mountPoint, mount.mountPoint)
     const rel = relative(mount.mountPoint, parent)
-    if (rel.startsWith('..') || isAbsolute(rel)) throw new UserError(`cgroup parent ${parent} is outside the cgroup2 mount ${mount.mountPoint}: name a cgroup below it`)
-    if (!existsSync(join(parent, 'cgroup.controllers'))) throw new UserError(`cgroup parent ${parent}: no such cgroup (create and delegate it first)`)
     if (!(await cgControllers(parent).catch((): string[] => [])).includes('memory'))
       throw new Unsupported(`the memory controller is not available in ${parent} (kernel ${kernelRelease()}${/\bcgroup_disable=memory\b/.test(readFileSync('/proc/cmdline', 'utf8')) ? ', booted with cgroup_disable=memory' : ''})`)
     reapStaleTrees(parent)
@@ -583,15 +584,6 @@ function refresh(m: Member): void {
 
 /** For the one scenario that shows why the workload must not run as root. */
 export const ROOT: Credentials = { uid: 0, gid: 0 }
-
-/** The unprivileged user the workload runs as (the article's uid 1000). */
-export function workloadUser(env: NodeJS.ProcessEnv = process.env): Credentials {
-  const uid = Number(env.OOMLAB_UID ?? 1000)
-  const gid = Number(env.OOMLAB_GID ?? uid)
-  if (!Number.isInteger(uid) || uid <= 0 || !Number.isInteger(gid) || gid < 0)
-    throw new UserError(`OOMLAB_UID/OOMLAB_GID must name an unprivileged user (got ${env.OOMLAB_UID}/${env.OOMLAB_GID})`)
-  return { uid, gid }
-}
 
 /** Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID until empty. */
 export async function killTree(dir: string): Promise<void> {

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { execa } from 'execa'
-import { cgMountPoint, readMounts, cgCreate, cgDestroy, cgHas, cgControllers, cgRead, type Mount } from '../cgroup/cgroupfs.js'
+import { cgMountPoint, readMounts, cgCreate, cgDestroy, cgHas, cgControllers, cgRead, cgCheckParent, type Mount } from '../cgroup/cgroupfs.js'
 
 export interface Check {
   name: string
@@ -117,21 +117,23 @@ async function checkTool(name: string, args: string[], pkg: string): Promise<Che
 }
 
 /** All checks for a native run. */
-export async function preflight(facts: HostFacts = readHostFacts()): Promise<Check[]> {
+export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?: string): Promise<Check[]> {
   const checks: Check[] = [{ name: 'kernel', ok: true, detail: `Linux ${facts.release}` }]
   const layout = cgroupLayout(facts.mounts)
+  // The run's trees go under the user's delegated cgroup, or the mount: probe there, and only there.
+  const parent = layout.kind === 'legacy' ? '' : cgroupRoot !== undefined ? cgCheckParent(cgroupRoot, layout.mount) : layout.mount
   let rootControllers: string[] | undefined
-  if (layout.kind !== 'legacy') rootControllers = await cgControllers(layout.mount).catch(() => undefined)
+  if (layout.kind !== 'legacy') rootControllers = await cgControllers(parent).catch(() => undefined)
   const cg = checkCgroups(layout, rootControllers)
   checks.push(...cg)
   checks.push(checkRoot(facts.uid))
   let swapMax: boolean | undefined
   if (cg.every((c) => c.ok) && facts.uid === 0 && layout.kind !== 'legacy') {
     // memory.oom.group only shows in a cgroup whose parent delegates memory.
-    const delegated = (await cgRead(layout.mount, 'cgroup.subtree_control').catch(() => '')).includes('memory')
-    const probe = delegated ? await probeMemoryFiles(layout.mount) : 'memory is not enabled in the root cgroup.subtree_control'
+    const delegated = (await cgRead(parent, 'cgroup.subtree_control').catch(() => '')).includes('memory')
+    const probe = delegated ? await probeMemoryFiles(parent) : `memory is not enabled in ${join(parent, 'cgroup.subtree_control')}`
     if (typeof probe === 'string') {
-      checks.push({ name: 'memory.oom.group', ok: false, detail: `could not probe: ${probe}`, fix: 'enable memory in the root cgroup (systemd does this), or set OOMLAB_CGROUP_PARENT to a delegated cgroup' })
+      checks.push({ name: 'memory.oom.group', ok: false, detail: `could not probe: ${probe}`, fix: `echo +memory > ${join(parent, 'cgroup.subtree_control')}, or name a delegated cgroup with --cgroup-root` })
     } else {
       swapMax = probe.swapMax
       checks.push(

@@ -7,6 +7,7 @@ import { execa, type ResultPromise } from 'execa'
 import { join } from 'node:path'
 import { readStat, type ProcIdentity } from './procfs.js'
 import { which } from '../util/which.js'
+import { UserError } from '../util/errors.js'
 
 /** "$1" is the cgroup.procs file; the rest is the command. Exit 97 means the join failed. */
 const JOIN_THEN_EXEC = 'echo $$ > "$1" || exit 97; shift; echo oomlab-joined; exec "$@"'
@@ -156,4 +157,13 @@ export async function startInCgroup(argv: readonly string[], opts: StartOptions,
   const stat = readStat(workload.pid)
   if (!stat) throw new SpawnError(`${argv.join(' ')} (pid ${workload.pid}) vanished right after joining ${opts.cgroup}`)
   return { id: { pid: workload.pid, startTime: stat.startTime }, workload }
+}
+
+/** The unprivileged user the workload runs as (the article's uid 1000). */
+export function workloadUser(env: NodeJS.ProcessEnv = process.env): Credentials {
+  const uid = Number(env.OOMLAB_UID ?? 1000)
+  const gid = Number(env.OOMLAB_GID ?? uid)
+  if (!Number.isInteger(uid) || uid <= 0 || !Number.isInteger(gid) || gid < 0)
+    throw new UserError(`OOMLAB_UID/OOMLAB_GID must name an unprivileged user (got ${env.OOMLAB_UID}/${env.OOMLAB_GID})`)
+  return { uid, gid }
 }

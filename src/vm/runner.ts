@@ -6,7 +6,7 @@ import { resolveKernel, kernelFromImage, DEFAULT_KERNEL, type KernelImage } from
 import { guestTree, buildInitramfs, type Initramfs } from './initramfs.js'
 import { chooseAccel, type AccelChoice } from './accel.js'
 import { bootGuest, type GuestRun } from './qemu.js'
-import { encodeGuestConfig, GUEST_WORKERS } from './guest/agent.js'
+import { encodeGuestConfig, GUEST_WORKERS } from './guest/config.js'
 import type { Frame } from './channel.js'
 import { cacheDir } from '../util/paths.js'
 import { UserError } from '../util/errors.js'

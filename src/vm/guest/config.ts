@@ -1,0 +1,26 @@
+/** What the host tells the guest agent, on the kernel command line. */
+
+export interface GuestConfig {
+  /** vitest filters (spec file name parts); empty runs every experiment. */
+  filters: string[]
+  /** Extra environment for the specs (OOMLAB_TIMEOUT_SCALE, ...). */
+  env: Record<string, string>
+  /** Spec files run at once (vitest workers); 1 runs them one after another. */
+  workers: number
+  /** Before the specs, time the article's experiments as a plain shell script (oomlab bench). */
+  baseline: boolean
+}
+
+/** The host passes its configuration on the kernel command line, base64url-encoded JSON. */
+export function readGuestConfig(cmdline: string): GuestConfig {
+  const m = cmdline.match(/(?:^|\s)oomlab\.cfg=(\S+)/)
+  const cfg = m?.[1] ? (JSON.parse(Buffer.from(m[1], 'base64url').toString('utf8')) as Partial<GuestConfig>) : {}
+  return { filters: cfg.filters ?? [], env: cfg.env ?? {}, workers: cfg.workers ?? GUEST_WORKERS, baseline: cfg.baseline ?? false }
+}
+
+export function encodeGuestConfig(cfg: GuestConfig): string {
+  return `oomlab.cfg=${Buffer.from(JSON.stringify(cfg)).toString('base64url')}`
+}
+
+/** Two spec files at once fill the guest's two vCPUs (measured: 8 specs 57-64 s vs 72 s one by one). */
+export const GUEST_WORKERS = 2

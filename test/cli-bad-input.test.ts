@@ -1,0 +1,81 @@
+/**
+ * Bad input, the way a user meets it: the real CLI, every command and flag given a wrong value.
+ * Each must end with one line on stderr and exit code 2, before anything is created: no cache,
+ * no temp dir, no report, no cgroup.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { execa } from 'execa'
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { tmpdir } from 'node:os'
+import { cgMountPoint } from '../src/cgroup/cgroupfs.js'
+import { projectRoot } from '../src/util/paths.js'
+
+const mount = cgMountPoint()
+const CASES: [string[], RegExp, Record<string, string>?][] = [
+  [['frobnicate'], /^unknown command "frobnicate"/],
+  [['reproduce', '--bogus'], /^Unknown option '--bogus'/],
+  [['reproduce', '--accel', 'hvf'], /^--accel "hvf": expected auto, kvm or tcg$/],
+  [['reproduce', '--memory', 'lots'], /^--memory "lots": expected a whole number from 512 to 65536$/],
+  [['reproduce', '--memory', '99999999'], /^--memory "99999999"/],
+  [['reproduce', '--cpus', '0'], /^--cpus "0"/],
+  [['reproduce', '--boot-timeout', '0'], /^--boot-timeout "0"/],
+  [['reproduce', '--timeout', '1h'], /^--timeout "1h"/],
+  [['reproduce', '--kernel', 'buster'], /^unknown kernel "buster"/],
+  [['reproduce', '--kernel-image', '/nonexistent/bzImage'], /no such file/],
+  [['reproduce', '--kernel-image', 'package.json'], /^package\.json .*kernel/],
+  [['reproduce', '--vm', '--native'], /^--vm and --native exclude each other$/],
+  [['reproduce', '--native', '--kernel', 'sid'], /drop --kernel/],
+  [['reproduce', '--cgroup-root', 'relative/cg'], /give an absolute path/],
+  [['reproduce', '--cgroup-root', `${mount}/a/../b`], /"\.\." is not allowed/],
+  [['reproduce', '--cgroup-root', '/tmp'], /outside the cgroup2 mount/],
+  [['reproduce', '--cgroup-root', `${mount}/oomlab-no-such-cgroup`], /no such cgroup/],
+  [['reproduce', '--cgroup-root', `${mount}`, '--vm'], /--cgroup-root is for native runs/],
+  [['reproduce', '../etc'], /^spec filter "\.\.\/etc"/],
+  [['test', '--memory', '1'], /^--memory "1"/],
+  [['reproduce'], /^OOMLAB_TIMEOUT_SCALE="fast"/, { OOMLAB_TIMEOUT_SCALE: 'fast' }],
+  [['reproduce'], /^OOMLAB_UID\/OOMLAB_GID must name an unprivileged user/, { OOMLAB_UID: '0' }],
+  [['matrix', '--jobs', '0'], /^--jobs "0"/],
+  [['matrix', '--jobs', 'many'], /^--jobs "many"/],
+  [['matrix', 'etch'], /^unknown kernel "etch"/],
+  [['matrix', '--spec', '../x'], /^--spec "\.\.\/x"/],
+  [['matrix', '--accel', 'xen'], /^--accel "xen"/],
+  [['matrix', '--kernel-image', 'README.md'], /^README\.md .*kernel/],
+  [['matrix', '--bogus'], /^Unknown option '--bogus'/],
+  [['bench', '--runs', '0'], /^--runs "0"/],
+  [['bench', '--runs', 'x'], /^--runs "x"/],
+  [['bench', '--kernel', 'potato'], /^unknown kernel "potato"/],
+  [['bench', '--accel', 'hax'], /^--accel "hax"/],
+  [['kernels', '--all'], /^kernels takes no options/],
+  [['doctor', 'now'], /^doctor takes no options/],
+]
+
+describe('bad input to the CLI', () => {
+  let dir: string
+  let cgroupsBefore: string[]
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'oomlab-badinput-'))
+    for (const d of ['cache', 'tmp']) mkdirSync(join(dir, d))
+    cgroupsBefore = mount ? readdirSync(mount) : []
+  })
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  it.concurrent.each(CASES)('oomlab %j: one line, exit 2', { timeout: 60_000 }, async (argv, message, env = {}) => {
+    const report = join(dir, `report-${CASES.findIndex((c) => c[0] === argv)}`)
+    const withReport = ['reproduce', 'test'].includes(argv[0]!) ? [...argv, '--report', report] : argv
+    const r = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), ...withReport], {
+      reject: false,
+      env: { ...env, OOMLAB_CACHE_DIR: join(dir, 'cache'), TMPDIR: join(dir, 'tmp') },
+    })
+    const stderr = String(r.stderr)
+    expect(r.exitCode, stderr).toBe(2)
+    expect(stderr.split('\n')).toHaveLength(1)
+    expect(stderr.replace(/^oomlab: /, '')).toMatch(message)
+    expect(String(r.stdout)).toBe('')
+    expect(readdirSync(join(dir, 'cache'))).toEqual([])
+    // tsx-N is the TypeScript loader's own compile cache, kept across runs by design.
+    expect(readdirSync(join(dir, 'tmp')).filter((f) => !/^tsx-\d+$/.test(f))).toEqual([])
+    expect(existsSync(report)).toBe(false)
+    if (mount) expect(readdirSync(mount)).toEqual(cgroupsBefore)
+  })
+})
