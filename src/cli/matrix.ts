@@ -88,7 +88,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   const t0 = performance.now()
   // One image for every kernel: the same harness everywhere, built once.
   const initramfs = await buildInitramfs(cacheDir(), await guestTree())
-  log(`initramfs: ${initramfs.reused ? 'reused' : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s`)
+  log(`initramfs: ${initramfs.reused ? 'reused' : initramfs.rebuiltBecause ? `rebuilt (the cached one failed its check: ${initramfs.rebuiltBecause})` : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s`)
   const runs = await bounded(targets, jobs, async (t): Promise<KernelRun> => {
     const tag = `[${t.name}]`
     const evidenceDir = join(reportDir, 'evidence', t.name.replace(/[^\w.+-]/g, '_'))

@@ -3,8 +3,8 @@
  * /init and the shell tools, node, stress-ng and setpriv with their shared libraries, and the
  * project with the packages its tests need. Cached by a hash of everything that goes in.
  */
-import { lstat, readlink, readdir, stat, readFile, mkdir, rename, unlink } from 'node:fs/promises'
-import { realpathSync } from 'node:fs'
+import { lstat, readlink, readdir, stat, readFile, writeFile, mkdir, rename, unlink } from 'node:fs/promises'
+import { realpathSync, createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join, dirname, resolve, basename } from 'node:path'
 import { execa } from 'execa'
@@ -89,6 +89,13 @@ export class ImageTree {
       else if (e.isDirectory()) await this.tree(hostDir, guestDir, skip, r)
       else if (e.isFile()) await this.file(host, guest)
     }
+  }
+
+  /** What the image's file contents add up to. */
+  bytes(): number {
+    let n = 0
+    for (const e of this.entries.values()) n += e.type === 'file' ? e.size : e.type === 'data' ? Buffer.byteLength(e.data) : 0
+    return n
   }
 
   /** A hash of everything that goes in: paths, modes, and each host file's size and mtime. */
@@ -239,6 +246,8 @@ export interface Initramfs {
   bytes: number
   /** True when an image with the same inputs was already in the cache. */
   reused: boolean
+  /** Why the cached image with these inputs was not used (cut short, damaged). */
+  rebuiltBecause?: string
   ms: number
 }
 
@@ -249,22 +258,45 @@ export async function buildInitramfs(cache: string, tree: ImageTree, name = 'gue
   await mkdir(dir, { recursive: true })
   const hash = await tree.hash()
   const path = join(dir, `${name}-${hash}.cpio`)
-  const existing = await stat(path).catch(() => undefined)
-  if (existing) return { path, hash, bytes: existing.size, reused: true, ms: performance.now() - t0 }
+  const problem = await checkImage(path)
+  if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
   const tmp = await tmpFile({ tmpdir: dir, prefix: `.${name}-`, postfix: '.partial' })
   try {
     const bytes = await writeCpio(tmp.path, tree.entries.values())
+    // The checksum goes first: an image without one is rebuilt, so a crash in between costs a rebuild only.
+    await writeFile(`${path}.sha256`, `${await sha256File(tmp.path)}  ${bytes}\n`)
     await rename(tmp.path, path)
     await pruneOld(dir, name, basename(path))
-    return { path, hash, bytes, reused: false, ms: performance.now() - t0 }
+    return { path, hash, bytes, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC')
+      throw new UserError(`no space left in ${dir} for the guest image (~${Math.round(tree.bytes() / 1e6)} MB): free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
+    throw err
   } finally {
     await tmp.cleanup().catch(() => undefined)
   }
+}
+
+/** undefined when the cached image is whole (size and sha256 as recorded), else why not ('absent' if missing). */
+export async function checkImage(path: string): Promise<string | undefined> {
+  const st = await stat(path).catch(() => undefined)
+  if (!st) return 'absent'
+  const record = (await readFile(`${path}.sha256`, 'utf8').catch(() => '')).trim().split(/\s+/)
+  if (record.length !== 2) return `${basename(path)} has no checksum record`
+  if (Number(record[1]) !== st.size) return `${basename(path)} is ${st.size} bytes, ${record[1]} expected (cut short?)`
+  if ((await sha256File(path)) !== record[0]) return `${basename(path)} does not match its sha256 (damaged)`
+  return undefined
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer)
+  return h.digest('hex')
 }
 
 async function pruneOld(dir: string, name: string, keep: string): Promise<void> {
   const images = (await readdir(dir)).filter((f) => f.startsWith(`${name}-`) && f.endsWith('.cpio') && f !== keep)
   const withTimes = await Promise.all(images.map(async (f) => ({ f, t: (await stat(join(dir, f))).mtimeMs })))
   withTimes.sort((a, b) => b.t - a.t)
-  for (const { f } of withTimes.slice(2)) await unlink(join(dir, f)).catch(() => undefined)
+  for (const { f } of withTimes.slice(2)) for (const p of [f, `${f}.sha256`]) await unlink(join(dir, p)).catch(() => undefined)
 }

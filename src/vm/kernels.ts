@@ -51,7 +51,8 @@ export interface ResolveKernelOptions {
   signal?: AbortSignal
 }
 
-const MIRROR = 'http://deb.debian.org/debian'
+/** Debian's mirror; OOMLAB_DEBIAN_MIRROR names another (a local mirror, a proxy). */
+const mirror = () => process.env.OOMLAB_DEBIAN_MIRROR || 'http://deb.debian.org/debian'
 const KEYRING = '/usr/share/keyrings/debian-archive-keyring.gpg'
 const FLAVOUR = 'cloud-amd64'
 const META_PACKAGE = `linux-image-${FLAVOUR}`
@@ -370,7 +371,7 @@ async function updateSuite(ctx: Context, suite: string): Promise<AptSuite> {
   await mkdir(join(dir, 'lists', 'partial'), { recursive: true })
   await mkdir(join(dir, 'cache', 'archives', 'partial'), { recursive: true })
   const sourceList = join(dir, 'sources.list')
-  await writeFileAtomic(sourceList, `deb [signed-by=${KEYRING}] ${MIRROR} ${suite} main\n`)
+  await writeFileAtomic(sourceList, `deb [signed-by=${KEYRING}] ${mirror()} ${suite} main\n`)
   const apt: AptSuite = { suite, options: privateAptOptions(dir, sourceList) }
   ctx.log(`updating the package lists of Debian ${suite}`)
   const deadline = Date.now() + APT_LOCK_WAIT_MS
@@ -383,7 +384,7 @@ async function updateSuite(ctx: Context, suite: string): Promise<AptSuite> {
       await sleep(1000, undefined, { signal: ctx.signal })
       continue
     }
-    throw new UserError(`could not update the package lists of Debian ${suite} from ${MIRROR}: ${aptFailure(result)}`)
+    throw new UserError(`could not update the package lists of Debian ${suite} from ${mirror()}: ${aptFailure(result)}`)
   }
 }
 

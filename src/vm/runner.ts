@@ -72,7 +72,7 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
   const initramfs = o.initramfs ?? (await buildInitramfs(cache, await guestTree()))
   o.signal?.throwIfAborted()
   const t2 = performance.now()
-  log(`initramfs: ${initramfs.reused ? 'reused' : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s (${initramfs.path})`)
+  log(`initramfs: ${initramfs.reused ? 'reused' : initramfs.rebuiltBecause ? `rebuilt (the cached one failed its check: ${initramfs.rebuiltBecause})` : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s (${initramfs.path})`)
 
   const accel = await chooseAccel({ want: o.accel ?? 'auto', cache, kernel: kernel.path, qemu, log, ...(o.signal && { signal: o.signal }) })
   o.signal?.throwIfAborted()
