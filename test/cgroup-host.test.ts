@@ -5,7 +5,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { join, basename } from 'node:path'
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { randomBytes } from 'node:crypto'
 import { cgMountPoint, cgCreate, cgReadProcs, cgIsPopulated, cgDestroy } from '../src/cgroup/cgroupfs.js'
 import { waitUntilEmpty, waitForKey } from '../src/cgroup/wait.js'
@@ -67,11 +68,17 @@ describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: $
     const foreign = join(top, name({ pid: 999999, pidns: me.pidns + 1 }, 'dddddd'))
     const other = join(top, 'oomlab-999999-abcdef')
     for (const d of [stale, reused, alive, foreign, other]) mkdirSync(d)
+    // Their temp dirs, named as tmp-promise names them.
+    const staleWork = join(tmpdir(), `oomlab-work-${basename(stale)}-4242-abcDEF123456`)
+    const aliveWork = join(tmpdir(), `oomlab-work-${basename(alive)}-4242-abcDEF123456`)
+    for (const d of [staleWork, aliveWork]) mkdirSync(d)
     mkdirSync(join(stale, 'test01'))
     const { workload } = await startInCgroup(['sleep', '7200'], { cgroup: join(stale, 'test01'), user, cwd: '/tmp' })
     const said: string[] = []
     expect(reapStaleTrees(top, (l) => said.push(l)).sort()).toEqual([basename(stale), basename(reused)].sort())
-    expect(said.sort()).toEqual([stale, reused].sort().map((d) => `removed stale cgroup tree ${d} left by an interrupted run`))
+    expect(said.sort()).toEqual([...[stale, reused].map((d) => `removed stale cgroup tree ${d} left by an interrupted run`), `removed stale temp dir ${staleWork} left by an interrupted run`].sort())
+    expect([existsSync(staleWork), existsSync(aliveWork)]).toEqual([false, true])
+    rmSync(aliveWork, { recursive: true })
     expect([stale, reused].map(existsSync)).toEqual([false, false])
     expect([alive, foreign, other].map(existsSync)).toEqual([true, true, true])
     expect((await workload.subprocess).signal).toBe('SIGKILL')

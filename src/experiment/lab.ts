@@ -5,7 +5,8 @@
  * whatever state the experiment ended in.
  */
 import { join, relative, isAbsolute } from 'node:path'
-import { readdirSync, rmdirSync, writeFileSync, readFileSync, existsSync, readlinkSync } from 'node:fs'
+import { readdirSync, rmdirSync, rmSync, writeFileSync, readFileSync, existsSync, readlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { chown, writeFile } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
@@ -222,6 +223,11 @@ export class Lab implements AsyncDisposable {
     }
   }
 
+  /** The workload's working directory (a private temp dir). */
+  get workdirPath(): string {
+    return this.workdir.path
+  }
+
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
 
@@ -244,8 +250,10 @@ export class Lab implements AsyncDisposable {
 
     const user = opts.user ?? workloadUser()
     const name = treeName(ownerOf(process.pid)!)
+
     const dir = join(parent, name)
-    const workdir = await tmpDir({ prefix: 'oomlab-work-', unsafeCleanup: true })
+    // Named after the tree: a run killed too hard to clean up leaves both, and the next run finds both.
+    const workdir = await tmpDir({ prefix: `${WORKDIR_PREFIX}${name}`, unsafeCleanup: true })
     let log: KernelLog
     try {
       await chown(workdir.path, user.uid, user.gid)
@@ -711,11 +719,29 @@ export function reapStaleTrees(parent: string, say: (line: string) => void = (l)
     reaped.push(e.name)
     say(`removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run`)
   }
+  reapStaleWorkdirs(ourNs, say)
   return reaped
 }
 
+const WORKDIR_PREFIX = 'oomlab-work-'
+
+/** The temp dirs of dead runs, by the same rule as their trees. */
+function reapStaleWorkdirs(ourNs: number | undefined, say: (line: string) => void): void {
+  const tmp = tmpdir()
+  for (const f of readdirSync(tmp)) {
+    // tmp names it <prefix>-<pid>-<random>
+    const owner = f.startsWith(WORKDIR_PREFIX) ? parseTreeName(f.slice(WORKDIR_PREFIX.length).replace(/-\d+-\w+$/, '')) : undefined
+    if (!owner || owner.pidns !== ourNs || readStat(owner.pid)?.startTime === owner.startTime) continue
+    rmSync(join(tmp, f), { recursive: true, force: true })
+    say(`removed stale temp dir ${join(tmp, f)} left by an interrupted run`)
+  }
+}
+
 function teardownAllSync(): void {
-  for (const lab of liveLabs) killAndRemoveSync(lab.root.dir)
+  for (const lab of liveLabs) {
+    killAndRemoveSync(lab.root.dir)
+    rmSync(lab.workdirPath, { recursive: true, force: true })
+  }
   liveLabs.clear()
 }
 

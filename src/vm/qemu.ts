@@ -119,9 +119,13 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   let offset = 0
   let reading: Promise<void> = Promise.resolve()
   let lingerTimer: NodeJS.Timeout | undefined
+  let cutFrame: string | undefined
   const channel = lineSplitter((line) => {
     const [f] = decodeFrames(line).frames
-    if (!f) return
+    if (!f) {
+      if (line) cutFrame = line
+      return
+    }
     frames.push(f)
     if (f.type === 'hello' && bootMs === undefined) {
       bootMs = performance.now() - t0
@@ -158,9 +162,15 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
     const r = await child
     for (const c of consoles) c.flush()
     await pump()
+    channel.flush() // a last line without its newline: a frame cut off
+    await reading
     const error = frames.find((f) => f.type === 'error')
     if (!failure && !frames.some((f) => f.type === 'result'))
-      failure = error ? `the guest agent failed: ${error.message.split('\n')[0]}` : explainSilence(tail, r.exitCode ?? r.signal)
+      failure = error
+        ? `the guest agent failed: ${error.message.split('\n')[0]}`
+        : cutFrame !== undefined
+          ? `the result channel was cut off in the middle of a frame (${cutFrame.length} bytes: ${JSON.stringify(cutFrame.slice(0, 40))}...); ${explainSilence(tail, r.exitCode ?? r.signal)}`
+          : explainSilence(tail, r.exitCode ?? r.signal)
     return {
       frames,
       ...(failure !== undefined && { failure }),
@@ -184,6 +194,9 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
 export function explainSilence(tail: string[], exit: number | string | undefined): string {
   const panic = tail.find((l) => /Kernel panic/.test(l))
   if (panic) return `the guest kernel panicked: ${panic.replace(/^\[[\s\d.]+\]\s*/, '')}`
+  // Printed by /init from dmesg: the guest's console is quiet (loglevel=3).
+  const oom = tail.map((l) => l.match(/\bOut of memory: Killed process \d+ \(([^)]+)\)/)).find(Boolean)
+  if (oom) return `the guest ran out of memory itself: its kernel killed ${oom[1]} (not an experiment's cgroup limit); give the guest more with --memory`
   const qemuErr = tail.find((l) => /^qemu-system-\w+: /.test(l))
   if (qemuErr) return `QEMU failed: ${qemuErr}`
   return `the guest stopped without reporting a result (QEMU exit ${exit})`

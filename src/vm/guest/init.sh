@@ -15,5 +15,11 @@ OOMLAB_INIT_READY=$(cut -d' ' -f1 /proc/uptime)
 export OOMLAB_INIT_READY
 echo "oomlab: /init ready at $OOMLAB_INIT_READY s of guest uptime"
 cd /oomlab && node .oomlab/guest/agent.mjs
+status=$?
+if [ "$status" -ne 0 ]; then
+	echo "oomlab: the guest agent exited with status $status"
+	# The console is quiet (loglevel=3): say here whether the guest itself ran out of memory.
+	dmesg | grep -E 'Out of memory: Killed process' | tail -n 3
+fi
 # -no-reboot on the QEMU side turns this into QEMU's exit.
 reboot -f
