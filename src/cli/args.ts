@@ -104,7 +104,8 @@ commands:
   test        unit tests, then the experiments as above; exits non-zero on any failure
   matrix      every experiment on each kernel (default: bullseye bookworm trixie sid) in VMs, one report
   doctor      say whether this host can run the experiments natively, and why not
-  bench       time boot and in-guest experiments over a few VM runs (--runs N)
+  bench       the harness against a plain shell script, kill-detection latency, boot, matrix; checks the targets
+  soak        fault tests (interrupts, SIGKILL, concurrency, guest faults), then --runs N (50) article runs
   kernels     list the kernels you can name and the ones in the cache
 
 options (reproduce, test, bench):

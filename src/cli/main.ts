@@ -92,6 +92,10 @@ async function main(argv: string[]): Promise<number> {
       const { bench } = await import('./bench.js')
       return bench(rest, controller.signal)
     }
+    case 'soak': {
+      const { soak } = await import('./soak.js')
+      return soak(rest, controller.signal)
+    }
     case 'matrix': {
       const { matrix } = await import('./matrix.js')
       return matrix(rest, controller.signal)
@@ -108,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(USAGE)
       return cmd === undefined ? 2 : 0
     default:
-      throw new UserError(`unknown command "${cmd}": use reproduce, test, matrix, doctor, bench or kernels`)
+      throw new UserError(`unknown command "${cmd}": use reproduce, test, matrix, doctor, bench, soak or kernels`)
   }
 }
 

@@ -7,6 +7,7 @@
 import { openSync, readSync, writeSync, closeSync, constants } from 'node:fs'
 import { execa, type ResultPromise } from 'execa'
 import { KernelTimeoutError } from '../util/errors.js'
+import { setprivPath } from '../proc/spawn.js'
 import { RecordSplitter, parseRecord, type KmsgRecord } from './record.js'
 
 const KMSG = '/dev/kmsg'
@@ -77,7 +78,8 @@ export class KernelLog implements AsyncDisposable {
   private broken: string | undefined
 
   private constructor(readonly cursor: number) {
-    this.follower = execa('cat', [KMSG], { stdout: 'pipe', stderr: 'pipe', stdin: 'ignore', buffer: false, reject: false })
+    // --pdeathsig: the reader dies with us even when we are SIGKILLed and cannot stop it.
+    this.follower = execa(setprivPath(), ['--pdeathsig', 'KILL', '--', 'cat', KMSG], { stdout: 'pipe', stderr: 'pipe', stdin: 'ignore', buffer: false, reject: false })
     const splitter = new RecordSplitter()
     this.follower.stdout!.setEncoding('utf8')
     this.follower.stdout!.on('data', (chunk: string) => {

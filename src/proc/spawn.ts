@@ -119,7 +119,7 @@ export class Workload {
 }
 
 let setprivFound: string | undefined
-function setprivPath(): string {
+export function setprivPath(): string {
   setprivFound ??= which('setpriv')
   if (!setprivFound) throw new SpawnError("setpriv (util-linux) is missing: it starts the workload as an unprivileged user; install util-linux")
   return setprivFound

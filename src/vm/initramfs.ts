@@ -163,6 +163,9 @@ export async function bundleGuest(): Promise<Map<string, string>> {
   const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => f.endsWith('.spec.ts')).sort()
   const entryPoints: Record<string, string> = { agent: join(projectRoot, 'src/vm/guest/main.ts') }
   for (const f of specs) entryPoints[`experiments/${f.replace(/\.ts$/, '')}`] = join(projectRoot, 'experiments', f)
+  // The fault tests that need a kernel of their own (oomlab soak).
+  for (const f of (await readdir(join(projectRoot, 'test/guest'))).filter((x) => x.endsWith('.ts')))
+    entryPoints[`guest-tests/${f.replace(/\.ts$/, '')}`] = join(projectRoot, 'test/guest', f)
   const out = await build({
     entryPoints,
     outdir: GUEST_BUNDLE,

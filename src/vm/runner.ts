@@ -32,6 +32,8 @@ export interface VmOptions {
   workers?: number
   /** Time the article's experiments as a shell script before the specs (oomlab bench). */
   baseline?: boolean
+  suite?: 'experiments' | 'faults'
+  fault?: 'cut-channel' | 'exhaust-memory'
   refresh?: boolean
   /** An image built beforehand (a matrix builds one for all its kernels). */
   initramfs?: Initramfs
@@ -92,7 +94,7 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
     accel: accel.accel,
     memoryMiB,
     cpus,
-    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {}, workers: o.workers ?? GUEST_WORKERS, baseline: o.baseline ?? false })],
+    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {}, workers: o.workers ?? GUEST_WORKERS, baseline: o.baseline ?? false, suite: o.suite ?? 'experiments', ...(o.fault && { fault: o.fault }) })],
     bootTimeoutMs: o.bootTimeoutMs ?? VM_DEFAULTS.bootTimeoutMs,
     runTimeoutMs: o.runTimeoutMs ?? VM_DEFAULTS.runTimeoutMs,
     qemu,

@@ -50,6 +50,16 @@ export async function guestMain(): Promise<void> {
   send({ type: 'hello', release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(), version: readFileSync('/proc/version', 'utf8').trim(), uptimeMs: uptimeMs() })
   try {
     const cfg = readGuestConfig(readFileSync('/proc/cmdline', 'utf8'))
+    if (cfg.fault === 'cut-channel') {
+      // A guest that dies while it reports: half a frame, no newline.
+      writeSync(fd, encodeFrame({ type: 'result', exitCode: 0, passed: 1, failed: 0, skipped: 0, vitestMs: 0, uptimeMs: 0, leftovers: [] }).slice(0, 40))
+      process.exit(1)
+    }
+    if (cfg.fault === 'exhaust-memory') {
+      // The guest as a whole runs out of memory: the kernel's OOM killer takes this process.
+      const hoard: Buffer[] = []
+      for (;;) hoard.push(Buffer.alloc(32 << 20, 1))
+    }
     const evidenceDir = '/tmp/evidence'
     mkdirSync(evidenceDir, { recursive: true })
     Object.assign(process.env, cfg.env, { OOMLAB_EVIDENCE_DIR: evidenceDir, CI: '1' }, cfg.baseline && { OOMLAB_TRACE_POPULATED: '1' })
@@ -65,11 +75,12 @@ export async function guestMain(): Promise<void> {
     const vitest = await startVitest('test', cfg.filters, {
       config: false,
       root: GUEST_BUNDLE,
-      name: 'experiments',
-      include: ['experiments/*.spec.mjs'],
+      name: cfg.suite,
+      include: [cfg.suite === 'faults' ? 'guest-tests/*.spec.mjs' : 'experiments/*.spec.mjs'],
       watch: false,
-      fileParallelism: cfg.workers > 1,
-      maxWorkers: cfg.workers,
+      // The fault tests look for anything left on the whole machine: one at a time.
+      fileParallelism: cfg.suite === 'experiments' && cfg.workers > 1,
+      maxWorkers: cfg.suite === 'experiments' ? cfg.workers : 1,
       isolate: false,
       // Threads start faster than forked node processes (17.8 s vs 22.6 s for the article's specs).
       pool: 'threads',

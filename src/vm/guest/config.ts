@@ -9,13 +9,17 @@ export interface GuestConfig {
   workers: number
   /** Before the specs, time the article's experiments as a plain shell script (oomlab bench). */
   baseline: boolean
+  /** What to run: the experiment specs, or the fault tests of test/guest (oomlab soak). */
+  suite: 'experiments' | 'faults'
+  /** For the fault tests of the VM runner only: make the guest fail this way. */
+  fault?: 'cut-channel' | 'exhaust-memory'
 }
 
 /** The host passes its configuration on the kernel command line, base64url-encoded JSON. */
 export function readGuestConfig(cmdline: string): GuestConfig {
   const m = cmdline.match(/(?:^|\s)oomlab\.cfg=(\S+)/)
   const cfg = m?.[1] ? (JSON.parse(Buffer.from(m[1], 'base64url').toString('utf8')) as Partial<GuestConfig>) : {}
-  return { filters: cfg.filters ?? [], env: cfg.env ?? {}, workers: cfg.workers ?? GUEST_WORKERS, baseline: cfg.baseline ?? false }
+  return { filters: cfg.filters ?? [], env: cfg.env ?? {}, workers: cfg.workers ?? GUEST_WORKERS, baseline: cfg.baseline ?? false, suite: cfg.suite ?? 'experiments', ...(cfg.fault && { fault: cfg.fault }) }
 }
 
 export function encodeGuestConfig(cfg: GuestConfig): string {

@@ -1,0 +1,114 @@
+/**
+ * oomlab soak: the harness under faults, then many runs in a row.
+ *  1. In one guest, the fault tests of test/guest: a scenario interrupted with SIGINT/SIGTERM at each
+ *     stage (24 trials), killed with SIGKILL and cleaned up by the next run, two runs at once.
+ *  2. The VM runner's faults: a guest kernel that panics, one that hangs, a guest that runs out of
+ *     memory itself, a result channel cut off mid-frame, and the CLI interrupted with SIGINT/SIGTERM at
+ *     random moments: each must be reported for what it is, with no QEMU and no temp dir left.
+ *  3. `--runs N` consecutive runs of the article's specs (default 50), counted.
+ */
+import { parseArgs } from 'node:util'
+import { readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { execa } from 'execa'
+import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
+import { guestTree, buildInitramfs } from '../vm/initramfs.js'
+import { parseKernelSpec } from '../vm/kernels.js'
+import { cacheDir, projectRoot } from '../util/paths.js'
+import { UserError, errorMessage } from '../util/errors.js'
+import { log } from './experiments.js'
+
+const ARTICLE_SPECS = ['01-', '02-', '03-']
+
+/** QEMU processes and temp dirs of ours that outlived their run. */
+async function hostLeftovers(): Promise<string[]> {
+  const found = readdirSync(tmpdir()).filter((f) => /^oomlab-(qemu|kernel|bench)-/.test(f)).map((f) => `temp dir ${join(tmpdir(), f)}`)
+  const ps = await execa('pgrep', ['-a', '-f', 'qemu-system-x86_64 .*oomlab-qemu-'], { reject: false })
+  for (const line of String(ps.stdout).split('\n').filter(Boolean)) found.push(`QEMU ${line.split(' ')[0]}`)
+  return found
+}
+
+interface Check {
+  name: string
+  ok: boolean
+  detail: string
+  ms: number
+}
+
+export async function soak(argv: string[], signal: AbortSignal): Promise<number> {
+  let v
+  try {
+    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, kernel: { type: 'string' }, 'skip-faults': { type: 'boolean' } }, strict: true }).values
+  } catch (err) {
+    throw new UserError(`${(err as Error).message.split('\n')[0]} (oomlab soak [--runs N] [--kernel NAME] [--skip-faults])`)
+  }
+  if (v.runs !== undefined && (!/^\d+$/.test(v.runs) || Number(v.runs) > 1000)) throw new UserError(`--runs ${JSON.stringify(v.runs)}: expected a whole number from 0 to 1000`)
+  const runs = Number(v.runs ?? 50)
+  if (v.kernel !== undefined) parseKernelSpec(v.kernel)
+  const kernel = v.kernel !== undefined ? { kernel: v.kernel } : {}
+  const initramfs = await buildInitramfs(cacheDir(), await guestTree())
+  const base: VmOptions = { ...kernel, initramfs, signal, log: () => undefined }
+  const checks: Check[] = []
+  const check = async (name: string, fn: () => Promise<string | undefined>) => {
+    if (signal.aborted) return
+    const t0 = performance.now()
+    let problem: string | undefined
+    let detail = ''
+    try {
+      problem = await fn()
+    } catch (err) {
+      problem = errorMessage(err)
+    }
+    const left = await hostLeftovers()
+    if (!problem && left.length) problem = `left behind: ${left.join(', ')}`
+    detail = problem ?? 'ok'
+    checks.push({ name, ok: problem === undefined, detail, ms: performance.now() - t0 })
+    log(`${problem ? 'FAIL' : 'ok  '} ${name} (${((performance.now() - t0) / 1000).toFixed(1)} s)${problem ? `: ${problem}` : ''}`)
+  }
+  /** A run that must fail with a message matching `expected`. */
+  const mustFail = (o: Partial<VmOptions>, expected: RegExp) => async () => {
+    const vm = await runInVm({ ...base, filters: ['02-'], ...o })
+    const failure = vmRunFailure(vm) ?? 'no failure reported'
+    return expected.test(failure) ? undefined : `expected ${expected}, got: ${failure}`
+  }
+
+  if (!v['skip-faults']) {
+    await check('fault tests in the guest (interrupts x24, SIGKILL, two runs at once)', async () => {
+      const vm = await runInVm({ ...base, suite: 'faults', onConsole: (l) => process.stdout.write(`${l}\n`) })
+      const r = vm.result
+      log(`fault tests: ${r?.passed ?? 0} passed, ${r?.failed ?? 0} failed`)
+      return vmRunFailure(vm) ?? (r && r.failed > 0 ? `${r.failed} fault test(s) failed` : undefined)
+    })
+    await check('a guest kernel that panics', mustFail({ append: ['rdinit=/nonexistent'] }, /^the guest kernel panicked: Kernel panic/))
+    await check('a guest that hangs before reporting', mustFail({ append: ['rdinit=/bin/sh'], bootTimeoutMs: 20_000 }, /^the guest did not start within 20 s/))
+    await check('a guest that runs out of memory itself', mustFail({ memoryMiB: 640, fault: 'exhaust-memory' }, /the guest ran out of memory itself: its kernel killed/))
+    await check('a result channel cut off mid-frame', mustFail({ fault: 'cut-channel' }, /^the result channel was cut off in the middle of a frame/))
+    for (const [i, sig] of (['SIGINT', 'SIGTERM', 'SIGINT', 'SIGTERM'] as const).entries())
+      await check(`oomlab reproduce stopped with ${sig} at a random moment (${i + 1})`, async () => {
+        const child = execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
+        const at = 2000 + Math.floor(Math.random() * 25_000)
+        const timer = setTimeout(() => child.kill(sig), at)
+        const r = await child
+        clearTimeout(timer)
+        const out = String(r.all)
+        if (r.exitCode === 0) return undefined // finished before the signal: nothing to check beyond leftovers
+        return r.exitCode === 130 && /interrupted|SIGINT|SIGTERM/.test(out) ? undefined : `exit ${r.exitCode} after ${sig} at ${at} ms: ${out.split('\n').slice(-3).join(' | ')}`
+      })
+  }
+
+  let passedRuns = 0
+  for (let i = 1; i <= runs && !signal.aborted; i++)
+    await check(`article run ${i} of ${runs}`, async () => {
+      const vm = await runInVm({ ...base, filters: ARTICLE_SPECS })
+      const failure = vmRunFailure(vm) ?? (vm.result && vm.result.failed > 0 ? `${vm.result.failed} failed` : undefined)
+      if (!failure) passedRuns++
+      return failure
+    })
+
+  const failed = checks.filter((c) => !c.ok)
+  console.log(`\noomlab soak: ${checks.length - failed.length} of ${checks.length} checks passed; article runs: ${passedRuns} of ${runs} passed`)
+  for (const c of failed) console.log(`  FAIL ${c.name}: ${c.detail}`)
+  if (signal.aborted) return 130
+  return failed.length === 0 ? 0 : 1
+}

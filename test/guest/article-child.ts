@@ -1,0 +1,29 @@
+/**
+ * The article's scenario 2 as a program of its own, without vitest, for the fault tests in the guest:
+ * it says where it is ("tree", "phase ..."), so a test can interrupt it at a chosen moment, and ends
+ * with what it saw ("result {...}"), so two running at once can be compared.
+ */
+import { Lab, installTeardownHandlers } from '../../src/experiment/lab.js'
+
+const say = (what: string) => process.stdout.write(`${what}\n`)
+installTeardownHandlers()
+const lab = await Lab.open('article scenario 2, interruptible')
+say(`tree ${lab.root.dir}`)
+try {
+  say('phase setup')
+  await lab.cgroup('test01')
+  const test011 = await lab.cgroup('test01/test011', { 'memory.max': '192M', 'memory.oom.group': 1 })
+  const shell = await lab.shell(test011)
+  await lab.nohupSleep(test011)
+  say('phase pushing')
+  await shell.runStressNg()
+  await test011.waitUntilEmpty()
+  await lab.waitForOomEvent((e) => e.groupKill !== undefined, 'the group kill')
+  await lab.waitForKillRecords()
+  const events = lab.oomEvents().map((e) => ({ oomMemcg: e.oomMemcg, groupKill: e.groupKill, killed: e.killed.map((k) => k.pid) }))
+  say(`result ${JSON.stringify({ root: lab.root.kernelPath, members: lab.members.map((m) => m.pid), events })}`)
+} finally {
+  say('phase teardown')
+  await lab.dispose()
+}
+say('done')
