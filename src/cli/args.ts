@@ -61,7 +61,7 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   const forceVm = v.vm === true || /^(1|true|yes)$/i.test(env.OOMLAB_VM ?? '')
   if (forceVm && v.native) throw new UserError('--vm and --native exclude each other')
   if (v.kernel !== undefined && v['kernel-image'] !== undefined) throw new UserError('--kernel and --kernel-image exclude each other')
-  const cgroupRoot = v['cgroup-root']
+  const cgroupRoot = v['cgroup-root'] ?? (env.OOMLAB_CGROUP_PARENT || undefined)
   const native = v.native === true || cgroupRoot !== undefined
   if (cgroupRoot !== undefined && forceVm) throw new UserError('--cgroup-root is for native runs: drop --vm (and OOMLAB_VM)')
   if (native && (v.kernel !== undefined || v['kernel-image'] !== undefined || v.append !== undefined))

@@ -105,7 +105,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   const t0 = performance.now()
   const cached = await buildInitramfs(cacheDir(), await guestTree())
   const cachedMs = performance.now() - t0
-  log(`initramfs: cold build ${sec(coldMs)}, cached ${sec(cachedMs)} (hash and lookup, ${cached.reused ? 'reused' : 'rebuilt!'})`)
+  log(`initramfs: cold build ${sec(coldMs)}, cached ${sec(cachedMs)} (bundling the specs, hashing the inputs, checking the image's sha256: ${cached.reused ? 'reused' : 'rebuilt!'})`)
 
   const rows: Run[] = []
   for (let i = 1; i <= runs && !signal.aborted; i++) {
@@ -144,7 +144,10 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   const totalShell = per.reduce((a, p) => a + p.shellMs, 0)
   const totalHarness = per.reduce((a, p) => a + p.harnessMs, 0)
   const phase = (from: string, to: string) => median(ok.map((r) => (r.phases[to] ?? NaN) - (r.phases[from] ?? NaN)))
-  const worstLatency = Math.max(...per.map((p) => p.killDetectionMs).filter(Number.isFinite))
+  // Every passing run must have measured scenarios 2 and 3 (the group kills); a negative latency
+  // (the cgroup emptied before the last record's timestamp, within the clock's uncertainty) is reported, not hidden.
+  const unmeasured = ok.flatMap((r) => r.scenarios.filter((s) => s.scenario !== 1 && !s.killDetection).map((s) => `run ${r.run} scenario ${s.scenario}`))
+  const worstLatency = unmeasured.length ? NaN : Math.max(...per.filter((p) => p.scenario !== 1).map((p) => p.killDetectionMs))
   const worst = per.find((p) => p.killDetectionMs === worstLatency)
   const summary = {
     date: new Date().toISOString(),
@@ -173,7 +176,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   }
   const targetsMet = {
     ratio: summary.total.ratio <= TARGETS.ratio,
-    killDetection: Number.isFinite(worstLatency) && worstLatency < TARGETS.killDetectionMs,
+    killDetection: Number.isFinite(worstLatency) && worstLatency >= 0 && worstLatency < TARGETS.killDetectionMs,
     bootToVerdict: summary.medianBootToVerdictMs <= TARGETS.bootToVerdictMs,
     ...(matrixRun && { matrix: matrixRun.exitCode === 0 && matrixRun.ms <= TARGETS.matrixMs }),
   }
@@ -191,6 +194,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
     ` ${'total'.padEnd(40)}${sec(totalShell).padEnd(14)}${sec(totalHarness).padEnd(10)}${summary.total.ratio.toFixed(2)}x`,
     '',
     ` harness vs shell script        ${summary.total.ratio.toFixed(2)}x    target <= ${TARGETS.ratio}x: ${met(targetsMet.ratio)}`,
+    ...(unmeasured.length ? [` kill-detection latency not measured in: ${unmeasured.join(', ')}`] : []),
     ` kill-detection latency         ${ms(worstLatency)}  target < ${TARGETS.killDetectionMs} ms: ${met(targetsMet.killDetection)} (worst scenario's median: kernel log time of the last "Killed process" to the harness seeing "populated 0")`,
     `   of which the kernel          ${ms(worst?.killDetectionKernelMs)} (last record to the cgroup really empty: the victims' exit, from the populated tracepoint)`,
     `   of which the harness         ${ms(worst?.killDetectionHarnessMs)} (the kernel's "populated 0" to the harness knowing it)`,

@@ -21,7 +21,7 @@ import { log } from './experiments.js'
 
 const ARTICLE_SPECS = ['01-', '02-', '03-']
 
-/** QEMU processes and temp dirs of ours that outlived their run. */
+/** QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). */
 async function hostLeftovers(): Promise<string[]> {
   const found = readdirSync(tmpdir()).filter((f) => /^oomlab-(qemu|kernel|bench)-/.test(f)).map((f) => `temp dir ${join(tmpdir(), f)}`)
   const ps = await execa('pgrep', ['-a', '-f', 'qemu-system-x86_64 .*oomlab-qemu-'], { reject: false })
@@ -50,6 +50,8 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   const initramfs = await buildInitramfs(cacheDir(), await guestTree())
   const base: VmOptions = { ...kernel, initramfs, signal, log: () => undefined }
   const checks: Check[] = []
+  // Another oomlab run on this host is not this soak's business: only what a check adds counts.
+  const before = new Set(await hostLeftovers())
   const check = async (name: string, fn: () => Promise<string | undefined>) => {
     if (signal.aborted) return
     const t0 = performance.now()
@@ -60,7 +62,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
     } catch (err) {
       problem = errorMessage(err)
     }
-    const left = await hostLeftovers()
+    const left = (await hostLeftovers()).filter((l) => !before.has(l))
     if (!problem && left.length) problem = `left behind: ${left.join(', ')}`
     detail = problem ?? 'ok'
     checks.push({ name, ok: problem === undefined, detail, ms: performance.now() - t0 })

@@ -5,9 +5,9 @@
  * whatever state the experiment ended in.
  */
 import { join, relative, isAbsolute } from 'node:path'
-import { readdirSync, rmdirSync, rmSync, writeFileSync, readFileSync, existsSync, readlinkSync } from 'node:fs'
+import { readdirSync, rmdirSync, rmSync, writeFileSync, readFileSync, existsSync, readlinkSync, lstatSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { chown, writeFile } from 'node:fs/promises'
+import { chown, writeFile, mkdir } from 'node:fs/promises'
 import { randomBytes } from 'node:crypto'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
 import {
@@ -228,6 +228,10 @@ export class Lab implements AsyncDisposable {
     return this.workdir.path
   }
 
+  private get cwd(): string {
+    return join(this.workdir.path, 'work')
+  }
+
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
 
@@ -249,14 +253,17 @@ export class Lab implements AsyncDisposable {
     reapStaleTrees(parent)
 
     const user = opts.user ?? workloadUser()
-    const name = treeName(ownerOf(process.pid)!)
+    const name = treeName(selfOwner())
 
     const dir = join(parent, name)
     // Named after the tree: a run killed too hard to clean up leaves both, and the next run finds both.
     const workdir = await tmpDir({ prefix: `${WORKDIR_PREFIX}${name}`, unsafeCleanup: true })
     let log: KernelLog
     try {
-      await chown(workdir.path, user.uid, user.gid)
+      // The temp dir stays root's (the reaper removes only root's dirs: nobody else can make one); the
+      // workload works in a folder of its own inside.
+      await mkdir(join(workdir.path, 'work'))
+      await chown(join(workdir.path, 'work'), user.uid, user.gid)
       log = KernelLog.open()
     } catch (err) {
       await workdir.cleanup()
@@ -273,11 +280,11 @@ export class Lab implements AsyncDisposable {
     const capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
     const lab = new Lab(scenario, new Cgroup(name, dir, join(mount.root, rel, name)), log, user, workdir, capabilities, opts.onUnsupported)
     liveLabs.add(lab)
-    if (existsSync(GUEST_MARK)) {
-      lab.marker = writeMarker(`oomlab: ${name} opened`)
-      if (process.env.OOMLAB_TRACE_POPULATED === '1') lab.trace = PopulatedTrace.start()
-    }
     try {
+      if (existsSync(GUEST_MARK)) {
+        lab.marker = writeMarker(`oomlab: ${name} opened`)
+        if (process.env.OOMLAB_TRACE_POPULATED === '1') lab.trace = PopulatedTrace.start()
+      }
       capabilities['cgroup.kill'] = await cgHas(dir, 'cgroup.kill')
       await cgEnableControllers(dir, ['memory'])
     } catch (err) {
@@ -323,7 +330,7 @@ export class Lab implements AsyncDisposable {
   /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
   async shell(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Shell> {
     this.live()
-    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: as, cwd: this.workdir.path, stdin: 'pipe' }, timeouts.startMs)
+    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: as, cwd: this.cwd, stdin: 'pipe' }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
     this.shellWorkload = workload
     this.step('shell started')
@@ -333,7 +340,7 @@ export class Lab implements AsyncDisposable {
   /** `nohup sleep 7200`, started beside the shell rather than by it: its death cannot come from the shell's. */
   async nohupSleep(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Member> {
     this.live()
-    const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.workdir.path }, timeouts.startMs)
+    const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.cwd }, timeouts.startMs)
     this.workloads.set(id.pid, workload)
     this.step('nohup sleep started')
     return this.remember(id, 'nohup sleep', cg)
@@ -546,8 +553,8 @@ export class Lab implements AsyncDisposable {
   async dispose(): Promise<void> {
     if (this.disposed) return
     this.disposed = true
-    this.trace?.stop()
     try {
+      this.trace?.stop()
       await killTree(this.root.dir)
       for (const cg of [...this.cgroups].reverse()) await cgDestroy(cg.dir)
       await cgDestroy(this.root.dir)
@@ -556,11 +563,12 @@ export class Lab implements AsyncDisposable {
       killAndRemoveSync(this.root.dir)
       throw err
     } finally {
-      liveLabs.delete(this)
       await this.log.close()
       for (const w of this.workloads.values()) w.subprocess.kill('SIGKILL')
       await withDeadline(Promise.all([...this.workloads.values()].map((w) => w.exit)), timeouts.killMs)
       await this.workdir.cleanup()
+      // Only now: a signal until here still finds this lab and removes what is left of it.
+      liveLabs.delete(this)
     }
   }
 
@@ -693,6 +701,13 @@ export function ownerOf(pid: number): TreeOwner | undefined {
   return stat && ns ? { pid, startTime: stat.startTime, pidns: Number(ns) } : undefined
 }
 
+/** This process as a tree owner; /proc must be this PID namespace's, or PIDs there mean other processes. */
+function selfOwner(): TreeOwner {
+  if (readlinkSync('/proc/self') !== String(process.pid))
+    throw new UserError(`/proc is not this PID namespace's (/proc/self is not ${process.pid}): mount the namespace's own /proc`)
+  return ownerOf(process.pid)!
+}
+
 /** `oomlab-<pid>-<start time>-<pid namespace>-<random>`, the numbers but the PID in base 36. */
 export function treeName(o: TreeOwner, random = randomBytes(3).toString('hex')): string {
   return `oomlab-${o.pid}-${o.startTime.toString(36)}-${o.pidns.toString(36)}-${random}`
@@ -710,7 +725,7 @@ export function parseTreeName(name: string): TreeOwner | undefined {
  */
 export function reapStaleTrees(parent: string, say: (line: string) => void = (l) => process.stderr.write(`oomlab: ${l}\n`)): string[] {
   const reaped: string[] = []
-  const ourNs = ownerOf(process.pid)?.pidns
+  const ourNs = selfOwner().pidns
   for (const e of readdirSync(parent, { withFileTypes: true })) {
     const owner = e.isDirectory() ? parseTreeName(e.name) : undefined
     if (!owner || owner.pidns !== ourNs) continue
@@ -732,6 +747,9 @@ function reapStaleWorkdirs(ourNs: number | undefined, say: (line: string) => voi
     // tmp names it <prefix>-<pid>-<random>
     const owner = f.startsWith(WORKDIR_PREFIX) ? parseTreeName(f.slice(WORKDIR_PREFIX.length).replace(/-\d+-\w+$/, '')) : undefined
     if (!owner || owner.pidns !== ourNs || readStat(owner.pid)?.startTime === owner.startTime) continue
+    // Only a real directory of root's: /tmp is everyone's, and a name is easy to fake.
+    const st = lstatSync(join(tmp, f), { throwIfNoEntry: false })
+    if (!st?.isDirectory() || st.uid !== 0) continue
     rmSync(join(tmp, f), { recursive: true, force: true })
     say(`removed stale temp dir ${join(tmp, f)} left by an interrupted run`)
   }

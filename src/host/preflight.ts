@@ -145,7 +145,8 @@ export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?:
   }
   checks.push(checkSwap(facts.swapDevices, swapMax))
   checks.push(await checkTool('stress-ng', ['--version'], 'stress-ng'))
-  checks.push(await checkTool('setpriv', ['--version'], 'util-linux'))
+  // --pdeathsig (util-linux 2.33+) ties the kernel-log reader's life to the harness's.
+  checks.push(await checkTool('setpriv', ['--pdeathsig', 'KILL', '--', 'true'], 'util-linux (2.33 or newer)'))
   return checks
 }
 

@@ -120,10 +120,12 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   let reading: Promise<void> = Promise.resolve()
   let lingerTimer: NodeJS.Timeout | undefined
   let cutFrame: string | undefined
+  let flushing = false
   const channel = lineSplitter((line) => {
     const [f] = decodeFrames(line).frames
     if (!f) {
-      if (line) cutFrame = line
+      // Only the piece left without its newline at the end is a frame cut off.
+      if (flushing && line) cutFrame = line
       return
     }
     frames.push(f)
@@ -162,6 +164,7 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
     const r = await child
     for (const c of consoles) c.flush()
     await pump()
+    flushing = true
     channel.flush() // a last line without its newline: a frame cut off
     await reading
     const error = frames.find((f) => f.type === 'error')
