@@ -102,9 +102,11 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   let passedRuns = 0
   for (let i = 1; i <= runs && !signal.aborted; i++)
     await check(`article run ${i} of ${runs}`, async () => {
-      const vm = await runInVm({ ...base, filters: ARTICLE_SPECS })
+      // A run takes ~45 s here: a hung one is stopped after 4 min, with what was running.
+      const vm = await runInVm({ ...base, filters: ARTICLE_SPECS, runTimeoutMs: 240_000 })
       const failure = vmRunFailure(vm) ?? (vm.result && vm.result.failed > 0 ? `${vm.result.failed} failed` : undefined)
       if (!failure) passedRuns++
+      else for (const line of vm.run.consoleTail) log(`  console: ${line}`)
       return failure
     })
 

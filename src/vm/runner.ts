@@ -94,7 +94,7 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
     accel: accel.accel,
     memoryMiB,
     cpus,
-    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {}, workers: o.workers ?? GUEST_WORKERS, baseline: o.baseline ?? false, suite: o.suite ?? 'experiments', ...(o.fault && { fault: o.fault }) })],
+    append: [...(o.append ?? []), encodeGuestConfig({ filters: o.filters ?? [], env: o.env ?? {}, workers: o.workers ?? GUEST_WORKERS, baseline: o.baseline ?? false, suite: o.suite ?? 'experiments', ...(o.fault && { fault: o.fault }), deadlineMs: Math.max(10_000, (o.runTimeoutMs ?? VM_DEFAULTS.runTimeoutMs) - 25_000) })],
     bootTimeoutMs: o.bootTimeoutMs ?? VM_DEFAULTS.bootTimeoutMs,
     runTimeoutMs: o.runTimeoutMs ?? VM_DEFAULTS.runTimeoutMs,
     qemu,

@@ -19,6 +19,26 @@ function runBaseline(): BaselineRun[] {
   })
 }
 
+/** The processes that used the most CPU, for a hung run's report. */
+function busiest(n = 6): string {
+  const procs = []
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      procs.push({ pid, comm, state: f[0], ticks: Number(f[11]) + Number(f[12]) })
+    } catch {
+      /* gone */
+    }
+  }
+  return procs
+    .sort((a, b) => b.ticks - a.ticks)
+    .slice(0, n)
+    .map((p) => `${p.pid} ${p.comm} ${p.state} ${p.ticks / 100}s`)
+    .join(', ')
+}
+
 const uptimeMs = () => Math.round(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000)
 
 const WORKLOAD = new Set(['sh', 'sleep', 'nohup', 'stress-ng', 'stress-ng-vm', 'setpriv'])
@@ -60,6 +80,15 @@ export async function guestMain(): Promise<void> {
       const hoard: Buffer[] = []
       for (;;) hoard.push(Buffer.alloc(32 << 20, 1))
     }
+    const running = new Set<string>()
+    if (cfg.deadlineMs)
+      // On the agent's own thread: a spec's worker that is stuck cannot stop it from saying so.
+      setTimeout(() => {
+        const message = `the guest's run did not finish within ${cfg.deadlineMs! / 1000} s; still running: ${[...running].join(', ') || 'no spec file'}; busiest processes: ${busiest()}`
+        process.stdout.write(`oomlab: ${message}\n`)
+        send({ type: 'error', message })
+        process.exit(1)
+      }, cfg.deadlineMs).unref()
     const evidenceDir = '/tmp/evidence'
     mkdirSync(evidenceDir, { recursive: true })
     Object.assign(process.env, cfg.env, { OOMLAB_EVIDENCE_DIR: evidenceDir, CI: '1' }, cfg.baseline && { OOMLAB_TRACE_POPULATED: '1' })
@@ -87,7 +116,11 @@ export async function guestMain(): Promise<void> {
       testTimeout: testMs,
       hookTimeout: testMs,
       experimental: { viteModuleRunner: false, nodeLoader: false },
-      reporters: ['default', { onTestRunStart: () => void (phases.testRunStarted = uptimeMs()), onTestModuleStart: (m) => void (phases[`started ${m.moduleId.replace(/^.*\//, '')}`] = uptimeMs()) }],
+      reporters: ['default', { onTestRunStart: () => void (phases.testRunStarted = uptimeMs()), onTestModuleStart: (m) => {
+        const name = m.moduleId.replace(/^.*\//, '')
+        phases[`started ${name}`] = uptimeMs()
+        running.add(name)
+      }, onTestModuleEnd: (m) => void running.delete(m.moduleId.replace(/^.*\//, '')) }],
     })
     phases.vitestDone = uptimeMs()
     const vitestMs = Math.round(performance.now() - t0)

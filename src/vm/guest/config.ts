@@ -11,6 +11,8 @@ export interface GuestConfig {
   baseline: boolean
   /** What to run: the experiment specs, or the fault tests of test/guest (oomlab soak). */
   suite: 'experiments' | 'faults'
+  /** The agent's own deadline, before the host's: when it passes, the agent says what is still running. */
+  deadlineMs?: number
   /** For the fault tests of the VM runner only: make the guest fail this way. */
   fault?: 'cut-channel' | 'exhaust-memory'
 }
@@ -19,7 +21,7 @@ export interface GuestConfig {
 export function readGuestConfig(cmdline: string): GuestConfig {
   const m = cmdline.match(/(?:^|\s)oomlab\.cfg=(\S+)/)
   const cfg = m?.[1] ? (JSON.parse(Buffer.from(m[1], 'base64url').toString('utf8')) as Partial<GuestConfig>) : {}
-  return { filters: cfg.filters ?? [], env: cfg.env ?? {}, workers: cfg.workers ?? GUEST_WORKERS, baseline: cfg.baseline ?? false, suite: cfg.suite ?? 'experiments', ...(cfg.fault && { fault: cfg.fault }) }
+  return { filters: cfg.filters ?? [], env: cfg.env ?? {}, workers: cfg.workers ?? GUEST_WORKERS, baseline: cfg.baseline ?? false, suite: cfg.suite ?? 'experiments', ...(cfg.fault && { fault: cfg.fault }), ...(cfg.deadlineMs && { deadlineMs: cfg.deadlineMs }) }
 }
 
 export function encodeGuestConfig(cfg: GuestConfig): string {
