@@ -116,7 +116,7 @@ options (reproduce, test, bench):
   --accel auto|kvm|tcg  default auto: KVM only if a probe guest really boots with it
   --memory MiB          guest memory (default 1536)      --cpus N   guest vCPUs (default 2)
   --append "ARGS"       extra guest kernel command line
-  --boot-timeout SEC    deadline for the guest to come up (default 120)
+  --boot-timeout SEC    deadline for the guest to come up (default 60)
   --timeout SEC         deadline for the whole guest run (default 600)
   --report DIR          where evidence and the summary go (default reports/latest)
   --cgroup-root PATH    native runs: create the run's cgroups below this delegated cgroup only
