@@ -20,18 +20,32 @@ need_root() {
   fi
 }
 
+# Debian 10 left the mirrors for archive.debian.org, whose Release files have expired.
+use_debian_archive() {
+  # shellcheck source=/dev/null
+  . /etc/os-release
+  [ "${VERSION_CODENAME:-}" = buster ] || return 0
+  grep -q archive.debian.org /etc/apt/sources.list && return 0
+  cp /etc/apt/sources.list /etc/apt/sources.list.before-oomlab
+  printf 'deb http://archive.debian.org/debian buster main\ndeb http://archive.debian.org/debian-security buster/updates main\n' >/etc/apt/sources.list
+  echo 'Acquire::Check-Valid-Until "false";' >/etc/apt/apt.conf.d/99oomlab-archive
+  say "Debian 10: apt now reads archive.debian.org (old sources.list kept as sources.list.before-oomlab)"
+}
+
 install_packages() {
+  use_debian_archive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends stress-ng util-linux coreutils ca-certificates curl xz-utils >/dev/null
 }
 
-# Debian's and Ubuntu's own Node.js are older than 20; take the official build, checked against its SHASUMS.
+# Debian's and Ubuntu's own Node.js are older than 20; take the official build, checked against its
+# SHASUMS, from nodejs.org or the mirror in NODEJS_ORG_MIRROR (the variable node-gyp and nvm read too).
 install_node() {
   if command -v node >/dev/null && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then
     say "Node.js $(node --version) already installed"
     return
   fi
-  local base="https://nodejs.org/dist/v${NODE_VERSION}" file="node-v${NODE_VERSION}-linux-x64.tar.xz" tmp
+  local base="${NODEJS_ORG_MIRROR:-https://nodejs.org/dist}/v${NODE_VERSION}" file="node-v${NODE_VERSION}-linux-x64.tar.xz" tmp
   tmp=$(mktemp -d)
   curl -fsSL -o "$tmp/$file" "$base/$file"
   curl -fsSL -o "$tmp/SHASUMS256.txt" "$base/SHASUMS256.txt"

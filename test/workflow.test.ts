@@ -33,6 +33,14 @@ describe('.github/workflows/oomlab.yml', () => {
     expect(runs('native')).toMatch(/npm run reproduce -- --native/)
   })
 
+  it('runs every oomlab command that needs root with sudo, and changes nothing on the runner', () => {
+    const lines = Object.keys(wf.jobs).flatMap((j) => runs(j).split('\n'))
+    const oomlab = lines.filter((l) => /npm run (doctor|reproduce|matrix)|npm test/.test(l))
+    expect(oomlab.length).toBeGreaterThanOrEqual(3)
+    for (const l of oomlab) expect(l).toMatch(/^sudo --preserve-env=PATH npm /)
+    expect(lines.filter((l) => /swapoff|cgroup\.subtree_control|\/sys\/fs\/cgroup/.test(l))).toEqual([])
+  })
+
   it('spreads the default kernel matrix over one job per kernel and uploads each report', () => {
     expect(wf.jobs.matrix!.strategy!.matrix.kernel).toEqual(MATRIX_DEFAULT)
     expect(runs('matrix')).toContain('npm run matrix -- ${{ matrix.kernel }}')

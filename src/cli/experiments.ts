@@ -14,6 +14,8 @@ import { writeReport } from '../report/write.js'
 import { DEFAULT_KERNEL } from '../vm/kernels.js'
 import { projectRoot } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
+import { isSystemdHost, scopeUnit, inScopeCommand } from '../host/scope.js'
+import { selfOwner } from '../proc/owner.js'
 import type { RunArgs } from './args.js'
 
 export interface ExperimentsOutcome {
@@ -37,12 +39,22 @@ export function reportDirOf(args: RunArgs): string {
   return resolve(args.report ?? join(projectRoot, 'reports', 'latest'))
 }
 
-/** Runs vitest as a child with the given project; returns the JSON reporter's counts. */
-export async function runVitest(project: 'unit' | 'experiments', filters: string[], env: Record<string, string>, signal: AbortSignal): Promise<{ passed: number; failed: number; skipped: number; exitCode: number }> {
+/**
+ * Runs vitest as a child with the given project; returns the JSON reporter's counts. `wrap` puts the
+ * command inside another (the delegated scope of a native run on a systemd host).
+ */
+export async function runVitest(
+  project: 'unit' | 'experiments',
+  filters: string[],
+  env: Record<string, string>,
+  signal: AbortSignal,
+  wrap: (command: string[]) => string[] = (c) => c,
+): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean }> {
   const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
   await mkdir(dirname(jsonFile), { recursive: true })
   const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
-  const r = await execa(process.execPath, [vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--outputFile.json=${jsonFile}`, ...filters], {
+  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--outputFile.json=${jsonFile}`, ...filters])
+  const r = await execa(file!, args, {
     cwd: projectRoot,
     stdio: 'inherit',
     reject: false,
@@ -52,9 +64,9 @@ export async function runVitest(project: 'unit' | 'experiments', filters: string
   })
   try {
     const j = JSON.parse(await readFile(jsonFile, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
-    return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1 }
+    return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1, reported: true }
   } catch {
-    return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1 }
+    return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1, reported: false }
   } finally {
     await rm(jsonFile, { force: true })
   }
@@ -79,9 +91,14 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
   let outcome: Omit<ExperimentsOutcome, 'summary' | 'reportDir'>
   if (await canRunNatively(args)) {
     const release = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim()
-    log(`running the experiments natively on kernel ${release}`)
+    // On a systemd host the run gets a scope of its own, unless the user named a cgroup.
+    const unit = args.cgroupRoot === undefined && isSystemdHost() ? scopeUnit(selfOwner()) : undefined
+    log(`running the experiments natively on kernel ${release}${unit ? `, in a delegated scope (systemd-run --scope -p Delegate=yes --unit=${unit})` : ` under ${args.cgroupRoot ?? 'the cgroup2 mount'}`}`)
     const env = { ...process.env, OOMLAB_EVIDENCE_DIR: evidenceDir, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
-    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal)
+    const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, join(projectRoot, 'bin', 'oomlab.mjs'), '__in-scope', '--', ...command]) : undefined
+    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap)
+    if (unit && !r.reported && !signal.aborted)
+      throw new UserError(`the experiments did not start in the delegated scope ${unit} (systemd-run's or oomlab's message is above); name a delegated cgroup of your own with --cgroup-root instead`, 1)
     outcome = {
       where: 'native',
       ran: r.passed + r.failed > 0,
@@ -122,6 +139,10 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     )
     const failure = vmRunFailure(vm)
     if (vm.guestError) process.stderr.write(`oomlab: the guest agent reported:\n${vm.guestError}\n`)
+    if (vm.run.incident) {
+      await writeFile(join(reportDir, 'guest-kernel-incident.txt'), `${vm.run.incident.join('\n')}\n`)
+      log(`the guest kernel reported a BUG or panicked: its console from there on is in ${join(reportDir, 'guest-kernel-incident.txt')}`)
+    }
     if (vm.run.failure) {
       process.stderr.write(`oomlab: last console lines of the guest:\n${vm.run.consoleTail.map((l) => `  | ${l}`).join('\n')}\n`)
     }

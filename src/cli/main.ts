@@ -100,6 +100,10 @@ async function main(argv: string[]): Promise<number> {
       const { matrix } = await import('./matrix.js')
       return matrix(rest, controller.signal)
     }
+    case '__in-scope': {
+      const { inScope } = await import('./in-scope.js')
+      return inScope(rest, controller.signal)
+    }
     case 'kernels': {
       noOptions(cmd, rest)
       const { listKernels } = await import('./kernels.js')

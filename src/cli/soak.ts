@@ -10,7 +10,8 @@
 import { parseArgs } from 'node:util'
 import { readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, dirname } from 'node:path'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { execa } from 'execa'
 import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
 import { guestTree, buildInitramfs } from '../vm/initramfs.js'
@@ -107,6 +108,12 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
       const failure = vmRunFailure(vm) ?? (vm.result && vm.result.failed > 0 ? `${vm.result.failed} failed` : undefined)
       if (!failure) passedRuns++
       else for (const line of vm.run.consoleTail) log(`  console: ${line}`)
+      if (vm.run.incident) {
+        const file = join(projectRoot, 'reports', 'soak', `run-${i}-kernel-incident.txt`)
+        await mkdir(dirname(file), { recursive: true })
+        await writeFile(file, `${vm.run.incident.join('\n')}\n`)
+        log(`  the guest kernel's report (BUG/panic, backtraces, replayed log): ${file}`)
+      }
       return failure
     })
 

@@ -5,10 +5,9 @@
  * whatever state the experiment ended in.
  */
 import { join, relative, isAbsolute } from 'node:path'
-import { readdirSync, rmdirSync, rmSync, writeFileSync, readFileSync, existsSync, readlinkSync, lstatSync } from 'node:fs'
+import { readdirSync, rmdirSync, rmSync, writeFileSync, readFileSync, existsSync, lstatSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { chown, writeFile, mkdir } from 'node:fs/promises'
-import { randomBytes } from 'node:crypto'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
 import {
   cgMount,
@@ -32,8 +31,10 @@ import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
 import { readStat, readUid, readOomScoreAdj, liveness, kernelRelease, type ProcIdentity, type Liveness } from '../proc/procfs.js'
 import { startInCgroup, workloadUser, type Credentials, type Workload } from '../proc/spawn.js'
+import { selfOwner, treeName, parseTreeName, ownerIsGone } from '../proc/owner.js'
 
 export { workloadUser }
+export { ownerOf, treeName, parseTreeName, type TreeOwner } from '../proc/owner.js'
 import { UserError, KernelTimeoutError, Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
 
@@ -686,39 +687,6 @@ export function killAndRemoveSync(dir: string): void {
 }
 
 /**
- * Who owns a run's tree: a process, told apart from a later one with its PID by its start time, in a
- * PID namespace (another container's run sharing this cgroupfs has PIDs we cannot check).
- */
-export interface TreeOwner {
-  pid: number
-  startTime: number
-  pidns: number
-}
-
-export function ownerOf(pid: number): TreeOwner | undefined {
-  const stat = readStat(pid)
-  const ns = readlinkSync(`/proc/${pid}/ns/pid`).match(/\[(\d+)\]/)?.[1]
-  return stat && ns ? { pid, startTime: stat.startTime, pidns: Number(ns) } : undefined
-}
-
-/** This process as a tree owner; /proc must be this PID namespace's, or PIDs there mean other processes. */
-function selfOwner(): TreeOwner {
-  if (readlinkSync('/proc/self') !== String(process.pid))
-    throw new UserError(`/proc is not this PID namespace's (/proc/self is not ${process.pid}): mount the namespace's own /proc`)
-  return ownerOf(process.pid)!
-}
-
-/** `oomlab-<pid>-<start time>-<pid namespace>-<random>`, the numbers but the PID in base 36. */
-export function treeName(o: TreeOwner, random = randomBytes(3).toString('hex')): string {
-  return `oomlab-${o.pid}-${o.startTime.toString(36)}-${o.pidns.toString(36)}-${random}`
-}
-
-export function parseTreeName(name: string): TreeOwner | undefined {
-  const m = name.match(/^oomlab-(\d+)-([0-9a-z]+)-([0-9a-z]+)-[0-9a-f]{6}$/)
-  return m ? { pid: Number(m[1]), startTime: parseInt(m[2]!, 36), pidns: parseInt(m[3]!, 36) } : undefined
-}
-
-/**
  * Removes trees left by runs that died too hard to clean up: only trees named by this harness, owned
  * in our PID namespace by a process that is gone. A live owner's trees (another run, or another
  * worker thread of this one) are left to it.
@@ -729,7 +697,7 @@ export function reapStaleTrees(parent: string, say: (line: string) => void = (l)
   for (const e of readdirSync(parent, { withFileTypes: true })) {
     const owner = e.isDirectory() ? parseTreeName(e.name) : undefined
     if (!owner || owner.pidns !== ourNs) continue
-    if (readStat(owner.pid)?.startTime === owner.startTime) continue
+    if (!ownerIsGone(owner)) continue
     killAndRemoveSync(join(parent, e.name))
     reaped.push(e.name)
     say(`removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run`)
@@ -746,7 +714,7 @@ function reapStaleWorkdirs(ourNs: number | undefined, say: (line: string) => voi
   for (const f of readdirSync(tmp)) {
     // tmp names it <prefix>-<pid>-<random>
     const owner = f.startsWith(WORKDIR_PREFIX) ? parseTreeName(f.slice(WORKDIR_PREFIX.length).replace(/-\d+-\w+$/, '')) : undefined
-    if (!owner || owner.pidns !== ourNs || readStat(owner.pid)?.startTime === owner.startTime) continue
+    if (!owner || owner.pidns !== ourNs || !ownerIsGone(owner)) continue
     // Only a real directory of root's: /tmp is everyone's, and a name is easy to fake.
     const st = lstatSync(join(tmp, f), { throwIfNoEntry: false })
     if (!st?.isDirectory() || st.uid !== 0) continue

@@ -3,9 +3,10 @@
  * when it fails, what to do. The checks read only; the oom.group probe creates and removes one
  * cgroup of its own.
  */
-import { readFileSync } from 'node:fs'
+import { readFileSync, readdirSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { execa } from 'execa'
+import { isSystemdHost } from './scope.js'
 import { cgMountPoint, readMounts, cgCreate, cgDestroy, cgHas, cgControllers, cgRead, cgCheckParent, type Mount } from '../cgroup/cgroupfs.js'
 
 export interface Check {
@@ -106,6 +107,14 @@ async function probeMemoryFiles(mount: string): Promise<{ oomGroup: boolean; swa
   }
 }
 
+/** The same, read from a cgroup systemd made (a run must not write outside its scope). */
+function probeMemoryFilesReadOnly(mount: string): { oomGroup: boolean; swapMax: boolean } | undefined {
+  const child = readdirSync(mount, { withFileTypes: true }).find((e) => e.isDirectory() && existsSync(join(mount, e.name, 'memory.current')))
+  if (!child) return undefined
+  const dir = join(mount, child.name)
+  return { oomGroup: existsSync(join(dir, 'memory.oom.group')), swapMax: existsSync(join(dir, 'memory.swap.max')) }
+}
+
 async function checkTool(name: string, args: string[], pkg: string): Promise<Check> {
   try {
     const r = await execa(name, args, { reject: false, timeout: 10_000 })
@@ -128,11 +137,21 @@ export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?:
   checks.push(...cg)
   checks.push(checkRoot(facts.uid))
   let swapMax: boolean | undefined
+  // On a systemd host the run writes only in its own delegated scope: probe without creating anything.
+  const systemd = layout.kind !== 'legacy' && cgroupRoot === undefined && isSystemdHost()
+  if (systemd) checks.push(await checkTool('systemd-run', ['--version'], 'systemd'), { name: 'cgroup root', ok: true, detail: 'systemd host: each run gets a scope of its own (systemd-run --scope -p Delegate=yes)' })
+  else if (layout.kind !== 'legacy') checks.push({ name: 'cgroup root', ok: true, detail: `the run's trees go under ${parent}` })
   if (cg.every((c) => c.ok) && facts.uid === 0 && layout.kind !== 'legacy') {
     // memory.oom.group only shows in a cgroup whose parent delegates memory.
     const delegated = (await cgRead(parent, 'cgroup.subtree_control').catch(() => '')).includes('memory')
-    const probe = delegated ? await probeMemoryFiles(parent) : `memory is not enabled in ${join(parent, 'cgroup.subtree_control')}`
-    if (typeof probe === 'string') {
+    const probe = systemd
+      ? probeMemoryFilesReadOnly(parent)
+      : delegated
+        ? await probeMemoryFiles(parent)
+        : `memory is not enabled in ${join(parent, 'cgroup.subtree_control')}`
+    if (probe === undefined) {
+      checks.push({ name: 'memory.oom.group', ok: true, detail: 'not probed: no cgroup has memory yet; systemd enables it for the run\'s scope' })
+    } else if (typeof probe === 'string') {
       checks.push({ name: 'memory.oom.group', ok: false, detail: `could not probe: ${probe}`, fix: `echo +memory > ${join(parent, 'cgroup.subtree_control')}, or name a delegated cgroup with --cgroup-root` })
     } else {
       swapMax = probe.swapMax

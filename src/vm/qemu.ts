@@ -16,7 +16,7 @@ export type Accel = 'kvm' | 'tcg'
 export interface BootOptions {
   kernel: string
   initrd: string
-  /** Extra kernel command-line words (after console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off; loglevel=3 keeps the OOM killer's lines, which the evidence has, out of the test output, and panics in it; a disposable guest needs no Spectre mitigations, and under TCG each kernel entry costs more with them). */
+  /** Extra kernel command-line words, after BASE_CMDLINE. */
   append?: string[]
   memoryMiB?: number
   cpus?: number
@@ -36,11 +36,21 @@ export interface GuestRun {
   /** Why the run failed, in one line; undefined when the guest reported a result. */
   failure?: string
   consoleTail: string[]
+  /** The console from the guest kernel's first "BUG:" or panic line on (its backtraces), if any. */
+  incident?: string[]
   /** Host time from QEMU start to the guest's hello. */
   bootMs?: number
   totalMs: number
   qemuExit?: number | string
 }
+
+/**
+ * loglevel=3 keeps the OOM killer's lines, which the evidence has, out of the test output, and panics
+ * in it. A disposable guest needs no Spectre mitigations, and under TCG each kernel entry costs more
+ * with them. A soft lockup panics at once instead of hanging to the run's deadline, with every CPU's
+ * backtrace and, replayed, the whole kernel log (panic_print=0x20), so the report says where it was stuck.
+ */
+export const BASE_CMDLINE = ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1', 'mitigations=off', 'softlockup_panic=1', 'softlockup_all_cpu_backtrace=1', 'panic_print=0x20']
 
 export function qemuArgs(o: BootOptions, resultFile: string): string[] {
   const accel = o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', 'max']
@@ -52,13 +62,16 @@ export function qemuArgs(o: BootOptions, resultFile: string): string[] {
     '-nic', 'none',
     '-kernel', o.kernel,
     '-initrd', o.initrd,
-    '-append', ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1', 'mitigations=off', ...(o.append ?? [])].join(' '),
+    '-append', [...BASE_CMDLINE, ...(o.append ?? [])].join(' '),
     '-serial', 'stdio',
     '-serial', `file:${resultFile}`,
   ]
 }
 
 const TAIL = 30
+/** An incident's console is kept whole, up to this many lines (the replayed kernel log is long). */
+const INCIDENT_LINES = 5000
+const INCIDENT_START = /\b(BUG: |Kernel panic|watchdog: )/
 
 /** After the result frame, how long the guest gets to power off before QEMU is stopped (not a failure). */
 const LINGER_MS = 15_000
@@ -88,6 +101,7 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   await writeFile(resultFile, '')
   const t0 = performance.now()
   const tail: string[] = []
+  let incident: string[] | undefined
   const frames: Frame[] = []
   let bootMs: number | undefined
   let failure: string | undefined
@@ -107,6 +121,8 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   const onLine = (line: string) => {
     tail.push(line)
     if (tail.length > TAIL) tail.shift()
+    if (!incident && INCIDENT_START.test(line)) incident = []
+    if (incident && incident.length < INCIDENT_LINES) incident.push(line)
     o.onConsole?.(line)
   }
   const consoles = [child.stdout!, child.stderr!].map((stream) => {
@@ -173,11 +189,12 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
         ? `the guest agent failed: ${error.message.split('\n')[0]}`
         : cutFrame !== undefined
           ? `the result channel was cut off in the middle of a frame (${cutFrame.length} bytes: ${JSON.stringify(cutFrame.slice(0, 40))}...); ${explainSilence(tail, r.exitCode ?? r.signal)}`
-          : explainSilence(tail, r.exitCode ?? r.signal)
+          : explainSilence(incident ?? tail, r.exitCode ?? r.signal)
     return {
       frames,
       ...(failure !== undefined && { failure }),
       consoleTail: tail,
+      ...(incident && { incident }),
       ...(bootMs !== undefined && { bootMs }),
       totalMs: performance.now() - t0,
       ...((r.exitCode ?? r.signal) !== undefined && { qemuExit: r.exitCode ?? r.signal }),
@@ -195,8 +212,11 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
 
 /** A guest that stopped without a result: say what its console shows. */
 export function explainSilence(tail: string[], exit: number | string | undefined): string {
+  const strip = (l: string) => l.replace(/^\[[\s\d.]+\]\s*/, '')
+  const lockup = tail.find((l) => /BUG: soft lockup/.test(l))
   const panic = tail.find((l) => /Kernel panic/.test(l))
-  if (panic) return `the guest kernel panicked: ${panic.replace(/^\[[\s\d.]+\]\s*/, '')}`
+  if (lockup && panic) return `the guest kernel locked up and panicked as told (softlockup_panic=1): ${strip(lockup)}; its backtraces are in the console`
+  if (panic) return `the guest kernel panicked: ${strip(panic)}`
   // Printed by /init from dmesg: the guest's console is quiet (loglevel=3).
   const oom = tail.map((l) => l.match(/\bOut of memory: Killed process \d+ \(([^)]+)\)/)).find(Boolean)
   if (oom) return `the guest ran out of memory itself: its kernel killed ${oom[1]} (not an experiment's cgroup limit); give the guest more with --memory`

@@ -1,0 +1,81 @@
+/**
+ * The rules of native runs on systemd hosts (host/scope.ts): which scope a run asks for, that the
+ * launcher refuses to act anywhere but in a scope of ours with memory delegated, and which scopes a
+ * later run stops as stale. The cgroups are real, on this host's cgroup2 mount; what needs systemd
+ * itself is proven in a systemd guest by scripts/try-provision.sh.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { join, relative } from 'node:path'
+import { mkdirSync, existsSync, readFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { cgMountPoint, cgCreate, cgReadProcs } from '../src/cgroup/cgroupfs.js'
+import { killAndRemoveSync } from '../src/experiment/lab.js'
+import { ownerOf, treeName } from '../src/proc/owner.js'
+import { parseProcCgroup, scopeUnit, parseScopeUnit, inScopeCommand, enterScope, staleScopes, isSystemdHost } from '../src/host/scope.js'
+
+// /proc/self/cgroup as a systemd guest (Debian 12, unified) and this hybrid host print it.
+const UNIFIED = '0::/system.slice/oomlab-812-1r4o-4gk1ps-3f9a0c.scope/harness\n'
+const HYBRID = '12:memory:/user.slice\n11:pids:/user.slice\n1:name=systemd:/user.slice/session-3.scope\n0::/user.slice/session-3.scope\n'
+
+describe('delegated scopes', () => {
+  it("reads a process's cgroup v2 path, and nothing from v1 lines", () => {
+    expect(parseProcCgroup(UNIFIED)).toBe('/system.slice/oomlab-812-1r4o-4gk1ps-3f9a0c.scope/harness')
+    expect(parseProcCgroup(HYBRID)).toBe('/user.slice/session-3.scope')
+    expect(parseProcCgroup('12:memory:/user.slice\n1:name=systemd:/\n')).toBeUndefined()
+    expect(parseProcCgroup(readFileSync('/proc/self/cgroup', 'utf8'))).toMatch(/^\//)
+  })
+
+  it('names the scope after the run, and reads the owner back from ours only', () => {
+    const me = ownerOf(process.pid)!
+    const unit = scopeUnit(me)
+    expect(unit).toMatch(/^oomlab-\d+-[0-9a-z]+-[0-9a-z]+-[0-9a-f]{6}\.scope$/)
+    expect(parseScopeUnit(unit)).toEqual(me)
+    for (const other of ['session-3.scope', 'oomlab-1-2-3-abcdef', 'oomlab-1-2-3-abcdef.service', 'oomlab-1-abcdef.scope', 'init.scope'])
+      expect(parseScopeUnit(other)).toBeUndefined()
+  })
+
+  it('asks systemd for a delegated scope and passes the command on as it is, no shell', () => {
+    const cmd = inScopeCommand('oomlab-1-2-3-abcdef.scope', ['/usr/bin/node', 'a b; rm -rf /', '$(x)'])
+    expect(cmd.slice(0, cmd.indexOf('--'))).toEqual(['systemd-run', '--scope', '--quiet', '--collect', '--property=Delegate=yes', '--unit=oomlab-1-2-3-abcdef.scope'])
+    // Ended with whoever started it; the command's words stay separate arguments.
+    expect(cmd.slice(cmd.indexOf('--') + 1)).toEqual(['setpriv', '--pdeathsig', 'TERM', '--', '/usr/bin/node', 'a b; rm -rf /', '$(x)'])
+  })
+
+  it('tells a systemd host by /run/systemd/system', () => {
+    expect(isSystemdHost('/nonexistent')).toBe(false)
+    expect(isSystemdHost('/proc')).toBe(true)
+  })
+})
+
+const mount = cgMountPoint()
+const why = !mount ? 'no cgroup2 mount on this host' : process.getuid?.() !== 0 ? 'needs root to create cgroups' : ''
+
+describe.skipIf(why !== '')(`delegated scopes on this host's cgroups${why ? ` (skipped: ${why})` : ''}`, () => {
+  const slice = join(mount ?? '/nonexistent', `oomlab-unit-${process.pid}-${randomBytes(3).toString('hex')}`)
+  beforeAll(() => cgCreate(slice))
+  afterAll(() => killAndRemoveSync(slice))
+
+  it('refuses to act outside a scope of ours, before writing anything', async () => {
+    const before = readFileSync(join(slice, 'cgroup.procs'), 'utf8')
+    await expect(enterScope(mount!, HYBRID)).rejects.toThrow(/^expected to run in a scope started by oomlab \(systemd-run --scope\), but this process is in cgroup \/user\.slice\/session-3\.scope$/)
+    await expect(enterScope(mount!, '12:memory:/\n')).rejects.toThrow(/is in cgroup \(none on cgroup v2\)/)
+    // A scope of ours without memory (this host's v2 has none): no leaf made, nothing moved.
+    const scope = join(slice, scopeUnit(ownerOf(process.pid)!))
+    await cgCreate(scope)
+    await expect(enterScope(mount!, `0::/${relative(mount!, scope)}\n`)).rejects.toThrow(/^systemd did not delegate the memory controller to .*\.scope: enable memory accounting/)
+    expect(existsSync(join(scope, 'harness'))).toBe(false)
+    expect(await cgReadProcs(scope)).toEqual([])
+    expect(readFileSync(join(slice, 'cgroup.procs'), 'utf8')).toBe(before)
+  })
+
+  it('finds the scopes of dead runs beside its own, and only those', () => {
+    const me = ownerOf(process.pid)!
+    const unit = (o: Partial<typeof me>, r: string) => `${treeName({ ...me, ...o }, r)}.scope`
+    const dead = unit({ pid: 999999 }, 'aaaaaa')
+    const reused = unit({ startTime: me.startTime + 1 }, 'bbbbbb')
+    const live = unit({}, 'cccccc')
+    const foreign = unit({ pid: 999999, pidns: me.pidns + 1 }, 'dddddd')
+    for (const name of [dead, reused, live, foreign, 'session-3.scope', `${treeName({ ...me, pid: 999999 }, 'eeeeee')}`]) mkdirSync(join(slice, name))
+    expect(staleScopes(slice, me.pidns).sort()).toEqual([dead, reused].sort())
+  })
+})
