@@ -91,6 +91,8 @@ case "${1:-}" in
     need_root
     cd "$PROJECT_DIR"
     npm ci --no-audit --no-fund
+    # npm can end 0 after failed fetches ("Exit handler never called"): check what it installed.
+    npm ls >/dev/null || { say "npm ci did not install every package (see above)" >&2; exit 1; }
     say "done: cd $PROJECT_DIR && sudo npm test"
     ;;
   *)

@@ -10,17 +10,20 @@ fail() {
 }
 # Everything of a run that must be gone when it ends.
 leftovers() {
-  find /sys/fs/cgroup -name 'oomlab-*' -type d
-  systemctl list-units --all --plain --no-legend 'oomlab-*.scope'
+  find /sys/fs/cgroup -name 'oomlab-[0-9]*' -type d
+  systemctl list-units --all --plain --no-legend 'oomlab-[0-9]*.scope'
   find /tmp -maxdepth 1 -name 'oomlab-*'
   pgrep -a -u 1000
-  pgrep -a 'stress-ng|^sleep$'
+  pgrep -a stress-ng
+  pgrep -a -x sleep
 }
 
 state=/var/lib/oomlab-try-stage
 # shellcheck source=/dev/null
 . /etc/oomlab-try.env
-export NODEJS_ORG_MIRROR
+export NODEJS_ORG_MIRROR NODE_EXTRA_CA_CERTS
+# npm on a serial console: every request logged, no spinner.
+export npm_config_progress=false npm_config_loglevel=http
 stage=$(cat "$state" 2>/dev/null || echo 1)
 say "stage $stage: kernel $(uname -r); /proc/cmdline: $(cat /proc/cmdline)"
 say "stage $stage: /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup); swap devices: $(tail -n +2 /proc/swaps | wc -l); node: $(command -v node || echo none)"

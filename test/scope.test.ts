@@ -13,15 +13,16 @@ import { killAndRemoveSync } from '../src/experiment/lab.js'
 import { ownerOf, treeName } from '../src/proc/owner.js'
 import { parseProcCgroup, scopeUnit, parseScopeUnit, inScopeCommand, enterScope, staleScopes, isSystemdHost } from '../src/host/scope.js'
 
-// /proc/self/cgroup as a systemd guest (Debian 12, unified) and this hybrid host print it.
-const UNIFIED = '0::/system.slice/oomlab-812-1r4o-4gk1ps-3f9a0c.scope/harness\n'
-const HYBRID = '12:memory:/user.slice\n11:pids:/user.slice\n1:name=systemd:/user.slice/session-3.scope\n0::/user.slice/session-3.scope\n'
+// /proc/self/cgroup as printed by real hosts: a process that `systemd-run --scope -p Delegate=yes` started
+// in the Debian 12 guest of scripts/try-provision.sh, and this project's hybrid machine.
+const SYSTEMD_SCOPE = '0::/system.slice/run-r789bc7b8793f4fbcad7cb9fe49a4e2a8.scope\n'
+const HYBRID = '9:name=systemd:/\n8:pids:/\n7:blkio:/\n6:freezer:/\n5:devices:/\n4:memory:/process_api/4041c5c7150793168d51a8074c50c479\n3:cpuset:/\n2:cpuacct:/\n1:cpu:/\n0::/\n'
 
 describe('delegated scopes', () => {
   it("reads a process's cgroup v2 path, and nothing from v1 lines", () => {
-    expect(parseProcCgroup(UNIFIED)).toBe('/system.slice/oomlab-812-1r4o-4gk1ps-3f9a0c.scope/harness')
-    expect(parseProcCgroup(HYBRID)).toBe('/user.slice/session-3.scope')
-    expect(parseProcCgroup('12:memory:/user.slice\n1:name=systemd:/\n')).toBeUndefined()
+    expect(parseProcCgroup(SYSTEMD_SCOPE)).toBe('/system.slice/run-r789bc7b8793f4fbcad7cb9fe49a4e2a8.scope')
+    expect(parseProcCgroup(HYBRID)).toBe('/')
+    expect(parseProcCgroup(HYBRID.replace('0::/\n', ''))).toBeUndefined()
     expect(parseProcCgroup(readFileSync('/proc/self/cgroup', 'utf8'))).toMatch(/^\//)
   })
 
@@ -57,8 +58,10 @@ describe.skipIf(why !== '')(`delegated scopes on this host's cgroups${why ? ` (s
 
   it('refuses to act outside a scope of ours, before writing anything', async () => {
     const before = readFileSync(join(slice, 'cgroup.procs'), 'utf8')
-    await expect(enterScope(mount!, HYBRID)).rejects.toThrow(/^expected to run in a scope started by oomlab \(systemd-run --scope\), but this process is in cgroup \/user\.slice\/session-3\.scope$/)
-    await expect(enterScope(mount!, '12:memory:/\n')).rejects.toThrow(/is in cgroup \(none on cgroup v2\)/)
+    // A scope, but systemd-run's own name for it, not one of ours.
+    await expect(enterScope(mount!, SYSTEMD_SCOPE)).rejects.toThrow(/^expected to run in a scope started by oomlab \(systemd-run --scope\), but this process is in cgroup \/system\.slice\/run-r789bc7b8793f4fbcad7cb9fe49a4e2a8\.scope$/)
+    await expect(enterScope(mount!, HYBRID)).rejects.toThrow(/is in cgroup \/$/)
+    await expect(enterScope(mount!, HYBRID.replace('0::/\n', ''))).rejects.toThrow(/is in cgroup \(none on cgroup v2\)/)
     // A scope of ours without memory (this host's v2 has none): no leaf made, nothing moved.
     const scope = join(slice, scopeUnit(ownerOf(process.pid)!))
     await cgCreate(scope)
