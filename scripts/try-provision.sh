@@ -152,6 +152,19 @@ guest_files() {
   put scripts/try-provision-guest.sh /usr/local/sbin/oomlab-try 0100755
 }
 
+# On --resume: the project's files as they are now, into /vagrant (as Vagrant's rsync would).
+sync_project() {
+  local cmds=$work/sync.debugfs
+  : >"$cmds"
+  git ls-files -co --exclude-standard | while IFS= read -r f; do
+    local d
+    d=$(dirname "$f")
+    [ "$d" = . ] || printf 'mkdir /vagrant/%s\n' "$d"
+    printf 'rm /vagrant/%s\nwrite %s /vagrant/%s\nsif /vagrant/%s uid 1000\nsif /vagrant/%s gid 1000\n' "$f" "$f" "$f" "$f" "$f"
+  done >"$cmds"
+  debugfs -w -f "$cmds" "$work/disk.img" >/dev/null 2>&1 || true
+}
+
 # One boot: QEMU exits when the guest powers off; its console goes to a log and, filtered, here.
 boot() { # boot NAME TIMEOUT_S KERNEL_ARGS...
   local name=$1 limit=$2
@@ -188,6 +201,7 @@ else
   # A boot stopped halfway leaves the journal to replay: debugfs does not.
   e2fsck -fy "$work/disk.img" >/dev/null 2>&1 || true
   guest_files
+  sync_project
 fi
 # The reboot Vagrant does (`reboot: true`): the command line grub would now boot with.
 grub_cmdline=$(debugfs -R 'cat /boot/grub/grub.cfg' "$work/disk.img" 2>/dev/null | awk '$1 == "linux" { $1 = ""; $2 = ""; print; exit }')

@@ -10,6 +10,7 @@ import { execa } from 'execa'
 import { ImageTree, buildInitramfs, checkImage } from '../src/vm/initramfs.js'
 import { UserError } from '../src/util/errors.js'
 import { projectRoot } from '../src/util/paths.js'
+import { timeoutScale } from '../src/util/timeout-scale.js'
 
 function smallTree(): ImageTree {
   const t = new ImageTree()
@@ -59,7 +60,7 @@ describe('the initramfs cache', () => {
 })
 
 describe('the kernel cache', () => {
-  it('names the mirror and apt\'s reason when the mirror cannot be reached', { timeout: 120_000 }, async () => {
+  it('names the mirror and apt\'s reason when the mirror cannot be reached', { timeout: 120_000 * timeoutScale() }, async () => {
     const cache = mkdtempSync(join(tmpdir(), 'oomlab-mirrortest-'))
     try {
       // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { cgMountPoint } from '../src/cgroup/cgroupfs.js'
 import { projectRoot } from '../src/util/paths.js'
+import { timeoutScale } from '../src/util/timeout-scale.js'
 
 // Without a cgroup2 mount the cgroup-root cases meet another (also one-line) refusal first.
 const mount = cgMountPoint() ?? '/sys/fs/cgroup'
@@ -65,12 +66,15 @@ describe('bad input to the CLI', () => {
   })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-  it.concurrent.each(CASES)('oomlab %j: one line, exit 2', { timeout: 60_000 }, async (argv, message, env = {}) => {
+  // The context's signal stops a CLI run whose test timed out, so it does not load the machine further.
+  it.concurrent.for(CASES)('oomlab %j: one line, exit 2', { timeout: 60_000 * timeoutScale() }, async ([argv, message, env = {}], { signal, expect }) => {
     const report = join(dir, `report-${CASES.findIndex((c) => c[0] === argv)}`)
     const withReport = ['reproduce', 'test'].includes(argv[0]!) ? [...argv, '--report', report] : argv
     const r = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), ...withReport], {
       reject: false,
       env: { ...env, OOMLAB_CACHE_DIR: join(dir, 'cache'), TMPDIR: join(dir, 'tmp') },
+      cancelSignal: signal,
+      forceKillAfterDelay: 2000,
     })
     const stderr = String(r.stderr)
     expect(r.exitCode, stderr).toBe(2)
