@@ -9,7 +9,8 @@
 #           then that nothing of the run is left.
 #
 #   scripts/try-provision.sh [--keep] [SUITE]      SUITE: bookworm (default) or bullseye
-#   scripts/try-provision.sh --resume DIR          boot 2 again on the disk a --keep run left in DIR
+#   scripts/try-provision.sh --resume DIR [--quick]  boot 2 again on the disk a --keep run left in DIR;
+#                                                  --quick: no npm ci, `npm run reproduce` for `npm test`
 #
 # Needs root, debootstrap, qemu-system-x86, e2fsprogs, and the network to deb.debian.org and the npm
 # registry. The guest has QEMU's user-mode network only (no bridge, no forwarded port). Node.js comes
@@ -19,17 +20,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-keep=0 resume=''
+keep=0 resume='' quick=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) keep=1 ;;
+    --quick) quick=1 ;;
     --resume)
       resume=${2:-}
       [ -f "$resume/disk.img" ] || { echo "try-provision: --resume needs the folder a --keep run left (with disk.img)" >&2; exit 2; }
       keep=1
       shift
       ;;
-    -*) echo "try-provision: unknown option $1 (--keep, --resume DIR)" >&2; exit 2 ;;
+    -*) echo "try-provision: unknown option $1 (--keep, --resume DIR, --quick)" >&2; exit 2 ;;
     *) break ;;
   esac
   shift
@@ -141,7 +143,7 @@ put() {
 # way to the npm registry, as here, would fail the guest's npm ci without them).
 guest_files() {
   printf '127.0.0.1 localhost\n127.0.1.1 oomlab-%s\n' "$suite" >"$work/hosts"
-  printf 'NODEJS_ORG_MIRROR=http://10.0.2.2:%s\n' "${port:-0}" >"$work/guest.env"
+  printf 'NODEJS_ORG_MIRROR=http://10.0.2.2:%s\nOOMLAB_TRY_QUICK=%s\n' "${port:-0}" "$quick" >"$work/guest.env"
   if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
     cat /usr/local/share/ca-certificates/*.crt >"$work/extra-ca.pem"
     echo 'NODE_EXTRA_CA_CERTS=/etc/oomlab-try-ca.pem' >>"$work/guest.env"

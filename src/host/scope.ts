@@ -41,8 +41,8 @@ export function inScopeCommand(unit: string, command: string[]): [string, ...str
 }
 
 /**
- * In the scope, first thing: checks this process is in a scope of ours, moves it into
- * `<scope>/harness`, hands memory down, and returns the scope's directory for the run's trees.
+ * In the scope, first thing: checks this process is in a scope of ours, moves the scope's processes
+ * into `<scope>/harness`, hands memory down, and returns the scope's directory for the run's trees.
  */
 export async function enterScope(mountPoint: string, procCgroup = readFileSync('/proc/self/cgroup', 'utf8'), pid = process.pid): Promise<string> {
   const path = parseProcCgroup(procCgroup)
@@ -51,11 +51,11 @@ export async function enterScope(mountPoint: string, procCgroup = readFileSync('
   const scope = join(mountPoint, path)
   if (!(await cgControllers(scope)).includes('memory'))
     throw new UserError(`systemd did not delegate the memory controller to ${scope}: enable memory accounting (DefaultMemoryAccounting=yes), or name a cgroup with --cgroup-root`)
-  const others = (await cgReadProcs(scope)).filter((p) => p !== pid)
-  if (others.length > 0) throw new UserError(`scope ${scope} holds other processes (${others.join(', ')}): not ours alone`)
   const harness = join(scope, 'harness')
   await cgCreate(harness)
-  await cgWrite(harness, 'cgroup.procs', String(pid))
+  // Everything in a scope named after this run is this run's (systemd-run itself may wait there).
+  const procs = new Set([pid, ...(await cgReadProcs(scope))])
+  for (const p of procs) await cgWrite(harness, 'cgroup.procs', String(p))
   await cgEnableControllers(scope, ['memory'])
   return scope
 }
