@@ -85,11 +85,13 @@ async function canRunNatively(args: RunArgs): Promise<boolean> {
 export async function runExperiments(args: RunArgs, signal: AbortSignal): Promise<ExperimentsOutcome> {
   const reportDir = reportDirOf(args)
   const evidenceDir = join(reportDir, 'evidence')
+  // Where it can run is decided first: a user who cannot run it is told why, not that the report is not theirs.
+  const native = await canRunNatively(args)
   await rm(evidenceDir, { recursive: true, force: true })
   await mkdir(evidenceDir, { recursive: true })
 
   let outcome: Omit<ExperimentsOutcome, 'summary' | 'reportDir'>
-  if (await canRunNatively(args)) {
+  if (native) {
     const release = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim()
     // On a systemd host the run gets a scope of its own, unless the user named a cgroup.
     const unit = args.cgroupRoot === undefined && isSystemdHost() ? scopeUnit(selfOwner()) : undefined
