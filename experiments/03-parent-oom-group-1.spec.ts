@@ -18,8 +18,8 @@ experiment('memory.oom.group=1 on a parent: every task in every descendant is ki
 
   // $ stress-ng --vm 1 --vm-bytes 256M --vm-hang 0 -v   (in test011)
   await shell.runStressNg()
+  const oom = await lab.waitForGroupKill(test01)
   await test01.waitUntilEmpty()
-  const oom = await lab.waitForOomEvent((e) => e.groupKill !== undefined, '"Tasks in .../test01 are going to be killed"')
   await lab.waitForKillRecords()
 
   // Nobody survived, in either child.

@@ -18,7 +18,7 @@ experiment('oom_score_adj -1000: a protected task survives the group kill, every
   expect(protectedSleep.oomScoreAdj).toBe(-1000)
 
   await shell.runStressNg()
-  const oom = await lab.waitForOomEvent((e) => e.groupKill !== undefined, '"Tasks in .../test01 are going to be killed"')
+  const oom = await lab.waitForGroupKill(test01)
   await test011.waitUntilEmpty()
   await lab.waitForExit([plainSleep])
   await lab.waitForKillRecords()

@@ -16,7 +16,7 @@ experiment('stress-ng as root: the group kill spares its -1000 processes and the
   const sleeps = [await lab.nohupSleep(test011, { as: ROOT }), await lab.nohupSleep(test011, { as: ROOT })]
   await shell.runStressNg()
 
-  const oom = await lab.waitForOomEvent((e) => e.groupKill !== undefined, '"Tasks in .../test011 are going to be killed"')
+  const oom = await lab.waitForGroupKill(test011)
   await lab.waitForExit([shell.member, ...sleeps])
   await lab.waitForKillRecords()
 

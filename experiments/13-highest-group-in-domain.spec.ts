@@ -14,8 +14,8 @@ experiment('oom.group=1 on the victim\'s leaf under a limited parent: the leaf d
   await lab.nohupSleep(test011)
   const siblings = [await lab.nohupSleep(test012), await lab.nohupSleep(test012)]
   await shell.runStressNg()
+  const oom = await lab.waitForGroupKill(test011)
   await test011.waitUntilEmpty()
-  const oom = await lab.waitForOomEvent((e) => e.groupKill !== undefined, '"Tasks in .../test011 are going to be killed"')
   await lab.waitForKillRecords()
 
   const fates = await lab.fates()

@@ -12,7 +12,8 @@ import { cgMountPoint, cgCreate, cgReadProcs, cgIsPopulated, cgDestroy } from '.
 import { waitUntilEmpty, waitForKey } from '../src/cgroup/wait.js'
 import { startInCgroup } from '../src/proc/spawn.js'
 import { readCgroupPath, liveness, readStat } from '../src/proc/procfs.js'
-import { killTree, killAndRemoveSync, reapStaleTrees, ownerOf, treeName, parseTreeName, type TreeOwner } from '../src/experiment/lab.js'
+import { killTree, killAndRemoveSync, reapStaleTrees } from '../src/os/kill.js'
+import { ownerOf, treeName, parseTreeName, type TreeOwner } from '../src/proc/owner.js'
 import { KernelTimeoutError } from '../src/util/errors.js'
 
 const mount = cgMountPoint()
@@ -38,7 +39,7 @@ describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: $
     expect(path).toMatch(/\/join$/)
     expect(readStat(id.pid)?.comm).toBe('sh')
     expect(liveness(id)).toBe('alive')
-    await killTree(cg)
+    await killTree(cg, 20_000)
     expect(liveness(id)).not.toBe('alive')
     expect(await cgIsPopulated(cg)).toBe(false)
     await cgDestroy(cg)
@@ -75,7 +76,7 @@ describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: $
     mkdirSync(join(stale, 'test01'))
     const { workload } = await startInCgroup(['sleep', '7200'], { cgroup: join(stale, 'test01'), user, cwd: '/tmp' })
     const said: string[] = []
-    expect(reapStaleTrees(top, (l) => said.push(l)).sort()).toEqual([basename(stale), basename(reused)].sort())
+    expect(reapStaleTrees(top, (l: string) => said.push(l)).sort()).toEqual([basename(stale), basename(reused)].sort())
     expect(said.sort()).toEqual([...[stale, reused].map((d) => `removed stale cgroup tree ${d} left by an interrupted run`), `removed stale temp dir ${staleWork} left by an interrupted run`].sort())
     expect([existsSync(staleWork), existsSync(aliveWork)]).toEqual([false, true])
     rmSync(aliveWork, { recursive: true })

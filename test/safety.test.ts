@@ -2,6 +2,7 @@
 import { describe, it, expect } from 'vitest'
 import { readdirSync } from 'node:fs'
 import { Lab, workloadUser } from '../src/experiment/lab.js'
+import { LocalOs } from '../src/os/local.js'
 import { cgMountPoint } from '../src/cgroup/cgroupfs.js'
 import { UserError } from '../src/util/errors.js'
 
@@ -16,7 +17,8 @@ describe.skipIf(why !== '')(`the cgroup parent${why ? ` (skipped: ${why})` : ''}
     ['relative/cg', 'absolute path'],
     [`${mount}/no-such-cgroup`, 'no such cgroup'],
   ])('refuses %s in one line and creates nothing', async (parent, word) => {
-    const err = await Lab.open('safety', { cgroupParent: parent }).catch((e: unknown) => e)
+    await using os = new LocalOs()
+    const err = await Lab.open('safety', { os, cgroupParent: parent }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(UserError)
     expect((err as Error).message).toContain(word)
     expect((err as Error).message).not.toContain('\n')

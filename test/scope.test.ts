@@ -9,7 +9,7 @@ import { join, relative } from 'node:path'
 import { mkdirSync, existsSync, readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { cgMountPoint, cgCreate, cgReadProcs } from '../src/cgroup/cgroupfs.js'
-import { killAndRemoveSync } from '../src/experiment/lab.js'
+import { killAndRemoveSync } from '../src/os/kill.js'
 import { ownerOf, treeName } from '../src/proc/owner.js'
 import { parseProcCgroup, scopeUnit, parseScopeUnit, inScopeCommand, enterScope, staleScopes, isSystemdHost } from '../src/host/scope.js'
 

@@ -1,21 +1,23 @@
 /**
- * The vitest fixture that hands each experiment a fresh Lab and always disposes of it, then writes
- * the evidence with the test's verdict.
+ * The vitest fixtures: `machine`, the Os an experiment acts on (this host, or a pristine guest), and
+ * `lab`, a fresh Lab on it. Both are always disposed of; the evidence is written with the test's verdict.
  */
 import { test as base, expect } from 'vitest'
 import { join } from 'node:path'
-import { mkdirSync, writeFileSync, readFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { Unsupported } from '../util/errors.js'
-import { kernelRelease } from '../proc/procfs.js'
-import { Lab, installTeardownHandlers } from './lab.js'
+import { Lab } from './lab.js'
+import { openMachine } from './machine.js'
 import { projectRoot } from '../util/paths.js'
+import type { Os, OsFacts } from '../os/os.js'
+import type { Evidence } from '../report/evidence.js'
 import './matchers.js'
 
 export function evidenceDir(): string {
   return process.env.OOMLAB_EVIDENCE_DIR ?? join(projectRoot, 'reports', 'latest', 'evidence')
 }
 
-function writeEvidence(id: string, evidence: object): void {
+function writeEvidence(id: string, evidence: Evidence): void {
   mkdirSync(evidenceDir(), { recursive: true })
   writeFileSync(join(evidenceDir(), `${id}.json`), `${JSON.stringify(evidence, null, 2)}\n`)
 }
@@ -24,11 +26,13 @@ function writeEvidence(id: string, evidence: object): void {
  * A kernel without what the scenario needs gets "unsupported: <reason>" in its evidence and the
  * test is skipped with that reason: neither a pass nor a silent skip.
  */
-function unsupported(id: string, scenario: string, reason: string, skip: (note: string) => never): never {
+function unsupported(id: string, scenario: string, facts: OsFacts, reason: string, skip: (note: string) => never): never {
   writeEvidence(id, {
     scenario,
-    kernel: { release: kernelRelease(), version: readFileSync('/proc/version', 'utf8').trim() },
+    kernel: { release: facts.release, version: facts.version },
+    durationMs: 0,
     verdict: { state: 'unsupported', errors: [reason] },
+    root: '',
     capabilities: {},
     tree: [],
     processes: [],
@@ -39,15 +43,23 @@ function unsupported(id: string, scenario: string, reason: string, skip: (note: 
   skip(`unsupported: ${reason}`)
 }
 
-export const experiment = base.extend<{ lab: Lab }>({
-  lab: async ({ task, onTestFinished, skip }, use) => {
-    installTeardownHandlers()
+export const experiment = base.extend<{ machine: Os; lab: Lab }>({
+  machine: async ({ task, signal }, use) => {
+    const os = await openMachine({ label: task.name, signal })
+    try {
+      await use(os)
+    } finally {
+      await os.dispose()
+    }
+  },
+  lab: async ({ task, machine, onTestFinished, skip }, use) => {
     const id = task.file.name.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
-    const lab = await Lab.open(task.name, { onUnsupported: (reason) => skip(`unsupported: ${reason}`) }).catch((err: unknown) => {
-      if (err instanceof Unsupported) unsupported(id, task.name, err.message, skip)
+    const cgroupParent = machine.name === 'local' ? process.env.OOMLAB_CGROUP_PARENT || undefined : undefined
+    const lab = await Lab.open(task.name, { os: machine, ...(cgroupParent && { cgroupParent }), onUnsupported: (reason) => skip(`unsupported: ${reason}`) }).catch(async (err: unknown) => {
+      if (err instanceof Unsupported) unsupported(id, task.name, await machine.facts(), err.message, skip)
       throw err
     })
-    let evidence: Promise<object> | undefined
+    let evidence: Promise<Evidence> | undefined
     // The evidence is read before teardown (while the tree exists) and written once the verdict is known.
     onTestFinished(async ({ task: t }) => {
       const state = t.result?.state ?? 'unknown'

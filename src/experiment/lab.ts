@@ -1,49 +1,31 @@
 /**
  * A disposable laboratory for one experiment: a private cgroup tree under a unique root, the
  * processes started in it, the kernel log from the moment it opened, and the evidence of what
- * happened. Disposing of it kills what is left, waits for the tree to be empty and removes it,
- * whatever state the experiment ended in.
+ * happened. It acts on its machine only through the Os seam (src/os/os.ts), so the same Lab runs
+ * natively and against a guest. Disposing of it kills what is left, waits for the tree to be empty
+ * and removes it, whatever state the experiment ended in.
  */
-import { join, relative, isAbsolute } from 'node:path'
-import { readdirSync, rmdirSync, rmSync, writeFileSync, readFileSync, existsSync, lstatSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { chown, writeFile, mkdir } from 'node:fs/promises'
-import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
-import {
-  cgMount,
-  cgCreate,
-  cgDestroy,
-  cgWrite,
-  cgRead,
-  cgHas,
-  cgReadProcs,
-  cgEnableControllers,
-  cgControllers,
-  cgCheckParent,
-  parseKeyed,
-  parsePids,
-} from '../cgroup/cgroupfs.js'
+import { join } from 'node:path'
 import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
-import { waitForKey, waitUntilEmpty } from '../cgroup/wait.js'
-import { PopulatedTrace } from '../kmsg/tracefs.js'
-import { KernelLog, monotonicUs, writeMarker, clockOffset, type Marker } from '../kmsg/reader.js'
-import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
+import { KernelLog, monotonicUs, clockOffset } from '../kmsg/reader.js'
+import { lastEmptied } from '../kmsg/tracefs.js'
+import type { OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
-import { readStat, readUid, readOomScoreAdj, liveness, kernelRelease, type ProcIdentity, type Liveness } from '../proc/procfs.js'
-import { startInCgroup, workloadUser, type Credentials, type Workload } from '../proc/spawn.js'
-import { selfOwner, treeName, parseTreeName, ownerIsGone } from '../proc/owner.js'
+import { valueOf, type Os, type OsFacts, type Op, type ProcInfo, type Tree, type Credentials, type Marker } from '../os/os.js'
+import { workloadUser } from '../proc/spawn.js'
+import { Unsupported } from '../util/errors.js'
+import { timeouts } from './timeouts.js'
+import { roleOf, livenessOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
+import { buildEvidence } from './evidence.js'
+import type { Evidence } from '../report/evidence.js'
 
 export { workloadUser }
-export { ownerOf, treeName, parseTreeName, type TreeOwner } from '../proc/owner.js'
-import { UserError, KernelTimeoutError, Unsupported } from '../util/errors.js'
-import { timeouts } from './timeouts.js'
-
-/** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
-const GUEST_MARK = '/etc/oomlab-guest'
+export type { Member, Fate, Role, Credentials }
 
 /**
- * From the kernel's timestamp of the last "Killed process" record to the lab seeing "populated 0";
- * with the tracepoint, split into the kernel's part (to the cgroup really emptying) and the harness's.
+ * From the kernel's timestamp of the last "Killed process" record to the spec knowing a cgroup is
+ * empty; with the tracepoint, split into the kernel's part (to the cgroup really emptying) and the
+ * harness's (the machine noticing, and the answer reaching the spec).
  */
 export interface KillDetection {
   lastKillRecordUs: number
@@ -52,17 +34,6 @@ export interface KillDetection {
   clockUncertaintyUs: number
   kernelMs?: number
   harnessMs?: number
-}
-
-export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
-
-export interface Member extends ProcIdentity {
-  role: Role
-  /** The article's name of its cgroup, e.g. "test01/test011". */
-  cgroup: string
-  comm: string
-  uid?: number
-  oomScoreAdj?: number
 }
 
 export interface CgroupSettings {
@@ -77,18 +48,19 @@ export class Cgroup {
   eventsTextAtStart: string | undefined
 
   constructor(
+    private readonly os: Os,
     /** The article's name, e.g. "test01/test011". */
     readonly name: string,
-    /** Absolute directory on cgroupfs. */
+    /** Absolute directory on the machine's cgroupfs. */
     readonly dir: string,
     /** The path the kernel prints in its log, e.g. "/oomlab-123-ab12cd/test01/test011". */
     readonly kernelPath: string,
     private readonly step: (what: string) => void = () => undefined,
   ) {}
 
-  async set(file: string, value: string): Promise<void> {
-    await cgWrite(this.dir, file, value)
-    this.settings[file] = (await cgRead(this.dir, file)).trim()
+  private async read(file: string): Promise<string> {
+    const op: Op = { op: 'read', path: join(this.dir, file) }
+    return valueOf(op, (await this.os.run([op]))[0]) as string
   }
 
   async memoryEvents(): Promise<MemoryEvents> {
@@ -96,34 +68,28 @@ export class Cgroup {
   }
 
   memoryEventsText(): Promise<string> {
-    return cgRead(this.dir, 'memory.events')
+    return this.read('memory.events')
   }
 
-  procs(): Promise<number[]> {
-    return cgReadProcs(this.dir)
+  async procs(): Promise<number[]> {
+    return (await this.read('cgroup.procs')).split('\n').filter((l) => /^\d+$/.test(l)).map(Number)
   }
 
-  /** Waits on memory.events until `key` passes `done` (the kernel signals each change). */
-  async waitForMemoryEvent(key: MemoryEventKey, done: (n: number) => boolean, expected: string): Promise<MemoryEvents> {
-    const m = await waitForKey(this.dir, 'memory.events', key, done, expected, { timeoutMs: timeouts.oomMs })
-    return Object.fromEntries(m) as MemoryEvents
+  /** Waits on memory.events until `key` reaches at least `atLeast` (the kernel signals each change). */
+  async waitForMemoryEvent(key: MemoryEventKey, { atLeast }: { atLeast: number }): Promise<MemoryEvents> {
+    const { values } = await this.os.waitKeyed({ path: join(this.dir, 'memory.events'), key, cmp: 'ge', value: atLeast, expected: `${key} >= ${atLeast} in ${this.name}/memory.events` }, timeouts.oomMs)
+    return values as MemoryEvents
   }
 
   /** Waits for "populated 0": no process left here or below. */
   async waitUntilEmpty(): Promise<void> {
-    await waitUntilEmpty(this.dir, { timeoutMs: timeouts.killMs })
+    const { atUs } = await this.os.waitKeyed({ path: join(this.dir, 'cgroup.events'), key: 'populated', cmp: 'eq', value: 0, expected: `"populated 0" in ${this.name}/cgroup.events` }, timeouts.killMs)
+    this.emptySeenByMachineUs = atUs
     this.step(`${this.name} empty`)
   }
-}
 
-export interface Fate {
-  member: Member
-  liveness: Liveness
-  alive: boolean
-  /** Still listed in its cgroup's cgroup.procs. */
-  inCgroup: boolean
-  /** The kernel's "Killed process" record for this PID, formatted as dmesg prints it. */
-  killRecord?: string
+  /** The machine's clock when it saw this cgroup empty. */
+  emptySeenByMachineUs: number | undefined
 }
 
 const ARTICLE_STRESS = ['stress-ng', '--vm', '1', '--vm-bytes', '256M', '--vm-hang', '0', '-v'] as const
@@ -133,8 +99,9 @@ const SAFE_WORD = /^[\w.=/-]+$/
 export class Shell {
   constructor(
     private readonly lab: Lab,
+    private readonly os: Os,
     readonly member: Member,
-    private readonly workload: Workload,
+    private readonly id: string,
   ) {}
 
   get pid(): number {
@@ -147,20 +114,23 @@ export class Shell {
    */
   async runStressNg(argv: readonly string[] = ARTICLE_STRESS): Promise<void> {
     if (!argv.every((w) => SAFE_WORD.test(w))) throw new Error(`refusing to type an unsafe word into the shell: ${argv.join(' ')}`)
-    const since = this.workload.mark
-    this.workload.type(argv.join(' '))
-    const m = await this.workload.waitForOutput(/vm: started \[(\d+)\]/, 'stress-ng to report "vm: started [PID]"', timeouts.startMs, since)
+    const since = await this.os.outputMark(this.id)
+    await this.os.type(this.id, argv.join(' '))
+    const m = await this.os.waitOutput(this.id, String.raw`vm: started \[(\d+)\]`, since, 'stress-ng to report "vm: started [PID]"', timeouts.startMs)
     this.lab.stressorPid = Number(m[1])
     this.lab.step('stress-ng vm started')
     await this.lab.discover()
   }
 
-  get output(): string {
-    return this.workload.output
+  /** What the shell printed: stress-ng's -v output. */
+  output(): Promise<string> {
+    return this.os.output(this.id)
   }
 }
 
 export interface LabOptions {
+  /** The machine to act on. */
+  os: Os
   /** The directory under which the run's root cgroup is created (default: the cgroup2 mount). */
   cgroupParent?: string
   user?: Credentials
@@ -168,33 +138,36 @@ export interface LabOptions {
   onUnsupported?: (reason: string) => never
 }
 
-const liveLabs = new Set<Lab>()
-
 export class Lab implements AsyncDisposable {
   readonly cgroups: Cgroup[] = []
   readonly members: Member[] = []
   readonly startedAt = new Date()
   stressorPid: number | undefined
-  private shellWorkload: Workload | undefined
-  /** What this lab started, by PID. */
-  private readonly workloads = new Map<number, Workload>()
+  private shell_: Shell | undefined
+  /** Processes this lab started, by PID: the machine's handle. */
+  private readonly started = new Map<number, string>()
   private disposed = false
-  private readonly notes: string[] = []
+  readonly notes: string[] = []
   private readonly openedUs = monotonicUs()
-  /** What the experiment did when, for the benchmark: CLOCK_MONOTONIC µs since the lab opened. */
+  /** What the experiment did when: this process's CLOCK_MONOTONIC µs since the lab opened. */
   readonly timeline: { step: string; atUs: number }[] = []
-  /** In a guest, a kernel log record written at open: maps the log's clock onto the timeline's. */
+  /** In a guest, a kernel log record written at open: maps the log's clock onto the machine's. */
   private marker: Marker | undefined
-  /** `oomlab bench` only: when the kernel emptied each cgroup (see kmsg/tracefs.ts). */
-  private trace: PopulatedTrace | undefined
+  /** The machine's clock minus ours (µs), and how sure (half the round trip). */
+  private clock: { offsetUs: number; uncertaintyUs: number } | undefined
+  private tracing = false
+  /** Why the kernel cannot run this scenario, once it turned out so. */
+  unsupportedReason: string | undefined
+  readonly capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
 
   private constructor(
     readonly scenario: string,
+    readonly os: Os,
+    readonly facts: OsFacts,
+    readonly tree: Tree,
     readonly root: Cgroup,
     readonly log: KernelLog,
     readonly user: Credentials,
-    private readonly workdir: DirectoryResult,
-    readonly capabilities: Record<string, boolean>,
     private readonly onUnsupported?: (reason: string) => never,
   ) {}
 
@@ -202,92 +175,33 @@ export class Lab implements AsyncDisposable {
     this.timeline.push({ step: what, atUs: monotonicUs() - this.openedUs })
   }
 
-  /**
-   * Kill-detection latency: from the kernel's timestamp of the last "Killed process" record in this
-   * tree to the moment the lab saw a cgroup empty. Needs the marker, so only in a guest.
-   */
-  killDetection(): KillDetection | undefined {
-    const clock = this.marker && clockOffset(this.log.records, this.marker)
-    const empty = this.timeline.find((t) => t.step.endsWith(' empty'))
-    const kills = this.oomEvents().flatMap((e) => e.killed.map((k) => e.records.find((r) => r.seq === k.seq)!.usec))
-    if (!clock || !empty || kills.length === 0) return undefined
-    const lastKillRecordUs = Math.max(...kills)
-    const emptySeenUs = this.openedUs + empty.atUs + clock.offsetUs
-    const cg = this.cgroups.find((c) => empty.step === `${c.name} empty`)
-    const emptiedUs = cg && this.trace?.emptiedAtUs(cg.kernelPath)
-    return {
-      lastKillRecordUs,
-      emptySeenUs: Math.round(emptySeenUs),
-      latencyMs: (emptySeenUs - lastKillRecordUs) / 1000,
-      clockUncertaintyUs: clock.uncertaintyUs,
-      ...(emptiedUs !== undefined && { kernelMs: (emptiedUs - lastKillRecordUs) / 1000, harnessMs: (emptySeenUs - emptiedUs) / 1000 }),
-    }
-  }
-
-  /** The workload's working directory (a private temp dir). */
-  get workdirPath(): string {
-    return this.workdir.path
-  }
-
-  private get cwd(): string {
-    return join(this.workdir.path, 'work')
-  }
-
-  /** Why the kernel cannot run this scenario, once it turned out so. */
-  unsupportedReason: string | undefined
-
   private unsupported(reason: string): never {
     this.unsupportedReason = reason
     if (this.onUnsupported) this.onUnsupported(reason)
     throw new Unsupported(reason)
   }
 
-  /** Creates the run's root cgroup (`oomlab-<pid>-<random>`) with the memory controller delegated. */
-  static async open(scenario: string, opts: LabOptions = {}): Promise<Lab> {
-    const mount = cgMount()
-    if (!mount) throw new UserError('no cgroup2 filesystem is mounted; run `npm test` to use the VM')
-    if (process.getuid?.() !== 0) throw new UserError('creating cgroups needs root; run with sudo')
-    const parent = cgCheckParent(opts.cgroupParent ?? process.env.OOMLAB_CGROUP_PARENT ?? mount.mountPoint, mount.mountPoint)
-    const rel = relative(mount.mountPoint, parent)
-    if (!(await cgControllers(parent).catch((): string[] => [])).includes('memory'))
-      throw new Unsupported(`the memory controller is not available in ${parent} (kernel ${kernelRelease()}${/\bcgroup_disable=memory\b/.test(readFileSync('/proc/cmdline', 'utf8')) ? ', booted with cgroup_disable=memory' : ''})`)
-    reapStaleTrees(parent)
-
+  /** Creates the run's root cgroup (`oomlab-<pid>-<...>-<random>`) with the memory controller delegated. */
+  static async open(scenario: string, opts: LabOptions): Promise<Lab> {
+    const os = opts.os
+    const t0 = monotonicUs()
+    const facts = await os.facts()
+    const t1 = monotonicUs()
     const user = opts.user ?? workloadUser()
-    const name = treeName(selfOwner())
-
-    const dir = join(parent, name)
-    // Named after the tree: a run killed too hard to clean up leaves both, and the next run finds both.
-    const workdir = await tmpDir({ prefix: `${WORKDIR_PREFIX}${name}`, unsafeCleanup: true })
-    let log: KernelLog
-    try {
-      // The temp dir stays root's (the reaper removes only root's dirs: nobody else can make one); the
-      // workload works in a folder of its own inside.
-      await mkdir(join(workdir.path, 'work'))
-      await chown(join(workdir.path, 'work'), user.uid, user.gid)
-      log = KernelLog.open()
-    } catch (err) {
-      await workdir.cleanup()
-      throw err
-    }
-    try {
-      await cgCreate(dir)
-    } catch (err) {
-      await log.close()
-      await workdir.cleanup()
-      throw err
-    }
+    const log = new KernelLog()
+    await os.followKernelLog(
+      (records) => log.push(records),
+      (why) => log.fail(why),
+    )
+    const tree = await os.openTree({ ...(opts.cgroupParent !== undefined && { parent: opts.cgroupParent }), user })
     // From here on, dispose() undoes everything, whatever fails next.
-    const capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
-    const lab = new Lab(scenario, new Cgroup(name, dir, join(mount.root, rel, name)), log, user, workdir, capabilities, opts.onUnsupported)
-    liveLabs.add(lab)
+    const lab = new Lab(scenario, os, facts, tree, new Cgroup(os, tree.name, tree.dir, tree.kernelPath), log, user, opts.onUnsupported)
+    lab.clock = { offsetUs: facts.monotonicUs - (t0 + t1) / 2, uncertaintyUs: (t1 - t0) / 2 }
     try {
-      if (existsSync(GUEST_MARK)) {
-        lab.marker = writeMarker(`oomlab: ${name} opened`)
-        if (process.env.OOMLAB_TRACE_POPULATED === '1') lab.trace = PopulatedTrace.start()
+      if (facts.guest) {
+        lab.marker = await os.kernelLogMark(`oomlab: ${tree.name} opened`)
+        if (process.env.OOMLAB_TRACE_POPULATED === '1') lab.tracing = await os.tracePopulated(true)
       }
-      capabilities['cgroup.kill'] = await cgHas(dir, 'cgroup.kill')
-      await cgEnableControllers(dir, ['memory'])
     } catch (err) {
       await lab.dispose()
       throw err
@@ -300,139 +214,137 @@ export class Lab implements AsyncDisposable {
     if (this.disposed) throw new Error(`the lab of "${this.scenario}" is already torn down`)
   }
 
-  /** Creates `name` (e.g. "test01/test011") below the run's root, delegating memory down the path. */
+  /**
+   * Creates `name` (e.g. "test01/test011") below the run's root, delegating memory down the path,
+   * and applies its settings: one round trip. A setting the kernel did not take as written is a setup
+   * failure, said as such.
+   */
   async cgroup(name: string, settings: CgroupSettings = {}): Promise<Cgroup> {
     this.live()
     const parentName = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined
     const parent = parentName ? this.cgroups.find((c) => c.name === parentName) : this.root
     if (!parent) throw new Error(`create ${parentName} before ${name}`)
-    if (parent !== this.root && !(await cgRead(parent.dir, 'cgroup.subtree_control')).includes('memory'))
-      await cgEnableControllers(parent.dir, ['memory'])
-    const cg = new Cgroup(name, join(this.root.dir, name), join(this.root.kernelPath, name), (what) => this.step(what))
-    await cgCreate(cg.dir)
+    const cg = new Cgroup(this.os, name, join(this.root.dir, name), join(this.root.kernelPath, name), (what) => this.step(what))
+    const file = (f: string) => join(cg.dir, f)
+    const writes: [string, string][] = []
+    if (settings['memory.max'] !== undefined) writes.push(['memory.max', settings['memory.max']])
+    if (settings['memory.oom.group'] !== undefined) writes.push(['memory.oom.group', String(settings['memory.oom.group'])])
+    const ops: Op[] = [
+      ...(parent === this.root ? [] : [{ op: 'write', path: join(parent.dir, 'cgroup.subtree_control'), data: '+memory' } as const]),
+      { op: 'mkdir', path: cg.dir },
+      { op: 'exists', path: file('memory.oom.group') },
+      { op: 'exists', path: file('memory.events.local') },
+      { op: 'exists', path: file('cgroup.kill') },
+      // Keep the workload off swap without touching the machine's swap (fails where the kernel has no memory.swap.max).
+      { op: 'write', path: file('memory.swap.max'), data: '0' },
+      ...writes.map(([f, v]): Op => ({ op: 'write', path: file(f), data: v })),
+      ...writes.map(([f]): Op => ({ op: 'read', path: file(f) })),
+      { op: 'read', path: file('memory.events') },
+    ]
+    const r = await this.os.run(ops)
+    const at = (i: number) => valueOf(ops[i]!, r[i])
+    let i = parent === this.root ? 0 : 1
+    if (i === 1) at(0)
+    at(i++) // mkdir
     this.cgroups.push(cg)
-    this.capabilities['memory.events.local'] = await cgHas(cg.dir, 'memory.events.local')
-    this.capabilities['memory.swap.max'] = await cgHas(cg.dir, 'memory.swap.max')
-    this.capabilities.oom_group_kill = 'oom_group_kill' in (await cg.memoryEvents())
-    this.capabilities['cgroup.kill'] = await cgHas(cg.dir, 'cgroup.kill')
-    if (!(await cgHas(cg.dir, 'memory.oom.group')))
-      this.unsupported(`kernel ${kernelRelease()} has no memory.oom.group (it came in 4.19)`)
-    // Keep the workload off swap without touching the host's swap.
-    if (this.capabilities['memory.swap.max']) await cg.set('memory.swap.max', '0')
-    else if (readFileSync('/proc/swaps', 'utf8').trim().split('\n').length > 1)
-      throw new UserError('swap is on and this kernel has no memory.swap.max to keep the test cgroups off it; boot with swapaccount=1 or use the VM')
-    if (settings['memory.max'] !== undefined) await cg.set('memory.max', settings['memory.max'])
-    if (settings['memory.oom.group'] !== undefined) await cg.set('memory.oom.group', String(settings['memory.oom.group']))
-    cg.eventsTextAtStart = await cg.memoryEventsText()
+    const hasOomGroup = at(i++) as boolean
+    this.capabilities['memory.events.local'] = at(i++) as boolean
+    this.capabilities['cgroup.kill'] = at(i++) as boolean
+    const swap = r[i++]!
+    this.capabilities['memory.swap.max'] = swap.ok
+    if (!hasOomGroup) this.unsupported(`kernel ${this.facts.release} has no memory.oom.group (it came in 4.19)`)
+    if (!swap.ok && this.facts.swapDevices > 0)
+      throw new Error(`swap is on and kernel ${this.facts.release} has no memory.swap.max to keep the test cgroups off it; boot with swapaccount=1 or use the VM`)
+    if (swap.ok) cg.settings['memory.swap.max'] = '0'
+    for (const [f, v] of writes) {
+      const wi = i++
+      if (!r[wi]!.ok) throw new Error(`setup: the kernel refused ${f}=${v} on ${name}: ${(r[wi] as { error: string }).error}`)
+    }
+    for (const [f, v] of writes) {
+      const got = (at(i++) as string).trim()
+      cg.settings[f] = got
+      // memory.max reads back in bytes; oom.group as written.
+      const expected = f === 'memory.max' ? String(parseSize(v)) : v
+      if (got !== expected) throw new Error(`setup: ${name}/${f} reads back "${got}" after writing "${v}": the kernel did not take the setting`)
+    }
+    cg.eventsTextAtStart = at(i++) as string
+    this.capabilities.oom_group_kill = 'oom_group_kill' in parseMemoryEvents(cg.eventsTextAtStart)
     this.step(`cgroup ${name}`)
     return cg
   }
 
+  private async start(argv: string[], role: Role, cg: Cgroup, as: Credentials, stdin: 'pipe' | 'ignore'): Promise<{ member: Member; id: string }> {
+    this.live()
+    const s = await this.os.spawn({ argv, cgroup: cg.dir, user: as, cwd: this.tree.cwd, stdin, timeoutMs: timeouts.startMs })
+    this.started.set(s.pid, s.id)
+    const member: Member = { pid: s.pid, startTime: s.startTime, role, cgroup: cg.name, comm: argv[0]!, uid: as.uid }
+    this.members.push(member)
+    this.step(`${role} started`)
+    return { member, id: s.id }
+  }
+
   /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
   async shell(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Shell> {
-    this.live()
-    const { id, workload } = await startInCgroup(['sh'], { cgroup: cg.dir, user: as, cwd: this.cwd, stdin: 'pipe' }, timeouts.startMs)
-    this.workloads.set(id.pid, workload)
-    this.shellWorkload = workload
-    this.step('shell started')
-    return new Shell(this, this.remember(id, 'shell', cg), workload)
+    const { member, id } = await this.start(['sh'], 'shell', cg, as, 'pipe')
+    this.shell_ = new Shell(this, this.os, member, id)
+    return this.shell_
   }
 
   /** `nohup sleep 7200`, started beside the shell rather than by it: its death cannot come from the shell's. */
   async nohupSleep(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Member> {
-    this.live()
-    const { id, workload } = await startInCgroup(['nohup', 'sleep', '7200'], { cgroup: cg.dir, user: as, cwd: this.cwd }, timeouts.startMs)
-    this.workloads.set(id.pid, workload)
-    this.step('nohup sleep started')
-    return this.remember(id, 'nohup sleep', cg)
+    return (await this.start(['nohup', 'sleep', '7200'], 'nohup sleep', cg, as, 'ignore')).member
   }
 
   /** `echo -1000 > /proc/PID/oom_score_adj` as root: the OOM killer must never choose this process. */
   async protect(m: Member): Promise<void> {
-    await writeFile(`/proc/${m.pid}/oom_score_adj`, '-1000')
-    refresh(m)
+    await this.os.setOomScoreAdj(m.pid, -1000)
+    await this.refresh()
   }
 
-  /** Waits until processes this lab started (shell, sleeps) have exited: their exit is an event here. */
+  /** Waits until processes have exited: the ones this lab started, or any it knows (e.g. a victim). */
   async waitForExit(members: readonly Member[]): Promise<void> {
-    const pending = members.map((m) => {
-      const w = this.workloads.get(m.pid)
-      if (!w) throw new Error(`${m.role} ${m.pid} was not started by this lab; wait on its cgroup instead`)
-      return w.exit
-    })
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const alive = members.filter((m) => !this.workloads.get(m.pid)!.exited)
-        reject(new KernelTimeoutError(`the exit of ${members.length} process(es)`, `still running: ${alive.map((m) => `${m.role} ${m.pid}`).join(', ')}`, timeouts.killMs))
-      }, timeouts.killMs)
-    })
-    try {
-      await Promise.race([Promise.all(pending), timeout])
-    } finally {
-      clearTimeout(timer)
-    }
+    await this.os.waitExit(
+      members.map((m) => ({ pid: m.pid, startTime: m.startTime, label: m.role })),
+      timeouts.killMs,
+    )
   }
 
-  private remember(id: ProcIdentity, role: Role, cg: Cgroup): Member {
-    const m: Member = { ...id, role, cgroup: cg.name, comm: '?' }
-    this.members.push(m)
-    refresh(m)
-    return m
+  /** Reads /proc for every member and every cgroup's procs, in one round trip. */
+  private async snapshot(): Promise<{ proc: Map<number, ProcInfo | null>; procs: Map<string, ProcInfo[]> }> {
+    const ops: Op[] = [...this.members.map((m): Op => ({ op: 'proc', pid: m.pid })), ...this.cgroups.map((c): Op => ({ op: 'procs', path: c.dir }))]
+    const r = await this.os.run(ops)
+    const proc = new Map<number, ProcInfo | null>()
+    this.members.forEach((m, i) => proc.set(m.pid, r[i]!.ok ? (r[i]!.value as ProcInfo | null) : null))
+    const procs = new Map<string, ProcInfo[]>()
+    this.cgroups.forEach((c, j) => {
+      const x = r[this.members.length + j]!
+      procs.set(c.name, x.ok ? (x.value as ProcInfo[]) : [])
+    })
+    return { proc, procs }
+  }
+
+  private async refresh(): Promise<Awaited<ReturnType<Lab['snapshot']>>> {
+    const s = await this.snapshot()
+    for (const m of this.members) refreshMember(m, s.proc.get(m.pid))
+    return s
   }
 
   /** Adds every process now in the tree that the lab does not know yet, with its role. */
   async discover(): Promise<void> {
-    // Started processes exec'd setpriv, then their program, since they were remembered.
-    for (const m of this.members) refresh(m)
-    for (const cg of this.cgroups) {
-      for (const pid of await cg.procs().catch(() => [])) {
-        if (this.members.some((m) => m.pid === pid)) continue
-        const stat = readStat(pid)
-        if (!stat) continue
-        this.remember({ pid, startTime: stat.startTime }, this.roleOf(pid, stat.ppid, stat.comm), cg)
+    const s = await this.refresh()
+    const shellPids = this.members.filter((m) => m.role === 'shell').map((m) => m.pid)
+    for (const cg of this.cgroups)
+      for (const p of s.procs.get(cg.name) ?? []) {
+        if (this.members.some((m) => m.pid === p.pid)) continue
+        const m: Member = { pid: p.pid, startTime: p.startTime, role: roleOf(p, { stressorPid: this.stressorPid, shellPids }), cgroup: cg.name, comm: p.comm }
+        refreshMember(m, p)
+        this.members.push(m)
       }
-    }
   }
 
-  private roleOf(pid: number, ppid: number, comm: string): Role {
-    if (!comm.startsWith('stress-ng')) return 'other'
-    if (pid === this.stressorPid) return 'stress-ng vm stressor'
-    if (ppid === this.stressorPid) return 'stress-ng vm worker'
-    if (this.members.some((m) => m.role === 'shell' && m.pid === ppid)) return 'stress-ng'
-    return 'stress-ng vm worker'
-  }
-
-  /**
-   * The OOM killer's runs that concern this lab's tree, matched by cgroup path or, where the
-   * kernel's rate limit swallowed the header, by the PIDs this lab started; never by timing.
-   */
+  /** The OOM killer's runs that concern this lab's tree. */
   oomEvents(): OomEvent[] {
-    const root = this.root.kernelPath
-    return groupOomEvents(this.log.records)
-      .map((e) => this.inOwnView(e))
-      .filter(
-        (e) =>
-          isWithin(e.oomMemcg, root) ||
-          isWithin(e.taskMemcg, root) ||
-          isWithin(e.groupKill, root) ||
-          (e.oomMemcg === undefined && e.killed.some((k) => this.members.some((m) => m.pid === k.pid && m.startTime >= 0))),
-      )
-  }
-
-  /**
-   * The kernel prints cgroup paths from the hierarchy's root; inside a private cgroup namespace the
-   * mount shows less of it. The run's root name is unique, so a path through it is rewritten to this
-   * lab's view of it.
-   */
-  private inOwnView(e: OomEvent): OomEvent {
-    const own = (p: string | undefined) => {
-      const i = p?.indexOf(`/${this.root.name}`) ?? -1
-      if (p === undefined || i < 0) return p
-      const rest = p.slice(i + this.root.name.length + 1)
-      return rest === '' || rest.startsWith('/') ? this.root.kernelPath + rest : p
-    }
-    return { ...e, oomMemcg: own(e.oomMemcg), taskMemcg: own(e.taskMemcg), groupKill: own(e.groupKill) }
+    return oomEventsOf(this.log.records, this.tree, this.members)
   }
 
   /** Waits for the kernel's record of an OOM kill in this tree that passes `done`. */
@@ -443,43 +355,66 @@ export class Lab implements AsyncDisposable {
   }
 
   /**
+   * Waits for a group kill of `cg` by the OOM killer, and fails at once when the kernel ended an OOM
+   * kill in this tree without one: the allocating victim runs the OOM killer itself, so once it has
+   * exited and the kernel log has been read up to that moment, a group line would be there.
+   */
+  async waitForGroupKill(cg: Cgroup): Promise<OomEvent> {
+    const expected = `"Tasks in ${cg.kernelPath} are going to be killed due to memory.oom.group set"`
+    const first = await this.waitForOomEvent((e) => e.groupKill !== undefined || e.victim !== undefined, `an OOM kill in ${cg.name}`)
+    if (first.groupKill !== undefined) return first
+    const victim = first.victim!
+    await this.os.waitExit([{ pid: victim.pid, startTime: this.members.find((m) => m.pid === victim.pid)?.startTime ?? -1, label: 'the OOM victim' }], timeouts.killMs)
+    await this.os.kernelLogBarrier()
+    const settled = this.oomEvents().find((e) => e.groupKill !== undefined)
+    if (settled) return settled
+    const event = this.oomEvents().find((e) => e.victim?.pid === victim.pid) ?? first
+    throw new Error(`expected ${expected}, but the kernel ended the OOM kill without a group kill; its records: ${event.records.map(formatRecord).join(' | ')}`)
+  }
+
+  /**
+   * Before judging who survived: every OOM victim has exited, and the kernel log has been read up to
+   * this moment, so a group kill's later records (its line, its members) are in.
+   */
+  async settle(): Promise<void> {
+    const victims = this.oomEvents().flatMap((e) => (e.victim ? [e.victim] : []))
+    if (victims.length > 0)
+      await this.os.waitExit(
+        victims.map((v) => ({ pid: v.pid, startTime: this.members.find((m) => m.pid === v.pid)?.startTime ?? -1, label: `OOM victim ${v.comm}` })),
+        timeouts.killMs,
+      )
+    await this.os.kernelLogBarrier()
+    this.step('kernel log settled')
+  }
+
+  /**
    * The kernel prints "Killed process" after it sends SIGKILL, so a victim can be gone before its
    * record is: wait until every dead member's record is in, or the timeout says which is missing.
    */
   async waitForKillRecords(): Promise<void> {
-    const missing = () => this.members.filter((m) => liveness(m) !== 'alive' && !this.killRecordOf(m))
+    await this.settle()
+    const s = await this.snapshot()
+    const missing = () => this.members.filter((m) => livenessOf(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m.pid))
     await this.log
       .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
       .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
     this.step('kill records in')
   }
 
-  private killRecordOf(m: Member): string | undefined {
-    for (const e of this.oomEvents()) {
-      const k = e.killed.find((r) => r.pid === m.pid)
-      if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
-    }
-    return undefined
+  /** Who is alive, who died, and the kernel record behind each death: read once the kernel log has settled. */
+  async fates(): Promise<Fate[]> {
+    await this.settle()
+    const events = this.oomEvents()
+    this.members.push(...membersFromRecords(events, this.members, (p) => this.cgroups.find((c) => c.kernelPath === p)?.name, this.stressorPid))
+    return this.fatesNow(events)
   }
 
-  /** Who is alive, who died, and the kernel record behind each death. */
-  async fates(): Promise<Fate[]> {
-    // Workers restarted after a kill are known only from the kernel's records. Only a victim's
-    // cgroup is printed (task_memcg); a group member's is not, so it stays unknown.
-    for (const e of this.oomEvents())
-      for (const k of e.killed)
-        if (!this.members.some((m) => m.pid === k.pid)) {
-          const cg = k.pid === e.victim?.pid ? this.cgroups.find((c) => c.kernelPath === e.taskMemcg)?.name : undefined
-          const role: Role = k.pid === this.stressorPid ? 'stress-ng vm stressor' : k.comm === 'stress-ng' ? 'stress-ng' : k.comm.startsWith('stress-ng') ? 'stress-ng vm worker' : 'other'
-          this.members.push({ pid: k.pid, startTime: -1, role, cgroup: cg ?? '(unknown)', comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })
-        }
-    for (const m of this.members) refresh(m)
-    const procs = new Map<string, number[]>()
-    for (const cg of this.cgroups) procs.set(cg.name, await cg.procs().catch(() => []))
+  private async fatesNow(events: OomEvent[]): Promise<Fate[]> {
+    const s = await this.refresh()
     return this.members.map((member) => {
-      const l: Liveness = member.startTime < 0 ? 'gone' : liveness(member)
-      const killRecord = this.killRecordOf(member)
-      return { member, liveness: l, alive: l === 'alive', inCgroup: procs.get(member.cgroup)?.includes(member.pid) ?? false, ...(killRecord && { killRecord }) }
+      const l = livenessOf(member, s.proc.get(member.pid))
+      const killRecord = killRecordOf(events, member.pid)
+      return { member, liveness: l, alive: l === 'alive', inCgroup: s.procs.get(member.cgroup)?.some((p) => p.pid === member.pid) ?? false, ...(killRecord && { killRecord }) }
     })
   }
 
@@ -493,84 +428,52 @@ export class Lab implements AsyncDisposable {
     this.notes.push(text)
   }
 
-  /** Everything a doubter needs: the tree, its settings, each process's fate and the kernel's records. */
-  async evidence(verdict: { state: string; errors?: string[] }): Promise<object> {
-    this.step('evidence')
-    const fates = await this.fates().catch(() => [] as Fate[])
-    const tree = []
-    for (const cg of this.cgroups) {
-      const after = await cg.memoryEventsText().catch(() => undefined)
-      tree.push({
-        name: cg.name,
-        kernelPath: cg.kernelPath,
-        settings: cg.settings,
-        memoryEventsBefore: cg.eventsTextAtStart && parseMemoryEvents(cg.eventsTextAtStart),
-        memoryEventsAfter: after && parseMemoryEvents(after),
-        memoryEventsText: { before: cg.eventsTextAtStart, after },
-      })
-    }
+  /**
+   * Kill-detection latency: from the kernel's timestamp of the last "Killed process" record in this
+   * tree to the spec knowing a cgroup is empty, on the kernel log's clock. Needs the marker, so only in a guest.
+   */
+  killDetection(trace = ''): KillDetection | undefined {
+    const kmsg = this.marker && clockOffset(this.log.records, this.marker)
+    const empty = this.timeline.find((t) => t.step.endsWith(' empty'))
+    const kills = this.oomEvents().flatMap((e) => e.killed.map((k) => k.usec))
+    if (!kmsg || !this.clock || !empty || kills.length === 0) return undefined
+    const lastKillRecordUs = Math.max(...kills)
+    // Our clock -> the machine's -> its kernel log's.
+    const emptySeenUs = this.openedUs + empty.atUs + this.clock.offsetUs + kmsg.offsetUs
+    const cg = this.cgroups.find((c) => empty.step === `${c.name} empty`)
+    const emptiedUs = cg && trace ? lastEmptied(trace, cg.kernelPath) : undefined
     return {
-      scenario: this.scenario,
-      kernel: { release: kernelRelease(), version: readFileSync('/proc/version', 'utf8').trim() },
-      startedAt: this.startedAt.toISOString(),
-      durationMs: Date.now() - this.startedAt.getTime(),
-      verdict,
-      root: this.root.kernelPath,
-      capabilities: this.capabilities,
-      tree,
-      processes: fates.map((f) => ({
-        role: f.member.role,
-        pid: f.member.pid,
-        cgroup: f.member.cgroup,
-        comm: f.member.comm,
-        uid: f.member.uid,
-        oomScoreAdj: f.member.oomScoreAdj,
-        // "killed" only with the kernel's word for it; a death without a record is just "died".
-        fate: f.alive ? 'survived' : f.killRecord ? 'killed' : 'died',
-        liveness: f.liveness,
-        inCgroupAfter: f.inCgroup,
-        kernelRecord: f.killRecord ?? null,
-      })),
-      oomEvents: this.oomEvents().map((e) => ({
-        oomMemcg: e.oomMemcg,
-        taskMemcg: e.taskMemcg,
-        victim: e.victim,
-        groupKill: e.groupKill ?? null,
-        killed: e.killed.map((k) => ({ pid: k.pid, comm: k.comm, uid: k.uid, oomScoreAdj: k.oomScoreAdj })),
-      })),
-      kernelLog: this.oomEvents().flatMap((e) => e.records.map(formatRecord)),
-      // Every record since the cursor, as /dev/kmsg gave it: the raw material behind the verdict.
-      kernelRecords: this.log.records.slice(-5000),
-      kernelRecordsDropped: Math.max(0, this.log.records.length - 5000),
-      // What the article's shell printed: stress-ng's -v output.
-      shellOutput: this.shellWorkload?.output.slice(-8000),
-      notes: this.notes,
-      timeline: this.timeline.map((t) => ({ step: t.step, ms: Math.round(t.atUs / 100) / 10 })),
-      killDetection: this.killDetection() ?? null,
+      lastKillRecordUs,
+      emptySeenUs: Math.round(emptySeenUs),
+      latencyMs: (emptySeenUs - lastKillRecordUs) / 1000,
+      clockUncertaintyUs: Math.round(kmsg.uncertaintyUs + this.clock.uncertaintyUs),
+      ...(emptiedUs !== undefined && { kernelMs: (emptiedUs - lastKillRecordUs) / 1000, harnessMs: (emptySeenUs - emptiedUs) / 1000 }),
     }
+  }
+
+  /** Everything a doubter needs: the tree, its settings, each process's fate and the kernel's records. */
+  async evidence(verdict: { state: string; errors?: string[] }): Promise<Evidence> {
+    this.step('evidence')
+    const fates = await this.fatesNow(this.oomEvents()).catch(() => [] as Fate[])
+    const ops: Op[] = this.cgroups.map((c) => ({ op: 'read', path: join(c.dir, 'memory.events') }))
+    const after = await this.os.run(ops).catch(() => [])
+    const trace = this.tracing ? await this.os.readTrace().catch(() => '') : ''
+    return buildEvidence({
+      lab: this,
+      verdict,
+      fates,
+      eventsAfter: this.cgroups.map((_, i) => (after[i]?.ok ? (after[i].value as string) : undefined)),
+      shellOutput: await this.shell_?.output().catch(() => undefined),
+      killDetection: this.killDetection(trace),
+    })
   }
 
   /** Kills what is left, waits for the tree to be empty, removes it deepest first. */
   async dispose(): Promise<void> {
     if (this.disposed) return
     this.disposed = true
-    try {
-      this.trace?.stop()
-      await killTree(this.root.dir)
-      for (const cg of [...this.cgroups].reverse()) await cgDestroy(cg.dir)
-      await cgDestroy(this.root.dir)
-    } catch (err) {
-      // The waits failed: fall back to the blunt synchronous path, then report.
-      killAndRemoveSync(this.root.dir)
-      throw err
-    } finally {
-      await this.log.close()
-      for (const w of this.workloads.values()) w.subprocess.kill('SIGKILL')
-      await withDeadline(Promise.all([...this.workloads.values()].map((w) => w.exit)), timeouts.killMs)
-      await this.workdir.cleanup()
-      // Only now: a signal until here still finds this lab and removes what is left of it.
-      liveLabs.delete(this)
-    }
+    if (this.tracing) await this.os.tracePopulated(false).catch(() => undefined)
+    await this.os.closeTree(this.tree)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -578,168 +481,13 @@ export class Lab implements AsyncDisposable {
   }
 }
 
-/** Waits for `p`, but not past `ms`: teardown must end even if a process does not. */
-async function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([p, new Promise((resolve) => (timer = setTimeout(resolve, ms)))])
-  clearTimeout(timer)
-}
-
-/**
- * Updates what /proc says of a live member (its program, uid and oom_score_adj change across the
- * exec of setpriv); a dead one keeps what was last seen, and its kernel record says the rest.
- */
-function refresh(m: Member): void {
-  if (m.startTime < 0 || liveness(m) !== 'alive') return
-  const comm = readStat(m.pid)?.comm
-  const uid = readUid(m.pid)
-  const adj = readOomScoreAdj(m.pid)
-  if (comm !== undefined) m.comm = comm
-  if (uid !== undefined) m.uid = uid
-  if (adj !== undefined) m.oomScoreAdj = adj
+/** memory.max's value in bytes, as the kernel reads it back ("192M" -> 201326592; "max" stays). */
+export function parseSize(v: string): string | number {
+  const m = v.match(/^(\d+)([KMGT]?)$/i)
+  if (!m) return v
+  return Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())
 }
 
 /** For the one scenario that shows why the workload must not run as root. */
 export const ROOT: Credentials = { uid: 0, gid: 0 }
 
-/** Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID until empty. */
-export async function killTree(dir: string): Promise<void> {
-  if (await cgHas(dir, 'cgroup.kill')) {
-    await cgWrite(dir, 'cgroup.kill', '1')
-    await waitUntilEmpty(dir, { timeoutMs: timeouts.killMs })
-    return
-  }
-  // Old kernels: a process may fork while we kill, so repeat until the kernel says empty.
-  for (let round = 0; ; round++) {
-    for (const pid of subtreePids(dir)) signal(pid)
-    try {
-      await waitUntilEmpty(dir, { timeoutMs: round < 20 ? 500 : timeouts.killMs })
-      return
-    } catch (err) {
-      if (round >= 20) throw err
-    }
-  }
-}
-
-function subtreePids(dir: string): number[] {
-  const pids: number[] = []
-  const walk = (d: string) => {
-    try {
-      pids.push(...parsePids(readFileSync(join(d, 'cgroup.procs'), 'utf8')))
-      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
-    } catch {
-      /* removed meanwhile */
-    }
-  }
-  walk(dir)
-  return pids
-}
-
-function signal(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL')
-  } catch {
-    /* already gone */
-  }
-}
-
-function subtreeDirs(dir: string): string[] {
-  const dirs: string[] = []
-  const walk = (d: string) => {
-    dirs.push(d)
-    try {
-      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name))
-    } catch {
-      /* removed meanwhile */
-    }
-  }
-  walk(dir)
-  return dirs.reverse()
-}
-
-/**
- * Synchronous last-resort teardown for signals and exit, when no event loop is left to wait with:
- * kill, spin on cgroup.events (bounded), remove deepest first.
- */
-export function killAndRemoveSync(dir: string): void {
-  if (!existsSync(dir)) return
-  const populated = () => {
-    try {
-      return parseKeyed(readFileSync(join(dir, 'cgroup.events'), 'utf8')).get('populated') === 1
-    } catch {
-      return false
-    }
-  }
-  const deadline = Date.now() + 3000
-  try {
-    writeFileSync(join(dir, 'cgroup.kill'), '1')
-  } catch {
-    /* older kernel: signal each PID below */
-  }
-  while (populated() && Date.now() < deadline) for (const pid of subtreePids(dir)) signal(pid)
-  for (const d of subtreeDirs(dir)) {
-    try {
-      rmdirSync(d)
-    } catch {
-      /* reported by the caller's next run as stale */
-    }
-  }
-}
-
-/**
- * Removes trees left by runs that died too hard to clean up: only trees named by this harness, owned
- * in our PID namespace by a process that is gone. A live owner's trees (another run, or another
- * worker thread of this one) are left to it.
- */
-export function reapStaleTrees(parent: string, say: (line: string) => void = (l) => process.stderr.write(`oomlab: ${l}\n`)): string[] {
-  const reaped: string[] = []
-  const ourNs = selfOwner().pidns
-  for (const e of readdirSync(parent, { withFileTypes: true })) {
-    const owner = e.isDirectory() ? parseTreeName(e.name) : undefined
-    if (!owner || owner.pidns !== ourNs) continue
-    if (!ownerIsGone(owner)) continue
-    killAndRemoveSync(join(parent, e.name))
-    reaped.push(e.name)
-    say(`removed stale cgroup tree ${join(parent, e.name)} left by an interrupted run`)
-  }
-  reapStaleWorkdirs(ourNs, say)
-  return reaped
-}
-
-const WORKDIR_PREFIX = 'oomlab-work-'
-
-/** The temp dirs of dead runs, by the same rule as their trees. */
-function reapStaleWorkdirs(ourNs: number | undefined, say: (line: string) => void): void {
-  const tmp = tmpdir()
-  for (const f of readdirSync(tmp)) {
-    // tmp names it <prefix>-<pid>-<random>
-    const owner = f.startsWith(WORKDIR_PREFIX) ? parseTreeName(f.slice(WORKDIR_PREFIX.length).replace(/-\d+-\w+$/, '')) : undefined
-    if (!owner || owner.pidns !== ourNs || !ownerIsGone(owner)) continue
-    // Only a real directory of root's: /tmp is everyone's, and a name is easy to fake.
-    const st = lstatSync(join(tmp, f), { throwIfNoEntry: false })
-    if (!st?.isDirectory() || st.uid !== 0) continue
-    rmSync(join(tmp, f), { recursive: true, force: true })
-    say(`removed stale temp dir ${join(tmp, f)} left by an interrupted run`)
-  }
-}
-
-function teardownAllSync(): void {
-  for (const lab of liveLabs) {
-    killAndRemoveSync(lab.root.dir)
-    rmSync(lab.workdirPath, { recursive: true, force: true })
-  }
-  liveLabs.clear()
-}
-
-let handlersInstalled = false
-/** Ctrl-C, SIGTERM and exit tear down whatever labs are open. */
-export function installTeardownHandlers(): void {
-  if (handlersInstalled) return
-  handlersInstalled = true
-  process.on('exit', teardownAllSync)
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
-    process.once(sig, () => {
-      teardownAllSync()
-      process.kill(process.pid, sig)
-    })
-}

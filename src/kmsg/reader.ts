@@ -69,37 +69,99 @@ export function clockOffset(records: readonly KmsgRecord[], m: Marker): { offset
   return { offsetUs: rec.usec - (m.beforeUs + m.afterUs) / 2, uncertaintyUs: (m.afterUs - m.beforeUs) / 2 }
 }
 
-export class KernelLog implements AsyncDisposable {
-  private readonly recs: KmsgRecord[] = []
-  private readonly listeners = new Set<() => void>()
+/**
+ * Follows this machine's /dev/kmsg from a cursor: every later record goes to the listener, in order.
+ * `caughtUp(seq)` resolves once the record `seq` (or a later one) has been given out.
+ */
+export class KmsgFollower implements AsyncDisposable {
   private readonly follower: ResultPromise
   private closing = false
+  private lastSeq: number
+  private readonly waiters = new Set<() => void>()
   /** Why the follower stopped early (/dev/kmsg overran it, cat died): waits fail with this. */
-  private broken: string | undefined
+  broken: string | undefined
 
-  private constructor(readonly cursor: number) {
+  private constructor(
+    readonly cursor: number,
+    onRecords: (records: KmsgRecord[]) => void,
+    onBroken: (why: string) => void,
+  ) {
+    this.lastSeq = cursor
     // --pdeathsig: the reader dies with us even when we are SIGKILLed and cannot stop it.
     this.follower = execa(setprivPath(), ['--pdeathsig', 'KILL', '--', 'cat', KMSG], { stdout: 'pipe', stderr: 'pipe', stdin: 'ignore', buffer: false, reject: false })
     const splitter = new RecordSplitter()
     this.follower.stdout!.setEncoding('utf8')
     this.follower.stdout!.on('data', (chunk: string) => {
-      for (const r of splitter.push(chunk)) if (r.seq > cursor) this.recs.push(r)
-      this.notify()
+      const fresh = splitter.push(chunk).filter((r) => r.seq > cursor)
+      if (fresh.length === 0) return
+      this.lastSeq = fresh.at(-1)!.seq
+      onRecords(fresh)
+      for (const w of [...this.waiters]) w()
     })
     void this.follower.then((r) => {
       if (this.closing) return
       this.broken = `the kernel log reader (cat ${KMSG}) stopped: ${r.exitCode ?? r.signal} ${String(r.stderr ?? '').trim()}`
-      this.notify()
+      onBroken(this.broken)
+      for (const w of [...this.waiters]) w()
     })
+  }
+
+  /** Opens the log with the cursor at its current end. */
+  static open(onRecords: (records: KmsgRecord[]) => void, onBroken: (why: string) => void = () => undefined): KmsgFollower {
+    return new KmsgFollower(currentSeq(), onRecords, onBroken)
+  }
+
+  /** Resolves once every record up to `seq` has been given out; fails after `timeoutMs`. */
+  caughtUp(seq: number, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (this.lastSeq >= seq) finish(resolve)
+        else if (this.broken) finish(() => reject(new Error(this.broken)))
+      }
+      const finish = (fn: () => void) => {
+        clearTimeout(timer)
+        this.waiters.delete(check)
+        fn()
+      }
+      const timer = setTimeout(() => finish(() => reject(new KernelTimeoutError(`the kernel log reader to reach record ${seq}`, `record ${this.lastSeq}`, timeoutMs))), timeoutMs)
+      this.waiters.add(check)
+      check()
+    })
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    this.follower.kill('SIGKILL')
+    await this.follower
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+}
+
+/**
+ * The kernel log as a Lab sees it: the records since its cursor, fed by whoever follows the log
+ * (a KmsgFollower here, or an agent in a guest), with waits on what they say.
+ */
+export class KernelLog {
+  private readonly recs: KmsgRecord[] = []
+  private readonly listeners = new Set<() => void>()
+  /** Why the feed stopped: waits fail with this. */
+  private broken: string | undefined
+
+  push(records: readonly KmsgRecord[]): void {
+    this.recs.push(...records)
+    this.notify()
+  }
+
+  fail(why: string): void {
+    this.broken = why
+    this.notify()
   }
 
   private notify() {
     for (const l of [...this.listeners]) l()
-  }
-
-  /** Opens the log with the cursor at its current end. */
-  static open(): KernelLog {
-    return new KernelLog(currentSeq())
   }
 
   /** Records since the cursor, oldest first. */
@@ -139,15 +201,5 @@ export class KernelLog implements AsyncDisposable {
       this.listeners.add(check)
       check()
     })
-  }
-
-  async close(): Promise<void> {
-    this.closing = true
-    this.follower.kill('SIGKILL')
-    await this.follower
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close()
   }
 }

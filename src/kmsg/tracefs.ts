@@ -28,9 +28,9 @@ export class PopulatedTrace {
     }
   }
 
-  /** The kernel-log timestamp (µs) at which `kernelPath` last turned unpopulated. */
-  emptiedAtUs(kernelPath: string): number | undefined {
-    return lastEmptied(readFileSync(`${TRACEFS}/trace`, 'utf8'), kernelPath)
+  /** The trace so far (see lastEmptied). */
+  text(): string {
+    return readFileSync(`${TRACEFS}/trace`, 'utf8')
   }
 
   stop(): void {

@@ -1,6 +1,10 @@
-/** The evidence file of one scenario, as the Lab writes it (src/experiment/lab.ts). */
+/**
+ * The evidence file of one scenario: one schema for the Lab that writes it (src/experiment/evidence.ts),
+ * the report writers that read it, and the script that turns runs into test fixtures.
+ */
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { KmsgRecord } from '../kmsg/record.js'
 
 export interface ProcessEvidence {
   role: string
@@ -9,25 +13,56 @@ export interface ProcessEvidence {
   comm: string
   uid?: number
   oomScoreAdj?: number
+  /** "killed" only with the kernel's word for it; a death without a record is just "died". */
   fate: 'survived' | 'killed' | 'died'
   liveness: string
   inCgroupAfter: boolean
   kernelRecord: string | null
 }
 
+export interface CgroupEvidence {
+  name: string
+  kernelPath: string
+  settings: Record<string, string>
+  memoryEventsBefore?: Record<string, number>
+  memoryEventsAfter?: Record<string, number>
+  /** As the kernel printed them. */
+  memoryEventsText?: { before?: string; after?: string }
+}
+
+export interface OomEventEvidence {
+  oomMemcg?: string
+  taskMemcg?: string
+  victim?: { pid: number; comm: string }
+  groupKill: string | null
+  killed: { pid: number; comm: string; uid?: number; oomScoreAdj?: number }[]
+}
+
 export interface Evidence {
   scenario: string
+  /** The spec file's name without .spec.ts, set when read back. */
   file?: string
   kernel: { release: string; version: string }
+  /** Where it ran: "local" or "guest". */
+  machine?: string
+  startedAt?: string
+  durationMs: number
   verdict: { state: string; errors?: string[] }
   root: string
   capabilities: Record<string, boolean>
-  tree: { name: string; kernelPath: string; settings: Record<string, string>; memoryEventsBefore?: Record<string, number>; memoryEventsAfter?: Record<string, number> }[]
+  tree: CgroupEvidence[]
   processes: ProcessEvidence[]
-  oomEvents: { oomMemcg?: string; taskMemcg?: string; groupKill: string | null; killed: { pid: number; comm: string }[] }[]
+  oomEvents: OomEventEvidence[]
+  /** The OOM killer's lines, as dmesg prints them. */
   kernelLog: string[]
+  /** Every record since the cursor, as /dev/kmsg gave it: the raw material behind the verdict. */
+  kernelRecords?: KmsgRecord[]
+  kernelRecordsDropped?: number
+  /** What the article's shell printed: stress-ng's -v output. */
+  shellOutput?: string
   notes: string[]
-  durationMs: number
+  timeline?: { step: string; ms: number }[]
+  killDetection?: { lastKillRecordUs: number; emptySeenUs: number; latencyMs: number; clockUncertaintyUs: number; kernelMs?: number; harnessMs?: number } | null
 }
 
 export async function readEvidenceDir(dir: string): Promise<Evidence[]> {

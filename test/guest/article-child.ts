@@ -3,11 +3,12 @@
  * it says where it is ("tree", "phase ..."), so a test can interrupt it at a chosen moment, and ends
  * with what it saw ("result {...}"), so two running at once can be compared.
  */
-import { Lab, installTeardownHandlers } from '../../src/experiment/lab.js'
+import { Lab } from '../../src/experiment/lab.js'
+import { LocalOs } from '../../src/os/local.js'
 
 const say = (what: string) => process.stdout.write(`${what}\n`)
-installTeardownHandlers()
-const lab = await Lab.open('article scenario 2, interruptible')
+const os = new LocalOs()
+const lab = await Lab.open('article scenario 2, interruptible', { os })
 say(`tree ${lab.root.dir}`)
 try {
   say('phase setup')
@@ -17,13 +18,14 @@ try {
   await lab.nohupSleep(test011)
   say('phase pushing')
   await shell.runStressNg()
+  await lab.waitForGroupKill(test011)
   await test011.waitUntilEmpty()
-  await lab.waitForOomEvent((e) => e.groupKill !== undefined, 'the group kill')
   await lab.waitForKillRecords()
   const events = lab.oomEvents().map((e) => ({ oomMemcg: e.oomMemcg, groupKill: e.groupKill, killed: e.killed.map((k) => k.pid) }))
   say(`result ${JSON.stringify({ root: lab.root.kernelPath, members: lab.members.map((m) => m.pid), events })}`)
 } finally {
   say('phase teardown')
   await lab.dispose()
+  await os.dispose()
 }
 say('done')

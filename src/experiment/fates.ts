@@ -1,0 +1,108 @@
+/**
+ * Who is who, and what became of them: a process's role in the article's procedure, the OOM
+ * killer's events that concern a tree, and each member's fate with the kernel's record behind it.
+ * Pure functions of what the Lab saw: no machine is touched here.
+ */
+import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
+import { formatRecord, type KmsgRecord } from '../kmsg/record.js'
+import type { ProcIdentity, ProcInfo } from '../os/os.js'
+
+export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
+
+export type Liveness = 'alive' | 'zombie' | 'gone'
+
+export interface Member extends ProcIdentity {
+  role: Role
+  /** The article's name of its cgroup, e.g. "test01/test011". */
+  cgroup: string
+  comm: string
+  uid?: number
+  oomScoreAdj?: number
+}
+
+export interface Fate {
+  member: Member
+  liveness: Liveness
+  alive: boolean
+  /** Still listed in its cgroup's cgroup.procs. */
+  inCgroup: boolean
+  /** The kernel's "Killed process" record for this PID, formatted as dmesg prints it. */
+  killRecord?: string
+}
+
+/**
+ * The role of a process found in the tree. stress-ng's own processes are told apart by their
+ * parents (the shell starts stress-ng, stress-ng the vm stressor, the stressor its workers); any
+ * other process, whatever its name, is "other" and shown as such.
+ */
+export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { stressorPid: number | undefined; shellPids: readonly number[] }): Role {
+  if (!p.comm.startsWith('stress-ng')) return 'other'
+  if (p.pid === known.stressorPid) return 'stress-ng vm stressor'
+  if (known.stressorPid !== undefined && p.ppid === known.stressorPid) return 'stress-ng vm worker'
+  if (known.shellPids.includes(p.ppid)) return 'stress-ng'
+  return 'other'
+}
+
+/** alive; zombie (exited, not yet reaped: dead); gone (no /proc entry, or the PID now names another process). */
+export function livenessOf(id: ProcIdentity, now: ProcInfo | null | undefined): Liveness {
+  if (id.startTime < 0 || !now || now.startTime !== id.startTime) return 'gone'
+  return now.state === 'Z' || now.state === 'X' ? 'zombie' : 'alive'
+}
+
+/** Updates a live member from what /proc says now (its program, uid and oom_score_adj change across setpriv's exec). */
+export function refreshMember(m: Member, now: ProcInfo | null | undefined): void {
+  if (livenessOf(m, now) !== 'alive' || !now) return
+  m.comm = now.comm
+  if (now.uid !== undefined) m.uid = now.uid
+  if (now.oomScoreAdj !== undefined) m.oomScoreAdj = now.oomScoreAdj
+}
+
+/**
+ * The OOM killer's runs that concern a tree, matched by cgroup path or, where the kernel's rate limit
+ * swallowed the header, by the PIDs the lab started; never by timing. Paths are rewritten to the
+ * tree's own view: the kernel prints them from the hierarchy's root, and inside a private cgroup
+ * namespace the mount shows less of it; the tree's name is unique, so a path through it is ours.
+ */
+export function oomEventsOf(records: readonly KmsgRecord[], tree: { name: string; kernelPath: string }, members: readonly Member[]): OomEvent[] {
+  const own = (p: string | undefined) => {
+    const i = p?.indexOf(`/${tree.name}`) ?? -1
+    if (p === undefined || i < 0) return p
+    const rest = p.slice(i + tree.name.length + 1)
+    return rest === '' || rest.startsWith('/') ? tree.kernelPath + rest : p
+  }
+  const root = tree.kernelPath
+  return groupOomEvents(records)
+    .map((e) => ({ ...e, oomMemcg: own(e.oomMemcg), taskMemcg: own(e.taskMemcg), groupKill: own(e.groupKill) }))
+    .filter(
+      (e) =>
+        isWithin(e.oomMemcg, root) ||
+        isWithin(e.taskMemcg, root) ||
+        isWithin(e.groupKill, root) ||
+        (e.oomMemcg === undefined && e.killed.some((k) => members.some((m) => m.pid === k.pid && m.startTime >= 0))),
+    )
+}
+
+/** The kernel's "Killed process" record for a PID, as dmesg prints it. */
+export function killRecordOf(events: readonly OomEvent[], pid: number): string | undefined {
+  for (const e of events) {
+    const k = e.killed.find((r) => r.pid === pid)
+    if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
+  }
+  return undefined
+}
+
+/**
+ * Processes known only from the kernel's records (workers restarted after a kill and killed again):
+ * only a victim's cgroup is printed (task_memcg); a group member's is not, so it stays unknown.
+ */
+export function membersFromRecords(events: readonly OomEvent[], known: readonly Member[], cgroupOf: (kernelPath: string | undefined) => string | undefined, stressorPid: number | undefined): Member[] {
+  const found: Member[] = []
+  for (const e of events)
+    for (const k of e.killed) {
+      if (known.some((m) => m.pid === k.pid) || found.some((m) => m.pid === k.pid)) continue
+      const cg = k.pid === e.victim?.pid ? cgroupOf(e.taskMemcg) : undefined
+      const role: Role = k.pid === stressorPid ? 'stress-ng vm stressor' : k.comm === 'stress-ng' ? 'stress-ng' : k.comm === 'stress-ng-vm' ? 'stress-ng vm worker' : 'other'
+      found.push({ pid: k.pid, startTime: -1, role, cgroup: cg ?? '(unknown)', comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })
+    }
+  return found
+}

@@ -1,0 +1,201 @@
+/**
+ * The seam between the Lab and the machine it acts on. Everything the experiments need from an OS
+ * goes through here: cgroupfs reads and writes, mkdir and rmdir, /proc, starting a program inside a
+ * cgroup as a uid/gid, signals, process exits, waits on kernfs events, and the kernel log.
+ *
+ * Two implementations: LocalOs acts on the machine this process runs on (native runs, and the agent
+ * inside a guest); RemoteOs forwards each call to that agent over the guest's serial port. Every
+ * argument and result is plain JSON, and each call is one round trip: a Lab step batches its file
+ * operations into one `run`, and waits happen on the machine, their outcome pushed back once.
+ */
+import type { KmsgRecord } from '../kmsg/record.js'
+import type { Marker } from '../kmsg/reader.js'
+
+export type { Marker }
+
+export interface Cgroup2Mount {
+  mountPoint: string
+  /** The mounted directory's path inside the hierarchy ("/" unless in a cgroup namespace). */
+  root: string
+  /** Super options, e.g. "rw,nsdelegate,memory_localevents". */
+  options: string
+}
+
+/** What a machine is: read once per Lab. */
+export interface OsFacts {
+  release: string
+  /** /proc/version */
+  version: string
+  cmdline: string
+  uid: number
+  cgroup2?: Cgroup2Mount
+  /** An oomlab guest, whose kernel log is ours to write markers into (never a host's). */
+  guest: boolean
+  /** Active swap devices (/proc/swaps). */
+  swapDevices: number
+  /** The machine's CLOCK_MONOTONIC (µs) when it answered: relates its clock to the caller's. */
+  monotonicUs: number
+}
+
+/** One file-system operation of a batch. */
+export type Op =
+  | { op: 'read'; path: string }
+  | { op: 'write'; path: string; data: string }
+  | { op: 'exists'; path: string }
+  | { op: 'mkdir'; path: string }
+  /** ENOENT is success: the directory is gone either way. */
+  | { op: 'rmdir'; path: string }
+  /** What /proc says of a process; null when it is gone. */
+  | { op: 'proc'; pid: number }
+  /** What /proc says of each process in a cgroup's cgroup.procs (those still there when read). */
+  | { op: 'procs'; path: string }
+
+export interface ProcInfo {
+  pid: number
+  comm: string
+  state: string
+  ppid: number
+  startTime: number
+  uid?: number
+  oomScoreAdj?: number
+}
+
+export type OpValue = string | boolean | ProcInfo | ProcInfo[] | null | undefined
+export type OpResult = { ok: true; value?: OpValue } | { ok: false; error: string; code?: string }
+
+export interface Credentials {
+  uid: number
+  gid: number
+}
+
+export interface SpawnSpec {
+  argv: string[]
+  /** Absolute directory of the cgroup the process joins before its program runs. */
+  cgroup: string
+  user: Credentials
+  cwd: string
+  /** A pipe to type into (the article's shell); otherwise /dev/null. */
+  stdin: 'pipe' | 'ignore'
+  timeoutMs: number
+}
+
+export interface Spawned {
+  /** The machine's handle for the process (its PID as a string). */
+  id: string
+  pid: number
+  startTime: number
+}
+
+export interface ProcIdentity {
+  pid: number
+  startTime: number
+}
+
+/** A tree opened for one experiment: a unique cgroup with memory delegated, and a working folder. */
+export interface Tree {
+  name: string
+  /** Absolute directory on cgroupfs. */
+  dir: string
+  /** The path the kernel prints in its log, from the hierarchy's root. */
+  kernelPath: string
+  /** A folder owned by the workload user, for its working directory. */
+  cwd: string
+  /** Stale trees and temp dirs of dead runs that were removed on the way, one line each. */
+  reaped: string[]
+}
+
+export interface TreeOptions {
+  /** Where the tree goes (default: the cgroup2 mount). */
+  parent?: string
+  user: Credentials
+}
+
+/** A keyed file (memory.events, cgroup.events) whose key must reach a value. */
+export interface KeyedCondition {
+  path: string
+  key: string
+  cmp: 'eq' | 'ge'
+  value: number
+  /** Names what is awaited, for the timeout's message. */
+  expected: string
+}
+
+export interface Os extends AsyncDisposable {
+  /** "local" or "guest <release>": for messages. */
+  readonly name: string
+  facts(): Promise<OsFacts>
+  /** Runs every operation, in order, in one round trip; each has its own result. */
+  run(ops: readonly Op[]): Promise<OpResult[]>
+
+  /** Removes dead runs' leftovers under `parent`, then creates a tree named after this machine's caller. */
+  openTree(o: TreeOptions): Promise<Tree>
+  /** Kills everything in the tree, waits until it is empty, removes it deepest first and its folder. */
+  closeTree(tree: Tree): Promise<void>
+
+  /** Starts `argv` inside its cgroup as the user; resolves once the process has joined. */
+  spawn(spec: SpawnSpec): Promise<Spawned>
+  /** Types a line into a spawned process's stdin. */
+  type(id: string, line: string): Promise<void>
+  /** A mark in a spawned process's output: waitOutput looks only after it. */
+  outputMark(id: string): Promise<number>
+  /** The groups of the first match of `pattern` (a RegExp source) after `since`. */
+  waitOutput(id: string, pattern: string, since: number, expected: string, timeoutMs: number): Promise<string[]>
+  output(id: string): Promise<string>
+  /** Resolves when each process has exited (zombie or gone); fails naming those still running. */
+  waitExit(procs: readonly (ProcIdentity & { label: string })[], timeoutMs: number): Promise<void>
+  /** Writes -1000 (or `adj`) to /proc/PID/oom_score_adj. */
+  setOomScoreAdj(pid: number, adj: number): Promise<void>
+
+  /** Waits for a keyed file's condition; resolves with its values and the machine's clock (µs) when seen. */
+  waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }>
+
+  /**
+   * Follows the kernel log from now on: every later record goes to `onRecords`, in order; `onBroken`
+   * says why the records stopped coming. Returns the cursor. One follower per machine.
+   */
+  followKernelLog(onRecords: (records: KmsgRecord[]) => void, onBroken?: (why: string) => void): Promise<number>
+  /**
+   * The newest sequence number in the kernel log now; resolves only once every record up to it has
+   * been given to the follower: after it, the follower's view has caught up with this moment.
+   */
+  kernelLogBarrier(): Promise<number>
+  /** Writes a record into the machine's kernel log (guests only). */
+  kernelLogMark(text: string): Promise<Marker>
+
+  /** Starts the kernel's cgroup_notify_populated tracepoint (guests, bench only); false where missing. */
+  tracePopulated(on: boolean): Promise<boolean>
+  /** The trace's text (see kmsg/tracefs.ts). */
+  readTrace(): Promise<string>
+
+  dispose(): Promise<void>
+}
+
+/** The value of a successful result, or an Error that names the operation. */
+export function valueOf(op: Op, r: OpResult | undefined): OpValue {
+  if (!r) throw new Error(`${op.op} ${'path' in op ? op.path : op.pid}: no answer`)
+  if (!r.ok) throw new OsError(op, r.error, r.code)
+  return r.value
+}
+
+/** A failed operation on the machine: what it was, on which file, and the machine's reason. */
+export class OsError extends Error {
+  override readonly name = 'OsError'
+  constructor(
+    readonly op: Op,
+    reason: string,
+    readonly code?: string,
+  ) {
+    super(`${describeOp(op)}: ${reason}`)
+  }
+}
+
+export function describeOp(op: Op): string {
+  switch (op.op) {
+    case 'write':
+      return `write "${op.data}" to ${op.path}`
+    case 'proc':
+      return `read /proc/${op.pid}`
+    default:
+      return `${op.op} ${op.path}`
+  }
+}
