@@ -1,8 +1,40 @@
 import { defineConfig } from 'vitest/config'
+import { availableParallelism } from 'node:os'
 import { timeouts } from './src/experiment/timeouts.js'
+import { nativeCandidate } from './src/host/preflight.js'
+import { reportDir, evidenceDirOf } from './src/report/paths.js'
+
+/** Experiments at once: each acts on a guest of its own, one per core (OOMLAB_JOBS to change). */
+const jobs = Number(process.env.OOMLAB_JOBS) || availableParallelism()
+/** A kernel matrix (`oomlab matrix`): one project of experiments per kernel, in one run. */
+const kernels = (process.env.OOMLAB_KERNELS ?? '').split(',').filter(Boolean)
+const report = reportDir()
+
+const experiments = (kernel?: string) => ({
+  test: {
+    name: kernel === undefined ? 'experiments' : `experiments@${kernel}`,
+    include: ['experiments/**/*.spec.ts'],
+    // Where they run (this host, or a guest restored per experiment) is decided once per project, here.
+    globalSetup: ['src/experiment/global-setup.ts'],
+    env: {
+      OOMLAB_EVIDENCE_DIR: kernel === undefined && process.env.OOMLAB_EVIDENCE_DIR ? process.env.OOMLAB_EVIDENCE_DIR : evidenceDirOf(report, kernel),
+      ...(kernel !== undefined && { OOMLAB_KERNEL_NAME: kernel, ...(kernel.includes('/') ? { OOMLAB_KERNEL_IMAGE: kernel } : { OOMLAB_KERNEL: kernel }) }),
+    },
+    // Each experiment in a guest of its own: its own kernel, memory and kernel log. Natively they
+    // share one kernel, so one at a time (the OOM killer's header lines are rate-limited machine-wide).
+    fileParallelism: !nativeCandidate(),
+    maxWorkers: jobs,
+    pool: 'forks' as const,
+    isolate: false,
+    // The specs' own waits fail first, with what they expected and saw.
+    testTimeout: timeouts.testMs,
+    hookTimeout: timeouts.testMs,
+  },
+})
 
 export default defineConfig({
   test: {
+    reporters: ['default', './src/report/reporter.ts'],
     projects: [
       {
         test: {
@@ -10,18 +42,7 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
         },
       },
-      {
-        test: {
-          name: 'experiments',
-          include: ['experiments/**/*.spec.ts'],
-          // One kernel, one OOM at a time: the experiments share the machine's memory and kernel log.
-          fileParallelism: false,
-          isolate: false,
-          // The specs' own waits fail first, with what they expected and saw.
-          testTimeout: timeouts.testMs,
-          hookTimeout: timeouts.testMs,
-        },
-      },
+      ...(kernels.length > 0 ? kernels.map(experiments) : [experiments()]),
     ],
   },
 })

@@ -3,7 +3,7 @@
  * Each must end with one line on stderr and exit code 2, before anything is created: no cache,
  * no temp dir, no report, no cgroup.
  */
-import { describe, it, expect, beforeAll, afterAll } from 'vitest'
+import { describe, it, beforeAll, afterAll } from 'vitest'
 import { execa } from 'execa'
 import { mkdtempSync, mkdirSync, readdirSync, rmSync, existsSync } from 'node:fs'
 import { join } from 'node:path'

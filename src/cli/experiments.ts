@@ -7,7 +7,9 @@ import { mkdir, rm, writeFile, readFile } from 'node:fs/promises'
 import { join, resolve, dirname } from 'node:path'
 import { execa } from 'execa'
 import { preflight, formatCheck } from '../host/preflight.js'
-import { runInVm, vmRunFailure } from '../vm/runner.js'
+import { prepareLabGuest, type PreparedGuest } from '../vm/lab-guest.js'
+import { file as tmpFile } from 'tmp-promise'
+import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { formatSummary } from '../report/summary.js'
 import { writeReport } from '../report/write.js'
@@ -44,16 +46,17 @@ export function reportDirOf(args: RunArgs): string {
  * command inside another (the delegated scope of a native run on a systemd host).
  */
 export async function runVitest(
-  project: 'unit' | 'experiments',
+  project: 'unit' | 'experiments' | 'experiments@*',
   filters: string[],
   env: Record<string, string>,
   signal: AbortSignal,
   wrap: (command: string[]) => string[] = (c) => c,
-): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean }> {
+  timeoutMs?: number,
+): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
   const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
   await mkdir(dirname(jsonFile), { recursive: true })
   const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
-  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--outputFile.json=${jsonFile}`, ...filters])
+  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--reporter=${join(projectRoot, 'src/report/reporter.ts')}`, `--outputFile.json=${jsonFile}`, ...filters])
   const r = await execa(file!, args, {
     cwd: projectRoot,
     stdio: 'inherit',
@@ -61,15 +64,23 @@ export async function runVitest(
     env,
     cancelSignal: signal,
     forceKillAfterDelay: 5000,
+    ...(timeoutMs !== undefined && { timeout: timeoutMs }),
   })
   try {
     const j = JSON.parse(await readFile(jsonFile, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
-    return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1, reported: true }
+    return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1, reported: true, timedOut: r.timedOut }
   } catch {
-    return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1, reported: false }
+    return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1, reported: false, timedOut: r.timedOut }
   } finally {
     await rm(jsonFile, { force: true })
   }
+}
+
+/** The prepared guests, for vitest's global setup, in a temp file that goes with the run. */
+export async function preparedFile(guests: Record<string, PreparedGuest>): Promise<{ path: string } & AsyncDisposable> {
+  const f = await tmpFile({ prefix: 'oomlab-prepared-', postfix: '.json' })
+  await writeFile(f.path, JSON.stringify(guests))
+  return { path: f.path, [Symbol.asyncDispose]: () => f.cleanup() }
 }
 
 /** Native or VM? Native only when every preflight check passes and no VM was asked for. */
@@ -87,8 +98,8 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
   const evidenceDir = join(reportDir, 'evidence')
   // Where it can run is decided first: a user who cannot run it is told why, not that the report is not theirs.
   const native = await canRunNatively(args)
-  await rm(evidenceDir, { recursive: true, force: true })
-  await mkdir(evidenceDir, { recursive: true })
+  // The report is the reporter's (src/report/reporter.ts): it clears the last run's and writes this one's.
+  const reporting = { OOMLAB_REPORT_DIR: reportDir, OOMLAB_EVIDENCE_DIR: evidenceDir }
 
   let outcome: Omit<ExperimentsOutcome, 'summary' | 'reportDir'>
   if (native) {
@@ -96,7 +107,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     // On a systemd host the run gets a scope of its own, unless the user named a cgroup.
     const unit = args.cgroupRoot === undefined && isSystemdHost() ? scopeUnit(selfOwner()) : undefined
     log(`running the experiments natively on kernel ${release}${unit ? `, in a delegated scope (systemd-run --scope -p Delegate=yes --unit=${unit})` : ` under ${args.cgroupRoot ?? 'the cgroup2 mount'}`}`)
-    const env = { ...process.env, OOMLAB_EVIDENCE_DIR: evidenceDir, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
+    const env = { ...process.env, OOMLAB_MACHINE: 'local', ...reporting, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
     const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, join(projectRoot, 'bin', 'oomlab.mjs'), '__in-scope', '--', ...command]) : undefined
     const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap)
     if (unit && !r.reported && !signal.aborted)
@@ -111,63 +122,54 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
       ...(signal.aborted ? { failure: 'interrupted' } : r.exitCode !== 0 && r.failed === 0 ? { failure: `vitest exited with ${r.exitCode}` } : {}),
     }
   } else {
-    const vm = await runInVm({
-      ...(args.kernel !== undefined && { kernel: args.kernel }),
-      ...(args.kernelImage !== undefined && { kernelImage: args.kernelImage }),
-      accel: args.accel,
-      ...(args.memoryMiB !== undefined && { memoryMiB: args.memoryMiB }),
-      ...(args.cpus !== undefined && { cpus: args.cpus }),
-      append: args.append,
-      ...(args.bootTimeoutMs !== undefined && { bootTimeoutMs: args.bootTimeoutMs }),
-      ...(args.runTimeoutMs !== undefined && { runTimeoutMs: args.runTimeoutMs }),
-      filters: args.filters,
-      // The guest's own user and cgroup root are fixed; only the deadlines' scale carries over.
-      env: process.env.OOMLAB_TIMEOUT_SCALE ? { OOMLAB_TIMEOUT_SCALE: process.env.OOMLAB_TIMEOUT_SCALE } : {},
-      refresh: args.refresh,
-      log,
-      onConsole: (line) => process.stdout.write(`${line}\n`),
-      signal,
-    })
-    for (const [name, content] of vm.files) {
-      const dest = join(reportDir, name)
-      if (!dest.startsWith(`${reportDir}/`)) continue // a guest names only files inside the report
-      await mkdir(dirname(dest), { recursive: true })
-      await writeFile(dest, content)
-    }
-    const t = vm.timings
-    log(
-      `timings: kernel ${(t.kernelMs / 1000).toFixed(1)} s, initramfs ${(t.initramfsMs / 1000).toFixed(1)} s (${vm.initramfs.reused ? 'reused' : 'built'}), ` +
-        `boot ${t.bootMs !== undefined ? `${(t.bootMs / 1000).toFixed(1)} s` : '-'}, guest run ${t.guestRunMs !== undefined ? `${(t.guestRunMs / 1000).toFixed(1)} s` : '-'}, total ${(t.totalMs / 1000).toFixed(1)} s`,
+    // vitest runs here; each experiment gets a guest restored from a snapshot of a booted one.
+    const t0 = performance.now()
+    const guest = await prepareLabGuest(
+      {
+        ...(args.kernel !== undefined && { kernel: args.kernel }),
+        ...(args.kernelImage !== undefined && { kernelImage: args.kernelImage }),
+        accel: args.accel,
+        ...(args.memoryMiB !== undefined && { memoryMiB: args.memoryMiB }),
+        ...(args.cpus !== undefined && { cpus: args.cpus }),
+        append: args.append,
+        refresh: args.refresh,
+      },
+      { log, signal },
     )
-    const failure = vmRunFailure(vm)
-    if (vm.guestError) process.stderr.write(`oomlab: the guest agent reported:\n${vm.guestError}\n`)
-    if (vm.run.incident) {
-      await writeFile(join(reportDir, 'guest-kernel-incident.txt'), `${vm.run.incident.join('\n')}\n`)
-      log(`the guest kernel reported a BUG or panicked: its console from there on is in ${join(reportDir, 'guest-kernel-incident.txt')}`)
-    }
-    if (vm.run.failure) {
-      process.stderr.write(`oomlab: last console lines of the guest:\n${vm.run.consoleTail.map((l) => `  | ${l}`).join('\n')}\n`)
-    }
+    const t1 = performance.now()
+    await using prepared = await preparedFile({ default: guest })
+    const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
+    const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)
+    log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
     outcome = {
       where: 'vm',
-      ran: vm.result !== undefined,
-      kernelRelease: vm.hello?.release ?? vm.kernel.release,
-      passed: vm.result?.passed ?? 0,
-      failed: vm.result?.failed ?? 0,
-      unsupported: vm.result?.skipped ?? 0,
-      ...(failure !== undefined && { failure }),
+      ran: r.passed + r.failed > 0,
+      kernelRelease: guest.kernel.release,
+      passed: r.passed,
+      failed: r.failed,
+      unsupported: r.skipped,
+      ...(signal.aborted
+        ? { failure: 'interrupted' }
+        : r.timedOut
+          ? { failure: `the experiments did not finish within ${(args.runTimeoutMs ?? 0) / 1000} s (--timeout)` }
+          : r.exitCode !== 0 && r.failed === 0
+            ? { failure: `vitest exited with ${r.exitCode}${r.reported ? '' : ' before reporting (its message is above)'}` }
+            : r.passed + r.failed + r.skipped === 0
+              ? { failure: 'no experiment ran (check the spec filter)' }
+              : {}),
     }
   }
-  // The same report as the matrix's, for one kernel (also after a failed run).
   const evidence = await readEvidenceDir(evidenceDir)
-  await writeReport(reportDir, [
-    {
-      name: args.kernelImage ?? args.kernel ?? (outcome.where === 'vm' ? DEFAULT_KERNEL : 'host'),
-      ...(outcome.kernelRelease !== undefined && { release: outcome.kernelRelease }),
-      where: outcome.where,
-      ...(outcome.failure !== undefined && { failure: outcome.failure }),
-      evidence,
-    },
-  ])
+  // A run that failed as a whole (vitest died, interrupted) says so in the report too.
+  if (outcome.failure !== undefined)
+    await writeReport(reportDir, [
+      {
+        name: args.kernelImage ?? args.kernel ?? (outcome.where === 'vm' ? DEFAULT_KERNEL : 'host'),
+        ...(outcome.kernelRelease !== undefined && { release: outcome.kernelRelease }),
+        where: outcome.where,
+        failure: outcome.failure,
+        evidence,
+      },
+    ])
   return { ...outcome, reportDir, summary: formatSummary(evidence) }
 }

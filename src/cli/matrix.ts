@@ -4,17 +4,17 @@
  */
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
-import { mkdir, writeFile, rm } from 'node:fs/promises'
-import { join, resolve, dirname } from 'node:path'
-import { runInVm, vmRunFailure } from '../vm/runner.js'
+import { join, resolve } from 'node:path'
+import { prepareLabGuest, type PreparedGuest } from '../vm/lab-guest.js'
+import { PREPARED_ENV } from '../experiment/global-setup.js'
+import { evidenceDirOf } from '../report/paths.js'
 import { parseKernelSpec, kernelFromImage } from '../vm/kernels.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { writeReport, formatTable } from '../report/write.js'
 import { cellOf, scenarioIds, type KernelRun } from '../report/matrix.js'
-import { projectRoot, cacheDir } from '../util/paths.js'
-import { guestTree, buildInitramfs } from '../vm/initramfs.js'
+import { projectRoot } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
-import { log } from './experiments.js'
+import { log, runVitest, preparedFile } from './experiments.js'
 
 /** 0 all passed; 1 something failed; 3 nothing failed but some scenario is unsupported on some kernel; 130 interrupted. */
 export function exitCodeOf(o: { failed: number; unsupported: number; interrupted: boolean }): number {
@@ -81,64 +81,55 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   for (const f of v.spec ?? []) if (!/^[\w.-]+$/.test(f)) throw new UserError(`--spec ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
   for (const image of images) await kernelFromImage(image)
   const reportDir = resolve(v.report ?? join(projectRoot, 'reports', 'matrix'))
-  await rm(join(reportDir, 'evidence'), { recursive: true, force: true })
-
-  const targets: { name: string; image?: string }[] = [...names.map((name) => ({ name })), ...images.map((image) => ({ name: image, image }))]
-  log(`matrix: ${targets.map((t) => t.name).join(', ')}; ${jobs} VM(s) at a time; report in ${reportDir}`)
+  const targets: { name: string; image?: string }[] = [...names.map((name) => ({ name })), ...images.map((image) => ({ name: resolve(image), image: resolve(image) }))]
+  log(`matrix: ${targets.map((t) => t.name).join(', ')}; ${jobs} guest(s) at a time; report in ${reportDir}`)
   const t0 = performance.now()
-  // One image for every kernel: the same harness everywhere, built once.
-  const initramfs = await buildInitramfs(cacheDir(), await guestTree())
-  log(`initramfs: ${initramfs.reused ? 'reused' : initramfs.rebuiltBecause ? `rebuilt (the cached one failed its check: ${initramfs.rebuiltBecause})` : 'built'} ${(initramfs.bytes / 1e6).toFixed(0)} MB in ${(initramfs.ms / 1000).toFixed(1)} s`)
-  const runs = await bounded(targets, jobs, async (t): Promise<KernelRun> => {
-    const tag = `[${t.name}]`
-    const evidenceDir = join(reportDir, 'evidence', t.name.replace(/[^\w.+-]/g, '_'))
+  // Each kernel's guest prepared (fetched, snapshotted) first, `jobs` at a time; then one vitest run
+  // over kernels x specs, each cell a guest restored from its kernel's snapshot.
+  const failures = new Map<string, string>()
+  const prepared: Record<string, PreparedGuest> = {}
+  await bounded(targets, jobs, async (t) => {
     try {
-      let testing = false
-      const vm = await runInVm({
-        ...(t.image ? { kernelImage: t.image } : { kernel: t.name }),
-        accel,
-        initramfs,
-        ...(memoryMiB && { memoryMiB }),
-        ...(cpus && { cpus }),
-        filters: v.spec ?? [],
-        log: (line) => log(`${tag} ${line}`),
-        // The guests' consoles would interleave: progress is said in one line per step instead.
-        onConsole: (line) => {
-          if (!testing && /RUN\s+v\d/.test(line.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, ''))) {
-            testing = true
-            log(`${tag} testing`)
-          }
-        },
-        signal,
-      })
-      for (const [name, content] of vm.files) {
-        const dest = join(evidenceDir, name.replace(/^evidence\//, ''))
-        if (!dest.startsWith(`${evidenceDir}/`)) continue
-        await mkdir(dirname(dest), { recursive: true })
-        await writeFile(dest, content)
-      }
-      const failure = vmRunFailure(vm)
-      if (failure) log(`${tag} FAILED: ${failure}${vm.run.consoleTail.length ? `; last console line: ${vm.run.consoleTail.at(-1)}` : ''}`)
-      log(`${tag} done in ${(vm.timings.totalMs / 1000).toFixed(1)} s: ${vm.result?.passed ?? 0} passed, ${vm.result?.failed ?? 0} failed, ${vm.result?.skipped ?? 0} unsupported`)
-      return {
-        name: t.name,
-        release: vm.hello?.release ?? vm.kernel.release,
-        where: 'vm',
-        ...(failure && { failure }),
-        evidence: await readEvidenceDir(evidenceDir),
-        timings: { ...vm.timings },
-      }
+      prepared[t.name] = await prepareLabGuest(
+        { ...(t.image ? { kernelImage: t.image } : { kernel: t.name }), accel, ...(memoryMiB && { memoryMiB }), ...(cpus && { cpus }) },
+        { log: (line) => log(`[${t.name}] ${line}`), signal },
+      )
     } catch (err) {
-      log(`${tag} FAILED: ${errorMessage(err)}`)
-      return { name: t.name, where: 'vm', failure: errorMessage(err), evidence: [] }
+      if (signal.aborted) throw err
+      log(`[${t.name}] FAILED: ${errorMessage(err)}`)
+      failures.set(t.name, errorMessage(err))
     }
   })
-  await writeReport(reportDir, runs)
+  const ready = targets.filter((t) => prepared[t.name])
+  let r = { passed: 0, failed: 0, skipped: 0, exitCode: 0, reported: true, timedOut: false }
+  if (ready.length > 0) {
+    await using file = await preparedFile(prepared)
+    const env = {
+      ...process.env,
+      OOMLAB_KERNELS: ready.map((t) => t.name).join(','),
+      OOMLAB_REPORT_DIR: reportDir,
+      OOMLAB_JOBS: String(jobs),
+      [PREPARED_ENV]: file.path,
+    } as Record<string, string>
+    r = await runVitest('experiments@*', v.spec ?? [], env, signal)
+  }
+  // Kernels that could not be prepared get their column too, with the reason.
+  const runs: KernelRun[] = targets.map((t) => ({ name: t.name, where: 'vm', ...(failures.has(t.name) && { failure: failures.get(t.name)! }), evidence: [] }))
+  for (const run of runs) {
+    if (run.failure) continue
+    run.evidence = await readEvidenceDir(evidenceDirOf(reportDir, run.name))
+    const release = run.evidence.find((e) => e.kernel.release)?.kernel.release ?? prepared[run.name]?.kernel.release
+    if (release) run.release = release
+  }
+  if (failures.size > 0 || (r.exitCode !== 0 && r.failed === 0)) {
+    if (r.exitCode !== 0 && r.failed === 0 && !signal.aborted) for (const run of runs) run.failure ??= `vitest exited with ${r.exitCode}`
+    await writeReport(reportDir, runs)
+  }
   console.log(`\n${formatTable(runs)}\n`)
   console.log(`oomlab: matrix of ${runs.length} kernel(s) in ${((performance.now() - t0) / 1000).toFixed(1)} s; report in ${reportDir} (summary.txt, report.md, report.json, junit.xml, figures/)`)
   const ids = scenarioIds(runs)
-  const statuses = runs.flatMap((r) => (ids.length ? ids.map((id) => cellOf(r, id).status) : ['fail']))
-  const failed = statuses.filter((s) => s === 'fail').length + runs.filter((r) => r.failure && r.evidence.length > 0).length
+  const statuses = runs.flatMap((run) => (ids.length ? ids.map((id) => cellOf(run, id).status) : ['fail']))
+  const failed = statuses.filter((s) => s === 'fail').length
   const passed = statuses.filter((s) => s === 'pass').length
   const unsupported = statuses.filter((s) => s === 'unsupported').length
   if (unsupported) console.log(`oomlab: ${unsupported} scenario/kernel pair(s) unsupported (skipped; see the report)`)

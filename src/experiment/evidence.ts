@@ -3,6 +3,7 @@ import { parseMemoryEvents } from '../cgroup/memory-events.js'
 import { formatRecord } from '../kmsg/record.js'
 import type { Evidence } from '../report/evidence.js'
 import type { Fate } from './fates.js'
+import type { OsFacts } from '../os/os.js'
 import type { Lab, KillDetection } from './lab.js'
 
 const MAX_RECORDS = 5000
@@ -15,6 +16,8 @@ export function buildEvidence(o: {
   eventsAfter: (string | undefined)[]
   shellOutput: string | undefined
   killDetection: KillDetection | undefined
+  /** The machine's facts at the end: what the experiment cost it. */
+  factsAfter?: OsFacts | undefined
 }): Evidence {
   const { lab } = o
   const events = lab.oomEvents()
@@ -22,7 +25,7 @@ export function buildEvidence(o: {
   return {
     scenario: lab.scenario,
     kernel: { release: lab.facts.release, version: lab.facts.version },
-    machine: lab.facts.guest ? 'guest' : 'local',
+    machine: { ...lab.os.stats(), ...(o.factsAfter && { cpu: { serverMs: o.factsAfter.cpu.serverMs - lab.facts.cpu.serverMs, machineBusyMs: o.factsAfter.cpu.machineBusyMs - lab.facts.cpu.machineBusyMs } }) },
     startedAt: lab.startedAt.toISOString(),
     durationMs: Date.now() - lab.startedAt.getTime(),
     verdict: o.verdict,

@@ -6,6 +6,7 @@
  * and removes it, whatever state the experiment ended in.
  */
 import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
 import { KernelLog, monotonicUs, clockOffset } from '../kmsg/reader.js'
 import { lastEmptied } from '../kmsg/tracefs.js'
@@ -193,7 +194,7 @@ export class Lab implements AsyncDisposable {
       (records) => log.push(records),
       (why) => log.fail(why),
     )
-    const tree = await os.openTree({ ...(opts.cgroupParent !== undefined && { parent: opts.cgroupParent }), user })
+    const tree = await os.openTree({ ...(opts.cgroupParent !== undefined && { parent: opts.cgroupParent }), user, nonce: randomBytes(3).toString('hex') })
     // From here on, dispose() undoes everything, whatever fails next.
     const lab = new Lab(scenario, os, facts, tree, new Cgroup(os, tree.name, tree.dir, tree.kernelPath), log, user, opts.onUnsupported)
     lab.clock = { offsetUs: facts.monotonicUs - (t0 + t1) / 2, uncertaintyUs: (t1 - t0) / 2 }
@@ -465,6 +466,7 @@ export class Lab implements AsyncDisposable {
       eventsAfter: this.cgroups.map((_, i) => (after[i]?.ok ? (after[i].value as string) : undefined)),
       shellOutput: await this.shell_?.output().catch(() => undefined),
       killDetection: this.killDetection(trace),
+      factsAfter: await this.os.facts().catch(() => undefined),
     })
   }
 

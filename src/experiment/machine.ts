@@ -1,9 +1,20 @@
 /**
- * Which machine an experiment acts on. OOMLAB_MACHINE=local (the default) is this host's kernel;
- * a guest is chosen by the runner that prepared one (see src/vm/lab-guest.ts).
+ * Which machine the experiments act on, decided once per run by vitest's global setup
+ * (src/experiment/global-setup.ts) and handed to each worker: this host's kernel, or a guest
+ * restored pristine from a snapshot for every experiment.
  */
+import { inject } from 'vitest'
 import { LocalOs } from '../os/local.js'
+import { openGuestOs, type PreparedGuest } from '../vm/lab-guest.js'
 import type { Os } from '../os/os.js'
+
+export type MachineChoice = { where: 'local' } | { where: 'guest'; guest: PreparedGuest }
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    oomlabMachine: MachineChoice
+  }
+}
 
 export interface MachineRequest {
   /** The test's name, for messages. */
@@ -11,6 +22,11 @@ export interface MachineRequest {
   signal?: AbortSignal
 }
 
-export async function openMachine(_req: MachineRequest): Promise<Os> {
-  return new LocalOs()
+const say = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
+
+export async function openMachine(req: MachineRequest): Promise<Os> {
+  const choice = inject('oomlabMachine')
+  if (!choice) throw new Error('no machine was prepared for the experiments: run them through vitest with the project\'s config (its global setup chooses one)')
+  if (choice.where === 'local') return new LocalOs()
+  return openGuestOs(choice.guest, { log: (line) => say(`${req.label}: ${line}`), ...(req.signal && { signal: req.signal }) })
 }

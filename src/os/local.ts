@@ -16,13 +16,21 @@ import { selfOwner, treeName } from '../proc/owner.js'
 import { KernelTimeoutError, UserError, Unsupported } from '../util/errors.js'
 import { killTree, killAndRemoveSync, reapStaleTrees, subtreeDirs, trackTree, untrackTree, installTeardownHandlers, WORKDIR_PREFIX } from './kill.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import type { Os, OsFacts, Op, OpResult, OpValue, ProcInfo, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker } from './os.js'
+import type { MachineStats, Os, OsFacts, Op, OpResult, OpValue, ProcInfo, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker } from './os.js'
 
 /** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
 export const GUEST_MARK = '/etc/oomlab-guest'
 
 /** How long teardown waits for the kernel to empty a tree. */
 const TEARDOWN_MS = 20_000
+
+/** Time all CPUs spent busy since boot (/proc/stat: user, nice, system, irq, softirq, steal), in ms. */
+function machineBusyMs(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f
+  // USER_HZ is 100 on every Linux ABI.
+  return (user + nice + system + irq + softirq + steal) * 10
+}
 
 export function procInfo(pid: number): ProcInfo | null {
   const stat = readStat(pid)
@@ -62,6 +70,9 @@ function runOp(op: Op): OpValue {
 
 export class LocalOs implements Os {
   readonly name = 'local'
+  stats(): MachineStats {
+    return { kind: 'local' }
+  }
   private readonly workloads = new Map<string, Workload>()
   private readonly trees = new Map<string, { tree: Tree; workdir: DirectoryResult; workloads: Set<string> }>()
   private follower: KmsgFollower | undefined
@@ -82,6 +93,7 @@ export class LocalOs implements Os {
       guest: existsSync(GUEST_MARK),
       swapDevices: Math.max(0, readFileSync('/proc/swaps', 'utf8').trim().split('\n').length - 1),
       monotonicUs: monotonicUs(),
+      cpu: { serverMs: Math.round((process.cpuUsage().user + process.cpuUsage().system) / 1000), machineBusyMs: machineBusyMs() },
     }
   }
 
@@ -111,7 +123,7 @@ export class LocalOs implements Os {
       reaped.push(line)
       process.stderr.write(`oomlab: ${line}\n`)
     })
-    const name = treeName(selfOwner())
+    const name = treeName(selfOwner(), o.nonce)
     const dir = join(parent, name)
     // Named after the tree: a run killed too hard to clean up leaves both, and the next run finds both.
     const workdir = await tmpDir({ prefix: `${WORKDIR_PREFIX}${name}`, unsafeCleanup: true })

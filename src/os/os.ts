@@ -35,6 +35,8 @@ export interface OsFacts {
   swapDevices: number
   /** The machine's CLOCK_MONOTONIC (µs) when it answered: relates its clock to the caller's. */
   monotonicUs: number
+  /** CPU time (ms) so far: the process serving this Os (the agent, in a guest), and all of the machine's CPUs busy. */
+  cpu: { serverMs: number; machineBusyMs: number }
 }
 
 /** One file-system operation of a batch. */
@@ -108,6 +110,11 @@ export interface TreeOptions {
   /** Where the tree goes (default: the cgroup2 mount). */
   parent?: string
   user: Credentials
+  /**
+   * The random part of the tree's name, drawn by the caller: every guest restored from one snapshot
+   * has the same random state, so what it draws itself is the same in each.
+   */
+  nonce: string
 }
 
 /** A keyed file (memory.events, cgroup.events) whose key must reach a value. */
@@ -120,9 +127,21 @@ export interface KeyedCondition {
   expected: string
 }
 
+export interface MachineStats {
+  kind: 'local' | 'guest'
+  /** Calls across the channel (one round trip each). */
+  roundTrips?: number
+  /** Host ms from the guest's restore to its agent answering. */
+  restoreMs?: number
+  /** CPU ms the experiment cost on the machine: the agent's (or this process's) own, and the machine's in all. */
+  cpu?: { serverMs: number; machineBusyMs: number }
+}
+
 export interface Os extends AsyncDisposable {
   /** "local" or "guest <release>": for messages. */
   readonly name: string
+  /** What the evidence says of the machine: how it was reached, and what that cost. */
+  stats(): MachineStats
   facts(): Promise<OsFacts>
   /** Runs every operation, in order, in one round trip; each has its own result. */
   run(ops: readonly Op[]): Promise<OpResult[]>

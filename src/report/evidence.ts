@@ -5,6 +5,7 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { KmsgRecord } from '../kmsg/record.js'
+import type { MachineStats } from '../os/os.js'
 
 export interface ProcessEvidence {
   role: string
@@ -43,8 +44,8 @@ export interface Evidence {
   /** The spec file's name without .spec.ts, set when read back. */
   file?: string
   kernel: { release: string; version: string }
-  /** Where it ran: "local" or "guest". */
-  machine?: string
+  /** Where it ran, and what reaching it cost. */
+  machine?: MachineStats
   startedAt?: string
   durationMs: number
   verdict: { state: string; errors?: string[] }

@@ -206,8 +206,106 @@ export async function guestPackages(nodeModules: string, roots = ['vitest']): Pr
 
 const LAZY_PACKAGES = /^lightningcss/
 
-/** The whole guest userland. */
-export async function guestTree(): Promise<ImageTree> {
+/**
+ * The agent alone, for a lab guest: the host runs vitest and the specs, the guest only serves its Os.
+ * One file: under TCG every module node loads costs ~15 times what it does natively.
+ */
+export async function bundleAgent(): Promise<Map<string, string>> {
+  const { build } = await import('esbuild')
+  const out = await build({
+    entryPoints: { agent: join(projectRoot, 'src/vm/guest/serve.ts') },
+    outdir: GUEST_BUNDLE,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    logLevel: 'silent',
+    banner: { js: "import { createRequire as __oomlabRequire } from 'node:module'; const require = __oomlabRequire(import.meta.url);" },
+  })
+  return new Map(out.outputFiles.map((f) => [f.path, f.text]))
+}
+
+/** A lab guest's userland: busybox, node with the agent, stress-ng, setpriv, nohup; no vitest, no specs. */
+export async function labTree(): Promise<ImageTree> {
+  const t = await userland()
+  for (const [path, text] of await bundleAgent()) t.data(path, text)
+  // The bench's baseline, run by the agent in a restored guest.
+  await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
+  return t
+}
+
+/**
+ * The bench's minimal guest: the article's experiments as a plain shell script, no node. /init runs
+ * scenarios 1-3, says hello and the result on the second serial port (as bootGuest expects), powers off.
+ */
+export async function shellGuestTree(): Promise<ImageTree> {
+  const t = new ImageTree()
+  for (const d of ['/proc', '/sys', '/dev', '/tmp', '/usr/bin']) t.dir(d)
+  t.chardev('/dev/console', 5, 1)
+  const busybox = await staticBusybox()
+  await t.file(busybox, '/bin/busybox')
+  for (const a of String((await execa(busybox, ['--list'])).stdout).split('\n').filter(Boolean)) t.symlink(`/bin/${a}`, 'busybox')
+  await t.program(hostProgram('stress-ng', 'stress-ng'), '/usr/bin/stress-ng')
+  await t.program(hostProgram('setpriv', 'util-linux'), '/usr/bin/setpriv')
+  await t.program(hostProgram('nohup', 'coreutils'), '/usr/bin/nohup')
+  t.data('/etc/passwd', `root:x:0:0:root:/root:/bin/sh\n${GUEST_USER.name}:x:${GUEST_USER.uid}:${GUEST_USER.gid}::/tmp:/bin/sh\n`)
+  await t.file(join(projectRoot, 'experiments/article.sh'), '/article.sh')
+  const frame = (f: object) => `OOMLAB ${JSON.stringify(f)}`
+  t.data(
+    '/init',
+    [
+      '#!/bin/sh',
+      'export PATH=/usr/bin:/bin',
+      'mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev; mount -t tmpfs tmpfs /tmp',
+      'mount -t cgroup2 cgroup2 /sys/fs/cgroup; echo +memory > /sys/fs/cgroup/cgroup.subtree_control',
+      'stty -F /dev/ttyS1 raw -echo',
+      `echo '${frame({ type: 'hello', release: 'shell', version: 'shell', uptimeMs: 0 })}' > /dev/ttyS1`,
+      'rc=0; for n in 1 2 3; do sh /article.sh $n || rc=$n; done',
+      `printf '%s\\n' '${frame({ type: 'result', exitCode: 0, passed: 0, failed: 0, skipped: 0, vitestMs: 0, uptimeMs: 0, leftovers: [] }).replace('"exitCode":0', '"exitCode":RC')}' | sed "s/RC/$rc/" > /dev/ttyS1`,
+      'reboot -f',
+      '',
+    ].join('\n'),
+    0o755,
+  )
+  return t
+}
+
+/**
+ * The lab guest's image, found without assembling it when nothing it is made of changed: a key from the
+ * modification times of what goes in (the host's package database, node, the project's sources and
+ * lock file) names the image built last time. Assembling the tree costs ~1 s (ldd, dpkg, bundling).
+ */
+export async function labImage(cache: string): Promise<Initramfs> {
+  const t0 = performance.now()
+  const key = await quickKey()
+  const note = join(cache, 'initramfs', `lab-inputs-${key}`)
+  const known = await readFile(note, 'utf8').catch(() => undefined)
+  if (known && (await checkImage(known.trim())) === undefined) {
+    const path = known.trim()
+    return { path, hash: basename(path).replace(/^lab-|\.cpio$/g, ''), bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
+  }
+  const image = await buildInitramfs(cache, await labTree(), 'lab')
+  await writeFile(note, `${image.path}\n`)
+  return { ...image, ms: performance.now() - t0 }
+}
+
+async function quickKey(): Promise<string> {
+  const h = createHash('sha256')
+  const sources = async (dir: string): Promise<string[]> =>
+    (await readdir(join(projectRoot, dir), { recursive: true })).map((f) => join(projectRoot, dir, String(f)))
+  const inputs = ['/var/lib/dpkg/status', process.execPath, join(projectRoot, 'package-lock.json'), ...(await sources('src'))]
+  for (const f of inputs.sort()) {
+    const st = await stat(f).catch(() => undefined)
+    h.update(`${f} ${st?.size} ${st?.mtimeMs}\n`)
+  }
+  h.update(`${process.env.OOMLAB_BUSYBOX ?? ''} ${process.env.PATH ?? ''}`)
+  return h.digest('hex').slice(0, 16)
+}
+
+/** What every guest has: /init, busybox, node, the workload's programs and their libraries. */
+async function userland(): Promise<ImageTree> {
   const t = new ImageTree()
   for (const d of ['/bin', '/usr/bin', '/proc', '/sys', '/dev', '/run', '/root', '/etc']) t.dir(d)
   t.dir('/tmp', 0o1777)
@@ -235,6 +333,12 @@ export async function guestTree(): Promise<ImageTree> {
   t.data('/etc/nsswitch.conf', 'passwd: files\ngroup: files\nhosts: files\n')
   t.data('/etc/oomlab-guest', 'This system is an oom-group-lab guest.\n')
   t.data('/init', await readFile(join(projectRoot, 'src/vm/guest/init.sh')), 0o755)
+  return t
+}
+
+/** The guest that runs vitest and the specs itself (oomlab soak's fault tests). */
+export async function guestTree(): Promise<ImageTree> {
+  const t = await userland()
   for (const [path, text] of await bundleGuest()) t.data(path, text)
   await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
   await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
@@ -266,9 +370,10 @@ export async function buildInitramfs(cache: string, tree: ImageTree, name = 'gue
   const tmp = await tmpFile({ tmpdir: dir, prefix: `.${name}-`, postfix: '.partial' })
   try {
     const bytes = await writeCpio(tmp.path, tree.entries.values())
-    // The checksum goes first: an image without one is rebuilt, so a crash in between costs a rebuild only.
-    await writeFile(`${path}.sha256`, `${await sha256File(tmp.path)}  ${bytes}\n`)
+    // The record goes last: an image without one is rebuilt, so a crash in between costs a rebuild only.
+    const sum = await sha256File(tmp.path)
     await rename(tmp.path, path)
+    await writeFile(`${path}.sha256`, `${sum}  ${bytes}  ${(await stat(path)).mtimeMs}\n`)
     await pruneOld(dir, name, basename(path))
     return { path, hash, bytes, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
   } catch (err) {
@@ -280,14 +385,19 @@ export async function buildInitramfs(cache: string, tree: ImageTree, name = 'gue
   }
 }
 
-/** undefined when the cached image is whole (size and sha256 as recorded), else why not ('absent' if missing). */
+/**
+ * undefined when the cached image is whole, else why not ('absent' if missing). Cheap on each use: the
+ * size and modification time recorded when it was built; only a file touched since is hashed again.
+ */
 export async function checkImage(path: string): Promise<string | undefined> {
   const st = await stat(path).catch(() => undefined)
   if (!st) return 'absent'
   const record = (await readFile(`${path}.sha256`, 'utf8').catch(() => '')).trim().split(/\s+/)
-  if (record.length !== 2) return `${basename(path)} has no checksum record`
+  if (record.length !== 3) return `${basename(path)} has no checksum record`
   if (Number(record[1]) !== st.size) return `${basename(path)} is ${st.size} bytes, ${record[1]} expected (cut short?)`
+  if (Number(record[2]) === st.mtimeMs) return undefined
   if ((await sha256File(path)) !== record[0]) return `${basename(path)} does not match its sha256 (damaged)`
+  await writeFile(`${path}.sha256`, `${record[0]}  ${record[1]}  ${st.mtimeMs}\n`)
   return undefined
 }
 

@@ -1,0 +1,12 @@
+/** Where a run's report and evidence go: OOMLAB_REPORT_DIR, else reports/latest in the project. */
+import { join, resolve } from 'node:path'
+import { projectRoot } from '../util/paths.js'
+
+export function reportDir(env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(env.OOMLAB_REPORT_DIR || join(projectRoot, 'reports', 'latest'))
+}
+
+/** A kernel's folder of evidence: one kernel's directly in evidence/, a matrix's one folder per kernel. */
+export function evidenceDirOf(report: string, kernel?: string): string {
+  return kernel === undefined ? join(report, 'evidence') : join(report, 'evidence', kernel.replace(/[^\w.+-]/g, '_'))
+}

@@ -1,0 +1,392 @@
+/**
+ * A cache of booted guests: a guest is booted once, its agent greeted, and its whole state saved;
+ * later runs restore it in a fraction of a boot (see the Snapshots section of the notes). A state
+ * fits one QEMU build and one exact machine, so its file name is a hash of both.
+ *
+ * <cacheDir>/snapshots/<key>.ram     the guest's RAM (a sparse file QEMU maps: see RamFile in guest-vm.ts)
+ * <cacheDir>/snapshots/<key>.state   the devices' saved state, renamed into place only when whole
+ * <cacheDir>/snapshots/<key>.json    its record, written last: no record, no snapshot
+ * <cacheDir>/snapshots/<key>.lock    held by the one process making it; the others wait
+ */
+import { createHash } from 'node:crypto'
+import { createReadStream, readFileSync } from 'node:fs'
+import { mkdir, open, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { execa } from 'execa'
+import { GuestVm, machineArgs, type MachineSpec } from './guest-vm.js'
+import { UserError, errorMessage } from '../util/errors.js'
+import { which } from '../util/which.js'
+
+export interface Snapshot {
+  path: string
+  /** The guest's RAM, mapped private by each restored guest. */
+  ramPath: string
+  key: string
+  bytes: number
+  /** True when this call made it (booted and saved the guest). */
+  made: boolean
+  makeMs?: number
+  /** Why the snapshot found in the cache was not used (cut short, stale record, rejected by QEMU). */
+  remadeBecause?: string
+}
+
+export interface SnapshotIds {
+  /** Stand for the kernel and initrd paths in the key: a content hash, a release, a version. */
+  kernelId: string
+  initrdId: string
+  /** From qemuBuildId(). */
+  qemuId: string
+}
+
+/** The guest is ready to be saved (after boot) or to be used (after restore): the caller's agent handshake. */
+export type Ready = (vm: GuestVm, phase: 'booted' | 'restored') => Promise<void>
+
+export interface EnsureOptions {
+  cacheDir: string
+  ids: SnapshotIds
+  ready: Ready
+  log?: (line: string) => void
+  onConsole?: (line: string) => void
+  signal?: AbortSignal
+  /** From QEMU start to `ready` done, when a snapshot has to be made. */
+  bootTimeoutMs: number
+}
+
+/** Waits on the lock poll this often. */
+const LOCK_POLL_MS = 100
+/** Beyond the maker's own deadlines (boot, save), what a waiting process allows for hashing and renames. */
+const LOCK_SLACK_MS = 60_000
+/** A save's deadline (a 2 GB guest writes in well under a minute). */
+const SAVE_TIMEOUT_MS = 120_000
+/** An unreadable lock (its maker between create and write) counts as held for this long. */
+const FRESH_LOCK_MS = 10_000
+
+/** The words a snapshot depends on: the machine with kernel and initrd by id, the QEMU build, the host CPU under KVM. */
+function keyInputs(spec: MachineSpec, ids: SnapshotIds): string[] {
+  const args = machineArgs(spec).map((a) => (a === spec.kernel ? `kernel:${ids.kernelId}` : a === spec.initrd ? `initrd:${ids.initrdId}` : a))
+  // Under KVM the guest sees the host's CPU (-cpu host): a state may not load on another model.
+  // RAM in a file is how the state was made: a state with RAM in it is another format.
+  return [...args, 'ram:file', `qemu:${ids.qemuId}`, ...(spec.accel === 'kvm' ? [`cpu:${hostCpuModel()}`] : [])]
+}
+
+export function snapshotKey(spec: MachineSpec, ids: SnapshotIds): string {
+  return createHash('sha256').update(JSON.stringify(keyInputs(spec, ids))).digest('hex').slice(0, 24)
+}
+
+function hostCpuModel(): string {
+  return readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m)?.[1] ?? 'unknown'
+}
+
+/** `qemu --version`'s first line plus the binary's size and mtime: a rebuilt QEMU of the same version differs. */
+export async function qemuBuildId(qemu: string): Promise<string> {
+  const path = qemu.includes('/') ? qemu : which(qemu)
+  if (!path) throw new UserError(`${qemu} is not installed: apt-get install qemu-system-x86`)
+  const version = String((await execa(path, ['--version'])).stdout).split('\n')[0]
+  const st = await stat(await realpath(path))
+  return `${version} size=${st.size} mtime=${Math.round(st.mtimeMs)}`
+}
+
+interface SnapshotRecord {
+  key: string
+  /** The RAM file: checked, like the state, by size and modification time. */
+  ram: { size: number; mtimeMs: number; diskBytes: number }
+  /** What the key hashes, in clear. */
+  inputs: string[]
+  size: number
+  mtimeMs: number
+  sha256: string
+  qemuVersion: string
+  saveMs: number
+  madeAt: string
+}
+
+interface Paths {
+  dir: string
+  state: string
+  partial: string
+  ram: string
+  ramPartial: string
+  record: string
+  lock: string
+}
+
+function pathsFor(cacheDir: string, key: string): Paths {
+  const dir = join(cacheDir, 'snapshots')
+  const base = join(dir, key)
+  return { dir, state: `${base}.state`, partial: `${base}.state.partial`, ram: `${base}.ram`, ramPartial: `${base}.ram.partial`, record: `${base}.json`, lock: `${base}.lock` }
+}
+
+/** A state judged bad by its user (QEMU rejected it): identified by its record's hash. */
+interface Distrust {
+  sha256: string
+  why: string
+}
+
+/** A usable snapshot, or why not ('absent' when there is none at all). */
+async function check(p: Paths, key: string, distrust?: Distrust): Promise<{ record: SnapshotRecord } | { problem: string }> {
+  const text = await readFile(p.record, 'utf8').catch(() => undefined)
+  const st = await stat(p.state).catch(() => undefined)
+  if (text === undefined) return { problem: st ? 'its state file has no record (its save was cut short?)' : 'absent' }
+  let record: SnapshotRecord
+  try {
+    record = JSON.parse(text) as SnapshotRecord
+  } catch {
+    return { problem: 'its record is not valid JSON' }
+  }
+  if (record.key !== key) return { problem: `its record is for key ${record.key}, not ${key}` }
+  if (!st) return { problem: 'its state file is missing' }
+  if (st.size !== record.size) return { problem: `its state file is ${st.size} bytes, the record says ${record.size} (cut short?)` }
+  if (Math.round(st.mtimeMs) !== Math.round(record.mtimeMs)) return { problem: 'its state file was modified after it was saved' }
+  const ram = await stat(p.ram).catch(() => undefined)
+  if (!ram || !record.ram) return { problem: 'its RAM file is missing' }
+  if (ram.size !== record.ram.size || Math.round(ram.mtimeMs) !== Math.round(record.ram.mtimeMs)) return { problem: 'its RAM file is not the one saved with it' }
+  if (distrust && record.sha256 === distrust.sha256) return { problem: distrust.why }
+  return { record }
+}
+
+/** The snapshot for `spec`, made now if the cache has none that passes the cheap check. */
+export async function ensureSnapshot(spec: MachineSpec, o: EnsureOptions): Promise<Snapshot> {
+  return (await ensure(spec, o)).snapshot
+}
+
+async function ensure(spec: MachineSpec, o: EnsureOptions, distrust?: Distrust): Promise<{ snapshot: Snapshot; sha256: string }> {
+  const key = snapshotKey(spec, o.ids)
+  const p = pathsFor(o.cacheDir, key)
+  await mkdir(p.dir, { recursive: true })
+  const found = (r: SnapshotRecord) => ({ snapshot: { path: p.state, ramPath: p.ram, key, bytes: r.size + r.ram.diskBytes, made: false }, sha256: r.sha256 })
+  const deadline = Date.now() + o.bootTimeoutMs + SAVE_TIMEOUT_MS + LOCK_SLACK_MS
+  let saidWaiting = false
+  for (;;) {
+    o.signal?.throwIfAborted()
+    const c = await check(p, key, distrust)
+    if ('record' in c) return found(c.record)
+    const lock = await tryLock(p.lock)
+    if ('release' in lock) {
+      try {
+        // Checked again under the lock: another process may have made it meanwhile.
+        const again = await check(p, key, distrust)
+        if ('record' in again) return found(again.record)
+        return await make(spec, o, p, key, again.problem === 'absent' ? undefined : again.problem)
+      } finally {
+        await lock.release()
+      }
+    }
+    const owner = lock.owner ? `process ${lock.owner.pid} (since ${lock.owner.since})` : 'another process'
+    if (!saidWaiting) o.log?.(`snapshot ${key}: ${owner} is making it; waiting`)
+    saidWaiting = true
+    if (Date.now() >= deadline)
+      throw new Error(`snapshot ${key}: ${owner} is still making it after ${Math.round((o.bootTimeoutMs + SAVE_TIMEOUT_MS + LOCK_SLACK_MS) / 1000)} s; if it is stuck, stop it (or remove ${p.lock})`)
+    await sleep(LOCK_POLL_MS, undefined, o.signal ? { signal: o.signal } : {})
+  }
+}
+
+/** Boots, greets, saves to a partial file, then puts state and record in place (in that order). */
+async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, because: string | undefined): Promise<{ snapshot: Snapshot; sha256: string }> {
+  const t0 = performance.now()
+  const log = (line: string) => o.log?.(`snapshot ${key}: ${line}`)
+  // Record first: a state without its record never counts, whatever happens next. The old state goes too, for the space.
+  for (const f of [p.record, p.state, p.partial, p.ram, p.ramPartial]) await rm(f, { force: true })
+  log(because ? `making it again (${because}): booting the guest` : 'booting the guest')
+  let vm: GuestVm | undefined
+  try {
+    vm = await GuestVm.boot(spec, { connectTimeoutMs: o.bootTimeoutMs, ram: { path: p.ramPartial, share: true }, ...hooks(o) })
+    await readyWithin(vm, 'booted', o.ready, o.bootTimeoutMs - (performance.now() - t0), `the guest agent was not ready within ${o.bootTimeoutMs / 1000} s of boot`)
+    log(`agent ready after ${secs(performance.now() - t0)} s; saving`)
+    const saved = await vm.save(p.partial, { timeoutMs: SAVE_TIMEOUT_MS })
+    if (saved.bytes === 0) throw new Error('QEMU saved an empty state')
+    const [sha256] = await Promise.all([sha256File(p.partial), fsync(p.partial), fsync(p.ramPartial)])
+    // RAM first, then the state: a state in place always has its RAM.
+    await rename(p.ramPartial, p.ram)
+    await rename(p.partial, p.state)
+    await fsync(p.dir)
+    const st = await stat(p.state)
+    const ram = await stat(p.ram)
+    const record: SnapshotRecord = {
+      key,
+      ram: { size: ram.size, mtimeMs: ram.mtimeMs, diskBytes: ram.blocks * 512 },
+      inputs: keyInputs(spec, o.ids),
+      size: st.size,
+      mtimeMs: st.mtimeMs,
+      sha256,
+      qemuVersion: o.ids.qemuId.replace(/ size=.*$/, ''),
+      saveMs: Math.round(saved.ms),
+      madeAt: new Date().toISOString(),
+    }
+    const tmp = `${p.record}.${process.pid}.tmp`
+    await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`)
+    await fsync(tmp)
+    await rename(tmp, p.record)
+    log(`saved in ${secs(saved.ms)} s: devices ${Math.round(st.size / 1e3)} KB, RAM ${Math.round((ram.blocks * 512) / 1e6)} MB on disk`)
+    const makeMs = performance.now() - t0
+    return { snapshot: { path: p.state, ramPath: p.ram, key, bytes: st.size + ram.blocks * 512, made: true, makeMs, ...(because && { remadeBecause: because }) }, sha256 }
+  } catch (err) {
+    await vm?.dispose()
+    // Judged before the partial file goes and frees the space.
+    const full = !o.signal?.aborted && (await diskFull(err, p.dir))
+    for (const f of [p.partial, p.ramPartial, `${p.record}.${process.pid}.tmp`]) await rm(f, { force: true })
+    if (o.signal?.aborted) throw err
+    if (full)
+      throw new UserError(`no space left in ${p.dir} for the guest snapshot (up to ~${spec.memoryMiB} MB): free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
+    throw new Error(`snapshot ${key}: ${errorMessage(err)}`)
+  }
+}
+
+/** `cat` says so on QEMU's stderr (our error carries it); a record write fails with ENOSPC; or the file system is simply full. */
+async function diskFull(err: unknown, dir: string): Promise<boolean> {
+  if ((err as NodeJS.ErrnoException).code === 'ENOSPC' || /No space left on device/.test(errorMessage(err))) return true
+  const fs = await statfs(dir).catch(() => undefined)
+  return fs !== undefined && fs.bavail * fs.bsize < 1 << 20
+}
+
+/** Restores the snapshot (made first if needed); a state QEMU rejects, or whose agent stays silent, is made again once. */
+export async function restoreFromSnapshot(spec: MachineSpec, o: EnsureOptions & { timeoutMs: number }): Promise<{ vm: GuestVm; snapshot: Snapshot }> {
+  const first = await ensure(spec, o)
+  try {
+    return { vm: await restoreReady(spec, first.snapshot, o), snapshot: first.snapshot }
+  } catch (err) {
+    if (o.signal?.aborted) throw err
+    const why = `restoring it failed: ${errorMessage(err)}`
+    o.log?.(`snapshot ${first.snapshot.key}: ${why}; making it again`)
+    const second = await ensure(spec, o, { sha256: first.sha256, why })
+    const snapshot = { ...second.snapshot, remadeBecause: why }
+    try {
+      return { vm: await restoreReady(spec, snapshot, o), snapshot }
+    } catch (err2) {
+      throw new Error(`snapshot ${snapshot.key}: a freshly made snapshot could not be restored either: ${errorMessage(err2)}`)
+    }
+  }
+}
+
+async function restoreReady(spec: MachineSpec, s: Snapshot, o: EnsureOptions & { timeoutMs: number }): Promise<GuestVm> {
+  const t0 = performance.now()
+  const vm = await GuestVm.restore(spec, s.path, { timeoutMs: o.timeoutMs, ram: { path: s.ramPath, share: false }, ...hooks(o) })
+  try {
+    await readyWithin(vm, 'restored', o.ready, o.timeoutMs - (performance.now() - t0), `the guest agent did not answer within ${o.timeoutMs / 1000} s of the restore`)
+    return vm
+  } catch (err) {
+    await vm.dispose()
+    throw err
+  }
+}
+
+function hooks(o: EnsureOptions) {
+  return { ...(o.signal && { signal: o.signal }), ...(o.onConsole && { onConsole: o.onConsole }) }
+}
+
+/** The caller's handshake, bounded: a deadline, or QEMU gone, ends it with one line. */
+async function readyWithin(vm: GuestVm, phase: 'booted' | 'restored', ready: Ready, ms: number, late: string): Promise<void> {
+  const handshake = ready(vm, phase)
+  handshake.catch(() => undefined) // it may fail after the race is decided (the socket closes on dispose)
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      handshake,
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(late)), Math.max(0, ms)))),
+      vm.exited.then(() => {
+        throw new Error(`QEMU exited before the guest agent was ready: ${vm.failure() ?? 'no reason on its console'}`)
+      }),
+    ])
+  } catch (err) {
+    const why = vm.failure()
+    throw why && !errorMessage(err).includes(why) ? new Error(`${errorMessage(err)}; ${why}`) : err
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The maker's lock: created with O_EXCL, holding the maker's PID and its start time, so that a
+// lock left by a process that died (or a PID reused since) is recognised as stale and taken over.
+
+interface LockOwner {
+  pid: number
+  /** /proc/PID/stat field 22 (starttime): tells a reused PID apart. */
+  start: string
+  since: string
+}
+
+function procStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Field 2 (comm) may hold spaces and parentheses: count from the last ')', which ends it; field 3 comes next.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[22 - 3]
+  } catch {
+    return undefined
+  }
+}
+
+const alive = (o: LockOwner) => procStart(o.pid) === o.start
+
+async function tryLock(path: string): Promise<{ release: () => Promise<void> } | { owner: LockOwner | undefined }> {
+  for (let attempt = 0; ; attempt++) {
+    const me: LockOwner = { pid: process.pid, start: procStart(process.pid) ?? '', since: new Date().toISOString() }
+    try {
+      const fh = await open(path, 'wx')
+      try {
+        await fh.writeFile(JSON.stringify(me))
+      } finally {
+        await fh.close()
+      }
+      return { release: () => rm(path, { force: true }) }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    }
+    const text = await readFile(path, 'utf8').catch(() => undefined)
+    if (text === undefined) continue // released just now: try again
+    const owner = parseOwner(text)
+    const stale = owner ? !alive(owner) : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now()) > FRESH_LOCK_MS
+    if (!stale || attempt > 0) return { owner }
+    await breakStale(path, text)
+  }
+}
+
+function parseOwner(text: string): LockOwner | undefined {
+  try {
+    const o = JSON.parse(text) as LockOwner
+    return typeof o.pid === 'number' && typeof o.start === 'string' ? o : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Removes a stale lock, but only the one that was judged stale: breakers take turns under a second
+ * lock and compare contents, so that nobody removes a lock another process has just created.
+ */
+async function breakStale(path: string, seen: string): Promise<void> {
+  const breaker = `${path}.break`
+  try {
+    await (await open(breaker, 'wx')).close()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    // Held for milliseconds; an old one belongs to a breaker that died.
+    const st = await stat(breaker).catch(() => undefined)
+    if (st && Date.now() - st.mtimeMs > FRESH_LOCK_MS) await rm(breaker, { force: true })
+    return
+  }
+  try {
+    if ((await readFile(path, 'utf8').catch(() => undefined)) === seen) await rm(path, { force: true })
+  } finally {
+    await rm(breaker, { force: true })
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer)
+  return h.digest('hex')
+}
+
+async function fsync(path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+const secs = (ms: number) => (ms / 1000).toFixed(1)
