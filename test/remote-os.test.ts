@@ -8,22 +8,11 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { LocalOs } from '../src/os/local.js'
 import { RemoteOs } from '../src/os/remote.js'
-import { parseFrame, type Duplex } from '../src/os/wire.js'
+import { parseFrame, memoryPipe } from '../src/os/wire.js'
 import { serveOs } from '../src/os/serve.js'
 import { cgMountPoint, cgCreate } from '../src/cgroup/cgroupfs.js'
 import { killAndRemoveSync } from '../src/os/kill.js'
 import { KernelTimeoutError } from '../src/util/errors.js'
-
-/** Two ends of a line stream, in memory; `tap` sees what the host sends. */
-function pipe(): { host: Duplex; agent: Duplex; inject: (text: string) => void } {
-  const listeners = { host: new Set<(s: string) => void>(), agent: new Set<(s: string) => void>() }
-  const end = (me: 'host' | 'agent', other: 'host' | 'agent'): Duplex => ({
-    write: (text) => queueMicrotask(() => listeners[other].forEach((l) => l(text))),
-    onData: (fn) => listeners[me].add(fn),
-    offData: (fn) => listeners[me].delete(fn),
-  })
-  return { host: end('host', 'agent'), agent: end('agent', 'host'), inject: (text) => listeners.host.forEach((l) => l(text)) }
-}
 
 describe('the wire', () => {
   it('takes birpc requests and answers, and refuses anything else by name', () => {
@@ -48,7 +37,7 @@ describe('RemoteOs against this host', () => {
     }
   })
   const open = () => {
-    const p = pipe()
+    const p = memoryPipe()
     const local = new LocalOs()
     serveOs(local, p.agent, { uptimeMs: () => 1, onBroken: () => undefined })
     const remote = new RemoteOs(p.host, { name: 'test agent' })

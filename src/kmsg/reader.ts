@@ -51,11 +51,13 @@ export interface Marker {
  * Writes `text` into the kernel log. Its record's timestamp, against the monotonic clock read around
  * the write, maps the kernel log's clock onto ours. For a guest's own log only: a host's log is not ours.
  */
-export function writeMarker(text: string): Marker {
+export function writeMarker(text: string, level = 5): Marker {
   const fd = openSync(KMSG, constants.O_WRONLY)
   try {
     const beforeUs = monotonicUs()
-    writeSync(fd, `<13>${text}`)
+    // Facility 1 (user): a record of ours, never taken for the kernel's. Without its newline the record
+    // stays open for a continuation, and readers see it only once the next record closes it.
+    writeSync(fd, `<${8 + level}>${text}\n`)
     return { text, beforeUs, afterUs: monotonicUs() }
   } finally {
     closeSync(fd)
@@ -96,6 +98,7 @@ export class KmsgFollower implements AsyncDisposable {
       if (fresh.length === 0) return
       this.lastSeq = fresh.at(-1)!.seq
       onRecords(fresh)
+      for (const w of [...this.watchers]) w(fresh)
       for (const w of [...this.waiters]) w()
     })
     void this.follower.then((r) => {
@@ -103,12 +106,36 @@ export class KmsgFollower implements AsyncDisposable {
       this.broken = `the kernel log reader (cat ${KMSG}) stopped: ${r.exitCode ?? r.signal} ${String(r.stderr ?? '').trim()}`
       onBroken(this.broken)
       for (const w of [...this.waiters]) w()
+      for (const w of [...this.brokenWatchers]) w()
     })
   }
 
   /** Opens the log with the cursor at its current end. */
   static open(onRecords: (records: KmsgRecord[]) => void, onBroken: (why: string) => void = () => undefined): KmsgFollower {
     return new KmsgFollower(currentSeq(), onRecords, onBroken)
+  }
+
+  private readonly watchers = new Set<(records: KmsgRecord[]) => void>()
+  private readonly brokenWatchers = new Set<() => void>()
+  private recent: KmsgRecord[] = []
+
+  /** Resolves with the first record from now on that passes `match` (given out to the listener first). */
+  seen(match: (r: KmsgRecord) => boolean, timeoutMs: number): Promise<KmsgRecord> {
+    return new Promise((resolve, reject) => {
+      const watch = (records: KmsgRecord[]) => {
+        this.recent = [...this.recent, ...records].slice(-3)
+        const r = records.find(match)
+        if (r) finish(() => resolve(r))
+      }
+      const finish = (fn: () => void) => {
+        clearTimeout(timer)
+        this.watchers.delete(watch)
+        fn()
+      }
+      const timer = setTimeout(() => finish(() => reject(new KernelTimeoutError('a record of ours to come back from the kernel log', `record ${this.lastSeq}: ${JSON.stringify(this.recent)}`, timeoutMs))), timeoutMs)
+      this.watchers.add(watch)
+      this.brokenWatchers.add(() => finish(() => reject(new Error(this.broken))))
+    })
   }
 
   /** Resolves once every record up to `seq` has been given out; fails after `timeoutMs`. */

@@ -263,16 +263,38 @@ export class LocalOs implements Os {
   async followKernelLog(onRecords: (records: KmsgRecord[]) => void, onBroken?: (why: string) => void): Promise<number> {
     if (this.subscriber) throw new Error('the kernel log is already followed on this machine')
     await this.prestartKernelLog()
-    const cursor = currentSeq()
+    const cursor = await this.kernelLogNow()
     this.subscriber = { cursor, onRecords: (records) => records.length > 0 && onRecords(records), onBroken }
     if (this.follower!.broken) onBroken?.(this.follower!.broken)
     return cursor
   }
 
+  /** Stops giving records to the follower's subscriber (the agent's rehearsal hands over to the host). */
+  unfollowKernelLog(): void {
+    this.subscriber = undefined
+  }
+
   async kernelLogBarrier(): Promise<number> {
     if (!this.follower) throw new Error('the kernel log is not followed: call followKernelLog first')
+    return this.kernelLogNow()
+  }
+
+  private barriers = 0
+
+  /**
+   * The newest record's sequence number now, once the follower has given out every record up to it.
+   * In a guest, a record of ours is written and awaited: reading the whole log to find its end costs
+   * ~90 ms there. A host's log is not ours to write: it is read to its end.
+   */
+  private async kernelLogNow(): Promise<number> {
+    if (existsSync(GUEST_MARK)) {
+      const text = `oomlab: barrier ${++this.barriers}`
+      const seen = this.follower!.seen((r) => r.message === text, TEARDOWN_MS)
+      writeMarker(text, 7)
+      return (await seen).seq
+    }
     const seq = currentSeq()
-    await this.follower.caughtUp(seq, TEARDOWN_MS)
+    await this.follower!.caughtUp(seq, TEARDOWN_MS)
     return seq
   }
 

@@ -131,6 +131,8 @@ export interface MachineStats {
   kind: 'local' | 'guest'
   /** Calls across the channel (one round trip each). */
   roundTrips?: number
+  /** Host ms spent waiting on each kind of call, answer included. */
+  callMs?: Record<string, number>
   /** Host ms from the guest's restore to its agent answering. */
   restoreMs?: number
   /** CPU ms the experiment cost on the machine: the agent's (or this process's) own, and the machine's in all. */

@@ -33,6 +33,8 @@ export class RemoteOs implements Os {
   private readonly pending = new Set<(err: Error) => void>()
   /** Round trips made, for the bench. */
   calls = 0
+  /** Host ms spent in each kind of call (answer included), for the bench: where a spec's time goes. */
+  readonly timeByCall: Record<string, number> = {}
 
   constructor(
     stream: Duplex,
@@ -76,16 +78,19 @@ export class RemoteOs implements Os {
       }, limit)
     })
     this.pending.add(reject)
+    const t0 = performance.now()
     try {
       return await Promise.race([f(), stop])
     } finally {
       clearTimeout(timer)
       this.pending.delete(reject)
+      const kind = what.split(' ')[0]!
+      this.timeByCall[kind] = Math.round((this.timeByCall[kind] ?? 0) + performance.now() - t0)
     }
   }
 
   stats(): MachineStats {
-    return { kind: 'guest', roundTrips: this.calls }
+    return { kind: 'guest', roundTrips: this.calls, callMs: { ...this.timeByCall } }
   }
 
   ping(): Promise<number> {

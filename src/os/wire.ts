@@ -122,3 +122,14 @@ export function connect<Remote extends object, Local extends object>(
     timeout: -1,
   })
 }
+
+/** Two ends of a line stream in memory: the agent's rehearsal, and tests. `inject` feeds the first end. */
+export function memoryPipe(): { host: Duplex; agent: Duplex; inject: (text: string) => void } {
+  const listeners = { host: new Set<(s: string) => void>(), agent: new Set<(s: string) => void>() }
+  const end = (me: 'host' | 'agent', other: 'host' | 'agent'): Duplex => ({
+    write: (text) => queueMicrotask(() => listeners[other].forEach((l) => l(text))),
+    onData: (fn) => listeners[me].add(fn),
+    offData: (fn) => listeners[me].delete(fn),
+  })
+  return { host: end('host', 'agent'), agent: end('agent', 'host'), inject: (text) => listeners.host.forEach((l) => l(text)) }
+}

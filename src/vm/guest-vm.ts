@@ -341,7 +341,11 @@ export class GuestVm implements AsyncDisposable {
    * error. Undefined while it runs normally or after the harness stopped it.
    */
   failure(): string | undefined {
-    return this.explanation() ?? (this.gone && !this.stopping ? `QEMU exited (${this.exitCode}) and its console does not say why` : undefined)
+    if (this.explanation()) return this.explanation()
+    if (!this.gone || this.stopping) return undefined
+    // The agent says why it stopped on the console (its error, then /init's "exited with status").
+    const agent = this.tail.map((l) => l.replace(/\x1b\[[0-9;]*m/g, '').trim()).filter((l) => /^(oomlab|[A-Z]\w*Error\b)/.test(l))
+    return agent.length ? `QEMU exited (${this.exitCode}); the guest's console: ${agent.slice(-3).join(' | ')}` : `QEMU exited (${this.exitCode}) and its console does not say why`
   }
 
   /** What the console says went wrong, if it says anything. */

@@ -49,8 +49,9 @@ export interface GuestRun {
  * in it. A disposable guest needs no Spectre mitigations, and under TCG each kernel entry costs more
  * with them. A soft lockup panics at once instead of hanging to the run's deadline, with every CPU's
  * backtrace and, replayed, the whole kernel log (panic_print=0x20), so the report says where it was stuck.
+ * printk.devkmsg=on: the harness's own records (markers, barriers) are not rate-limited to 10 per 5 s.
  */
-export const BASE_CMDLINE = ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1', 'mitigations=off', 'softlockup_panic=1', 'softlockup_all_cpu_backtrace=1', 'panic_print=0x20']
+export const BASE_CMDLINE = ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1', 'mitigations=off', 'softlockup_panic=1', 'softlockup_all_cpu_backtrace=1', 'panic_print=0x20', 'printk.devkmsg=on']
 
 /**
  * The CPU a TCG guest sees. qemu64 (SSE2, no AVX) over max: TCG runs SSE with host vector ops but AVX

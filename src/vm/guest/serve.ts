@@ -7,6 +7,7 @@ import { openSync, writeSync, readFileSync } from 'node:fs'
 import { ReadStream } from 'node:tty'
 import { LocalOs } from '../../os/local.js'
 import { serveOs } from '../../os/serve.js'
+import { rehearse } from './rehearse.js'
 import type { Duplex } from '../../os/wire.js'
 import { GUEST_CHANNEL } from './layout.js'
 
@@ -22,6 +23,9 @@ function writeAll(fd: number, text: string): void {
 const os = new LocalOs()
 // Follow the kernel log from boot, so a restored guest does not start a reader first.
 await os.prestartKernelLog()
+const t0 = uptimeMs()
+await rehearse(os, uptimeMs)
+say(`rehearsed an experiment in ${((uptimeMs() - t0) / 1000).toFixed(1)} s`)
 
 // One descriptor each way, kept open: reopening the port loses what the host sent meanwhile.
 const input = new ReadStream(openSync(GUEST_CHANNEL, 'r'))
