@@ -160,6 +160,14 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     }
   }
   const evidence = await readEvidenceDir(evidenceDir)
+  // Unsupported is what the evidence says the kernel could not run; any other test vitest did not run
+  // (its worker died) is a failure, not a skip.
+  const unsupported = evidence.filter((e) => e.verdict.state === 'unsupported').length
+  if (outcome.unsupported > unsupported) {
+    outcome.failed += outcome.unsupported - unsupported
+    outcome.failure ??= `${outcome.unsupported - unsupported} experiment(s) did not run`
+  }
+  outcome.unsupported = unsupported
   // A run that failed as a whole (vitest died, interrupted) says so in the report too.
   if (outcome.failure !== undefined)
     await writeReport(reportDir, [

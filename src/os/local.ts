@@ -97,6 +97,10 @@ export class LocalOs implements Os {
     }
   }
 
+  async clock(): Promise<number> {
+    return monotonicUs()
+  }
+
   async run(ops: readonly Op[]): Promise<OpResult[]> {
     return ops.map((op) => {
       try {

@@ -145,6 +145,8 @@ export interface Os extends AsyncDisposable {
   /** What the evidence says of the machine: how it was reached, and what that cost. */
   stats(): MachineStats
   facts(): Promise<OsFacts>
+  /** The machine's CLOCK_MONOTONIC (µs): a light call, to relate its clock to the caller's. */
+  clock(): Promise<number>
   /** Runs every operation, in order, in one round trip; each has its own result. */
   run(ops: readonly Op[]): Promise<OpResult[]>
 

@@ -97,6 +97,10 @@ export class RemoteOs implements Os {
     return this.call('ping', 0, () => this.rpc.ping())
   }
 
+  clock(): Promise<number> {
+    return this.call('clock', 0, () => this.rpc.clock())
+  }
+
   facts(): Promise<OsFacts> {
     return this.call('facts', 0, () => this.rpc.facts())
   }

@@ -12,6 +12,7 @@ export function serveOs(os: LocalOs, stream: Duplex, o: { uptimeMs: () => number
   const functions: AgentFunctions = {
     ping: async () => o.uptimeMs(),
     facts: () => os.facts(),
+    clock: () => os.clock(),
     run: (ops) => os.run(ops),
     openTree: (t) => os.openTree(t),
     closeTree: (t) => os.closeTree(t),

@@ -63,7 +63,7 @@ export interface Evidence {
   shellOutput?: string
   notes: string[]
   timeline?: { step: string; ms: number }[]
-  killDetection?: { lastKillRecordUs: number; emptySeenUs: number; latencyMs: number; clockUncertaintyUs: number; kernelMs?: number; harnessMs?: number } | null
+  killDetection?: { lastKillRecordUs: number; emptySeenUs: number; latencyMs: number; clockUncertaintyUs: number; kernelMs?: number; harnessMs?: number; machineMs?: number } | null
 }
 
 export async function readEvidenceDir(dir: string): Promise<Evidence[]> {

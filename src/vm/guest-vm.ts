@@ -11,9 +11,12 @@ import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execa, type ResultPromise } from 'execa'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
-import { BASE_CMDLINE, TCG_CPU, explainSilence } from './qemu.js'
+import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, explainSilence } from './qemu.js'
 import { QmpClient, connectUnix } from './qmp.js'
 import { setprivPath } from '../proc/spawn.js'
+import { selfOwner, ownerIsGone } from '../proc/owner.js'
+import { readdirSync, rmSync, lstatSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 
 export interface MachineSpec {
   qemu: string
@@ -54,7 +57,7 @@ export interface VmHooks {
  * (snapshot keys are built from them). Socket paths and -incoming are added per run.
  */
 export function machineArgs(spec: MachineSpec): string[] {
-  const accel = spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', TCG_CPU]
+  const accel = spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', TCG_ACCEL, '-cpu', TCG_CPU]
   return [
     ...accel,
     '-smp', String(spec.cpus),
@@ -97,6 +100,53 @@ function lineSplitter(line: (l: string) => void) {
 }
 
 type MigrationInfo = { status?: string; 'error-desc'?: string }
+
+/** Guests of this process not yet disposed of: a signal or exit stops them. */
+const live = new Set<GuestVm>()
+let teardownInstalled = false
+
+/** SIGINT, SIGTERM, SIGHUP and exit stop every live guest of this process and remove its folder. */
+function installVmTeardown(): void {
+  if (teardownInstalled) return
+  teardownInstalled = true
+  const all = () => {
+    for (const vm of live) vm.teardownSync()
+    live.clear()
+  }
+  process.on('exit', all)
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.once(sig, () => {
+      all()
+      process.kill(process.pid, sig)
+    })
+}
+
+const VM_DIR = 'oomlab-vm-'
+
+/** A guest's temp folder (its sockets), named after its owner: a run killed outright leaves it to the next. */
+async function vmDir(): Promise<DirectoryResult> {
+  const o = selfOwner()
+  return tmpDir({ prefix: `${VM_DIR}${o.pid}-${o.startTime.toString(36)}-${o.pidns.toString(36)}-`, unsafeCleanup: true })
+}
+
+/** Removes the temp folders of guests whose owner is gone (killed with SIGKILL: its QEMU died with it). */
+export function reapStaleVmDirs(say: (line: string) => void = () => undefined): string[] {
+  const reaped: string[] = []
+  const ours = selfOwner().pidns
+  for (const f of readdirSync(tmpdir())) {
+    const m = f.startsWith(VM_DIR) ? f.slice(VM_DIR.length).match(/^(\d+)-([0-9a-z]+)-([0-9a-z]+)-/) : null
+    if (!m) continue
+    const owner = { pid: Number(m[1]), startTime: parseInt(m[2]!, 36), pidns: parseInt(m[3]!, 36) }
+    if (owner.pidns !== ours || !ownerIsGone(owner)) continue
+    const path = join(tmpdir(), f)
+    const st = lstatSync(path, { throwIfNoEntry: false })
+    if (!st?.isDirectory() || st.uid !== process.getuid?.()) continue
+    rmSync(path, { recursive: true, force: true })
+    reaped.push(path)
+    say(`removed stale guest folder ${path} left by an interrupted run`)
+  }
+  return reaped
+}
 
 export class GuestVm implements AsyncDisposable {
   private readonly child: ResultPromise
@@ -151,6 +201,14 @@ export class GuestVm implements AsyncDisposable {
       hooks.signal?.removeEventListener('abort', this.onAbort)
     })
     hooks.signal?.addEventListener('abort', this.onAbort)
+    live.add(this)
+    installVmTeardown()
+  }
+
+  /** For a signal or exit, when nothing can be awaited: QEMU killed, the temp folder removed. */
+  teardownSync(): void {
+    this.child.kill('SIGKILL')
+    rmSync(this.work.path, { recursive: true, force: true })
   }
 
   private get agentPath() {
@@ -185,7 +243,7 @@ export class GuestVm implements AsyncDisposable {
   static async boot(spec: MachineSpec, o: VmHooks & { connectTimeoutMs: number; ram?: RamFile }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath() // before the temp dir: if it is missing, nothing is left behind
-    const vm = new GuestVm(spec, await tmpDir({ prefix: 'oomlab-vm-', unsafeCleanup: true }), setpriv, o.ram ? ramArgs(spec, o.ram) : [], o)
+    const vm = new GuestVm(spec, await vmDir(), setpriv, o.ram ? ramArgs(spec, o.ram) : [], o)
     vm.ram = o.ram
     return vm.starting('booting', Date.now() + o.connectTimeoutMs, async (deadline) => {
       await vm.connectSockets(deadline)
@@ -206,7 +264,7 @@ export class GuestVm implements AsyncDisposable {
     const setpriv = setprivPath()
     // With RAM in a file, the migration must skip it on this side too: set before it starts (-incoming defer).
     const incoming = o.ram ? ['-incoming', 'defer'] : ['-incoming', `exec:cat ${shellQuote(stateFile)}`]
-    const vm = new GuestVm(spec, await tmpDir({ prefix: 'oomlab-vm-', unsafeCleanup: true }), setpriv, [...(o.ram ? ramArgs(spec, o.ram) : []), ...incoming], o)
+    const vm = new GuestVm(spec, await vmDir(), setpriv, [...(o.ram ? ramArgs(spec, o.ram) : []), ...incoming], o)
     vm.ram = o.ram
     return vm.starting('restoring', Date.now() + o.timeoutMs, async (deadline) => {
       await vm.connectSockets(deadline)
@@ -381,6 +439,7 @@ export class GuestVm implements AsyncDisposable {
       this.qmpClient?.close()
       this.agentSocket?.destroy()
       await this.work.cleanup().catch(() => undefined)
+      live.delete(this)
     })()
     return this.disposing
   }

@@ -7,7 +7,7 @@ import type { Socket } from 'node:net'
 import { resolveKernel, kernelFromImage, DEFAULT_KERNEL, type KernelImage } from './kernels.js'
 import { labImage } from './initramfs.js'
 import { chooseAccel } from './accel.js'
-import { GuestVm, type MachineSpec } from './guest-vm.js'
+import { GuestVm, reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
 import { ensureSnapshot, restoreFromSnapshot, qemuBuildId, type Snapshot, type SnapshotIds } from './snapshot.js'
 import { RemoteOs } from '../os/remote.js'
 import type { Duplex } from '../os/wire.js'
@@ -70,6 +70,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
   const qemu = which('qemu-system-x86_64')
   if (!qemu) throw new UserError('qemu-system-x86_64 is missing: the experiments need a VM on this host; install it with `apt-get install qemu-system-x86` (or run `bash scripts/setup.sh`)')
   const cache = cacheDir()
+  reapStaleVmDirs(log)
   const t0 = performance.now()
   const kernel = choice.kernelImage
     ? await kernelFromImage(choice.kernelImage)

@@ -61,8 +61,11 @@ export const BASE_CMDLINE = ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1',
  */
 export const TCG_CPU = process.env.OOMLAB_TCG_CPU || 'qemu64'
 
+/** How TCG runs the guest's vCPUs (OOMLAB_TCG_ACCEL for another setting, e.g. tcg,thread=single). */
+export const TCG_ACCEL = process.env.OOMLAB_TCG_ACCEL || 'tcg,thread=multi'
+
 export function qemuArgs(o: BootOptions, resultFile: string): string[] {
-  const accel = o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=multi', '-cpu', TCG_CPU]
+  const accel = o.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', TCG_ACCEL, '-cpu', TCG_CPU]
   return [
     ...accel,
     '-smp', String(o.cpus ?? 2),

@@ -19,6 +19,7 @@ export async function rehearse(os: LocalOs, uptimeMs: () => number): Promise<voi
   try {
     await remote.ping()
     await remote.facts()
+    await remote.clock()
     await remote.followKernelLog(() => undefined)
     const tree = await remote.openTree({ user, nonce: '000000' })
     const leaf = join(tree.dir, 'leaf')

@@ -3,7 +3,7 @@
  * host over the second serial port, and pushes the kernel log's records as they come. A snapshot of
  * the guest is taken while it waits here, so every restored guest starts at this point, pristine.
  */
-import { openSync, writeSync, readFileSync } from 'node:fs'
+import { openSync, readFileSync, createWriteStream } from 'node:fs'
 import { ReadStream } from 'node:tty'
 import { LocalOs } from '../../os/local.js'
 import { serveOs } from '../../os/serve.js'
@@ -14,12 +14,6 @@ import { GUEST_CHANNEL } from './layout.js'
 const uptimeMs = () => Math.round(Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]) * 1000)
 const say = (line: string) => process.stdout.write(`oomlab agent: ${line}\n`)
 
-/** Writes all of `text`, however the port takes it (a tty may accept part of a large write). */
-function writeAll(fd: number, text: string): void {
-  const buf = Buffer.from(text)
-  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off)
-}
-
 const os = new LocalOs()
 // Follow the kernel log from boot, so a restored guest does not start a reader first.
 await os.prestartKernelLog()
@@ -29,10 +23,13 @@ say(`rehearsed an experiment in ${((uptimeMs() - t0) / 1000).toFixed(1)} s`)
 
 // One descriptor each way, kept open: reopening the port loses what the host sent meanwhile.
 const input = new ReadStream(openSync(GUEST_CHANNEL, 'r'))
-const out = openSync(GUEST_CHANNEL, 'w')
+// Written from libuv's thread pool, in order: a write to the port blocks until the UART has sent it
+// (~450 KB/s under TCG), and a burst of kernel records written inline kept the agent from noticing
+// "populated 0" for tens of milliseconds.
+const out = createWriteStream('', { fd: openSync(GUEST_CHANNEL, 'w') })
 input.setEncoding('utf8')
 const stream: Duplex = {
-  write: (text) => writeAll(out, text),
+  write: (text) => void out.write(text),
   onData: (fn) => input.on('data', fn),
   offData: (fn) => input.off('data', fn),
 }
