@@ -25,6 +25,8 @@ experiment('stress-ng as root: the group kill spares its -1000 processes and the
   expect(lab.fateOf(fates, shell)).toHaveBeenKilledByTheOomKiller()
   for (const sleep of sleeps) expect(lab.fateOf(fates, sleep)).toHaveBeenKilledByTheOomKiller()
   // What stress-ng did to itself, and what the kernel made of it.
+  expect(role('stress-ng')).toHaveLength(1)
+  expect(role('stress-ng vm stressor')).toHaveLength(1)
   for (const f of [...role('stress-ng'), ...role('stress-ng vm stressor')]) {
     expect(f.member.oomScoreAdj).toBe(-1000)
     expect(f).toHaveSurvived()

@@ -8,7 +8,9 @@ import { writeCpio } from '../src/vm/cpio.js'
 import { parseLdd } from '../src/vm/initramfs.js'
 
 describe('newc cpio', () => {
-  it('round-trips directories, files, data, symlinks and device nodes through GNU cpio', async () => {
+  // Extracting files owned by uid 1000 and a device node takes root.
+  const why = process.getuid?.() === 0 ? '' : ' (skipped: needs root to extract owned files and a device node)'
+  it.skipIf(why !== '')(`round-trips directories, files, data, symlinks and device nodes through GNU cpio${why}`, async () => {
     await withDir(
       async ({ path: dir }) => {
         const src = join(dir, 'src.bin')

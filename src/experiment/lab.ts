@@ -18,6 +18,7 @@ import { Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
 import { roleOf, livenessOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
 import { buildEvidence } from './evidence.js'
+import { SINCE, mustHave, type Capability } from './capabilities.js'
 import type { Evidence } from '../report/evidence.js'
 
 export { workloadUser }
@@ -161,7 +162,7 @@ export class Lab implements AsyncDisposable {
   private tracing = false
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
-  readonly capabilities = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
+  readonly capabilities: Record<Capability, boolean> = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
 
   private constructor(
     readonly scenario: string,
@@ -281,6 +282,8 @@ export class Lab implements AsyncDisposable {
     }
     cg.eventsTextAtStart = at(i++) as string
     this.capabilities.oom_group_kill = 'oom_group_kill' in parseMemoryEvents(cg.eventsTextAtStart)
+    // Held to what its version must have, once: a kernel that lost a feature is not excused.
+    if (this.cgroups.length === 1) for (const c of ['cgroup.kill', 'memory.events.local', 'memory.swap.max'] as const) this.has(c)
     this.step(`cgroup ${name}`)
     return cg
   }
@@ -438,6 +441,18 @@ export class Lab implements AsyncDisposable {
 
   note(text: string): void {
     this.notes.push(text)
+  }
+
+  /**
+   * Whether the kernel exposes `c`. A Debian kernel that must have it (it came before this version)
+   * and lacks it fails the test; an older one, or a kernel of unknown origin, gets a note.
+   */
+  has(c: Capability): boolean {
+    if (this.capabilities[c]) return true
+    const [major, minor] = SINCE[c]
+    if (mustHave(this.facts.release, c)) throw new Error(`kernel ${this.facts.release} has no ${c}, which every kernel since ${major}.${minor} has`)
+    this.note(`${c}: not exposed by kernel ${this.facts.release} (it came in ${major}.${minor})`)
+    return false
   }
 
   /**
