@@ -82,7 +82,8 @@ describe.skipIf(why !== '')(`cgroupfs on this host's kernel${why ? ` (skipped: $
     rmSync(aliveWork, { recursive: true })
     expect([stale, reused].map(existsSync)).toEqual([false, false])
     expect([alive, foreign, other].map(existsSync)).toEqual([true, true, true])
-    expect((await workload.subprocess).signal).toBe('SIGKILL')
+    await workload.exit
+    expect(workload.signal).toBe('SIGKILL')
     expect(readFileSync(join(top, 'cgroup.procs'), 'utf8')).toBe('')
   })
 

@@ -497,10 +497,11 @@ export class Lab implements AsyncDisposable {
     })
   }
 
-  /** Kills what is left, waits for the tree to be empty, removes it deepest first. */
+  /** Kills what is left, waits for the tree to be empty, removes it deepest first (a guest is thrown away instead). */
   async dispose(): Promise<void> {
     if (this.disposed) return
     this.disposed = true
+    if (this.os.disposable) return
     if (this.tracing) await this.os.tracePopulated(false).catch(() => undefined)
     await this.os.closeTree(this.tree)
   }

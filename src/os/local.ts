@@ -70,6 +70,7 @@ function runOp(op: Op): OpValue {
 
 export class LocalOs implements Os {
   readonly name = 'local'
+  readonly disposable = false
   stats(): MachineStats {
     return { kind: 'local' }
   }

@@ -144,6 +144,11 @@ export interface Os extends AsyncDisposable {
   readonly name: string
   /** What the evidence says of the machine: how it was reached, and what that cost. */
   stats(): MachineStats
+  /**
+   * Thrown away whole after the experiment (a restored guest): its tree needs no teardown. A machine
+   * that is not (this host) gets every process killed and every cgroup removed.
+   */
+  readonly disposable: boolean
   facts(): Promise<OsFacts>
   /** The machine's CLOCK_MONOTONIC (µs): a light call, to relate its clock to the caller's. */
   clock(): Promise<number>

@@ -18,6 +18,8 @@ export interface RemoteOptions {
   explain?: () => string | undefined
   /** Called once when the channel breaks (a bad frame, the connection closed). */
   onBroken?: (why: Error) => void
+  /** The guest is thrown away after its experiment. */
+  disposable?: boolean
   /** The agent said it is up (at boot only). */
   onReady?: (info: { release: string; uptimeMs: number }) => void
   /** Scales ANSWER_MS (OOMLAB_TIMEOUT_SCALE). */
@@ -26,6 +28,7 @@ export interface RemoteOptions {
 
 export class RemoteOs implements Os {
   readonly name: string
+  readonly disposable: boolean
   private readonly rpc: BirpcReturn<AgentFunctions, HostFunctions>
   private onRecords: ((records: KmsgRecord[]) => void) | undefined
   private onKmsgBroken: ((why: string) => void) | undefined
@@ -41,6 +44,7 @@ export class RemoteOs implements Os {
     private readonly o: RemoteOptions,
   ) {
     this.name = o.name
+    this.disposable = o.disposable ?? false
     this.rpc = connect<AgentFunctions, HostFunctions>(
       stream,
       {

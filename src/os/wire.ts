@@ -18,7 +18,7 @@ export interface HostFunctions {
 }
 
 /** What the agent offers: the Os, less what cannot cross (callbacks, disposal). */
-export type AgentFunctions = Omit<Os, 'name' | 'stats' | 'followKernelLog' | typeof Symbol.asyncDispose> & {
+export type AgentFunctions = Omit<Os, 'name' | 'stats' | 'disposable' | 'followKernelLog' | typeof Symbol.asyncDispose> & {
   followKernelLog(): Promise<number>
   /** The agent's own answer to "are you there": its uptime (ms). */
   ping(): Promise<number>

@@ -3,7 +3,8 @@
  * runs (so every page it touches is charged there), then drops to an unprivileged user.
  * The join is a fixed shell step; the program and its arguments travel as an argument array.
  */
-import { execa, type ResultPromise } from 'execa'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
 import { join } from 'node:path'
 import { readStat, type ProcIdentity } from './procfs.js'
 import { which } from '../util/which.js'
@@ -41,12 +42,14 @@ export class Workload {
   private readonly waiters = new Set<() => void>()
   /** The process has exited (its pipes may still be held open by its children). */
   exited = false
+  /** The signal that ended it, once exited by one. */
+  signal: NodeJS.Signals | null = null
   /** Resolves when the process exits, however it exits. */
   readonly exit: Promise<void>
 
   constructor(
     readonly argv: readonly string[],
-    readonly subprocess: ResultPromise,
+    readonly subprocess: ChildProcess,
   ) {
     for (const s of [subprocess.stdout!, subprocess.stderr!]) {
       s.setEncoding('utf8')
@@ -59,15 +62,17 @@ export class Workload {
         this.notify()
       })
     }
-    // 'exit', not the execa promise: that waits for the pipes too, which stress-ng may still hold.
+    // 'exit', not 'close': that waits for the pipes too, which stress-ng may still hold.
     this.exit = new Promise((resolve) =>
-      subprocess.once('exit', () => {
+      subprocess.once('exit', (_code, signal) => {
         this.exited = true
+        this.signal = signal
         this.notify()
         resolve()
       }),
     )
-    void subprocess.catch(() => undefined)
+    // A pipe's end closed under us (the process died): its exit says so.
+    subprocess.stdin?.on('error', () => undefined)
   }
 
   /** A mark in the output: waitForOutput(re, ..., mark) looks only at what came after it. */
@@ -130,22 +135,16 @@ export async function startInCgroup(argv: readonly string[], opts: StartOptions,
   const { uid, gid } = opts.user
   // An absolute path: busybox's sh runs its own applet for a bare "setpriv".
   const setpriv = [setprivPath(), `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', '--']
-  const subprocess = execa('/bin/sh', ['-c', JOIN_THEN_EXEC, 'oomlab-join', join(opts.cgroup, 'cgroup.procs'), ...setpriv, ...argv], {
+  // node's own spawn, not execa: in a guest under emulation every line of JavaScript per spawn counts.
+  // What is started dies with its cgroup when the tree is torn down (on exit and signals too).
+  const subprocess = spawn('/bin/sh', ['-c', JOIN_THEN_EXEC, 'oomlab-join', join(opts.cgroup, 'cgroup.procs'), ...setpriv, ...argv], {
     cwd: opts.cwd,
-    stdin: opts.stdin ?? 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    // execa kills what it started if this process exits first: a second line of defence after
-    // the cgroup teardown.
-    cleanup: true,
+    stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: opts.cwd, LANG: 'C' },
-    extendEnv: false,
   })
   if (subprocess.pid === undefined) {
-    const r = await subprocess
-    throw new SpawnError(`could not start /bin/sh to run ${argv.join(' ')}: ${r.message ?? 'unknown error'}`)
+    const [err] = (await once(subprocess, 'error')) as [Error]
+    throw new SpawnError(`could not start /bin/sh to run ${argv.join(' ')}: ${err.message}`)
   }
   const workload = new Workload(argv, subprocess)
   try {

@@ -229,7 +229,7 @@ export async function bundleAgent(): Promise<Map<string, string>> {
 
 /** A lab guest's userland: busybox, node with the agent, stress-ng, setpriv, nohup; no vitest, no specs. */
 export async function labTree(): Promise<ImageTree> {
-  const t = await userland()
+  const t = await userland({ allOfGlibc: false })
   for (const [path, text] of await bundleAgent()) t.data(path, text)
   // The bench's baseline, run by the agent in a restored guest.
   await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
@@ -305,7 +305,7 @@ async function quickKey(): Promise<string> {
 }
 
 /** What every guest has: /init, busybox, node, the workload's programs and their libraries. */
-async function userland(): Promise<ImageTree> {
+async function userland(o: { allOfGlibc: boolean }): Promise<ImageTree> {
   const t = new ImageTree()
   for (const d of ['/bin', '/usr/bin', '/proc', '/sys', '/dev', '/run', '/root', '/etc']) t.dir(d)
   t.dir('/tmp', 0o1777)
@@ -324,7 +324,8 @@ async function userland(): Promise<ImageTree> {
   await t.program(hostProgram('setpriv', 'util-linux'), '/usr/bin/setpriv')
   // coreutils' nohup: Debian's busybox has none.
   await t.program(hostProgram('nohup', 'coreutils'), '/usr/bin/nohup')
-  for (const so of await glibcObjects()) await t.hostPath(so)
+  // Native addons (vitest's guest) load more of glibc than ldd lists; the agent alone does not (8 MB of gconv).
+  if (o.allOfGlibc) for (const so of await glibcObjects()) await t.hostPath(so)
 
   t.data('/etc/passwd', `root:x:0:0:root:/root:/bin/sh\n${GUEST_USER.name}:x:${GUEST_USER.uid}:${GUEST_USER.gid}::/home/${GUEST_USER.name}:/bin/sh\n`)
   t.data('/etc/group', `root:x:0:\n${GUEST_USER.name}:x:${GUEST_USER.gid}:\n`)
@@ -338,7 +339,7 @@ async function userland(): Promise<ImageTree> {
 
 /** The guest that runs vitest and the specs itself (oomlab soak's fault tests). */
 export async function guestTree(): Promise<ImageTree> {
-  const t = await userland()
+  const t = await userland({ allOfGlibc: true })
   for (const [path, text] of await bundleGuest()) t.data(path, text)
   await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
   await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)

@@ -123,7 +123,7 @@ export class GuestOs extends RemoteOs {
     readonly vm: GuestVm,
     release: string,
   ) {
-    super(socketDuplex(vm.agent), { name: `guest ${release}`, explain: () => vm.failure(), scale: timeoutScale() })
+    super(socketDuplex(vm.agent), { name: `guest ${release}`, explain: () => vm.failure(), scale: timeoutScale(), disposable: true })
     vm.agent.on('close', () => this.break(new Error('the connection to the guest closed')))
     void vm.exited.then(() => this.break(new Error('QEMU exited')))
   }
