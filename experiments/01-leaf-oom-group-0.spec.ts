@@ -24,8 +24,10 @@ experiment('memory.oom.group=0 on a leaf: only the memory hog is killed', async 
   expect(lab.fateOf(fates, shell)).toHaveSurvived()
   for (const sleep of sleeps) expect(lab.fateOf(fates, sleep)).toHaveSurvived()
 
-  // Every OOM kill so far took exactly one process, a stress-ng worker, for test011's own limit.
-  const events = lab.oomEvents()
+  // Every OOM kill so far took exactly one process, a stress-ng worker, for test011's own limit. stress-ng
+  // restarts its worker, which pushes again: an OOM the kernel is still printing when the log was read
+  // (no "Killed process" yet) is not judged.
+  const events = lab.oomEvents().filter((e) => e.killed.length > 0)
   expect(events.length).toBeGreaterThanOrEqual(1)
   for (const e of events) {
     expect(e.oomMemcg).toBe(test011.kernelPath)

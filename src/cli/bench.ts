@@ -11,7 +11,7 @@
  * A missed target exits 1.
  */
 import { parseArgs } from 'node:util'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { cp, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import { dir as tmpDir } from 'tmp-promise'
@@ -61,6 +61,13 @@ async function timeCommand(args: string[], env: Record<string, string>, signal: 
     const r = await execa(process.execPath, [join(projectRoot, 'bin', 'oomlab.mjs'), ...args, '--report', report.path], { reject: false, all: true, env: { ...process.env, ...env }, cancelSignal: signal })
     const ms = performance.now() - t0
     const evidence = await readEvidenceDir(join(report.path, 'evidence'))
+    // A failed run's report is kept: a failure here is a finding.
+    if (r.exitCode !== 0) {
+      const keep = join(projectRoot, 'reports', 'bench-failures', `${new Date().toISOString().replace(/[:.]/g, '-')}-${args[0]}`)
+      await cp(report.path, keep, { recursive: true })
+      await writeFile(join(keep, 'output.txt'), String(r.all ?? ''))
+      log(`kept the failed run's report in ${keep}`)
+    }
     return { ms, exitCode: r.exitCode ?? 1, evidence, output: String(r.all ?? '') }
   } finally {
     await report.cleanup()
