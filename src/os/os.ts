@@ -135,6 +135,8 @@ export interface MachineStats {
   callMs?: Record<string, number>
   /** Host ms from the guest's restore to its agent answering. */
   restoreMs?: number
+  /** Host CPU ms its QEMU used so far (restore included): what emulating the guest costs the host. */
+  qemuCpuMs?: number
   /** CPU ms the experiment cost on the machine: the agent's (or this process's) own, and the machine's in all. */
   cpu?: { serverMs: number; machineBusyMs: number }
 }

@@ -9,6 +9,9 @@ export interface ProcStat {
   ppid: number
   /** Clock ticks after boot: with the PID, identifies one process even if the PID is reused. */
   startTime: number
+  /** CPU time in user and kernel mode, clock ticks (USER_HZ, 100 on Linux). */
+  utime: number
+  stime: number
 }
 
 /** Parses /proc/PID/stat; comm may hold spaces and parentheses, so split at the last ')'. */
@@ -19,7 +22,7 @@ export function parseStat(text: string): ProcStat {
   const comm = text.slice(open + 1, close)
   const rest = text.slice(close + 2).split(' ')
   // rest[0] is field 3 (state); field N is rest[N - 3].
-  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), startTime: Number(rest[19]) }
+  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), utime: Number(rest[11]), stime: Number(rest[12]), startTime: Number(rest[19]) }
 }
 
 function readProcFile(pid: number, file: string): string | undefined {

@@ -3,6 +3,7 @@
  * whose agent waits), then restored pristine for each experiment and reached through RemoteOs.
  */
 import { stat } from 'node:fs/promises'
+import { readStat } from '../proc/procfs.js'
 import type { Socket } from 'node:net'
 import { resolveKernel, kernelFromImage, DEFAULT_KERNEL, type KernelImage } from './kernels.js'
 import { labImage } from './initramfs.js'
@@ -129,7 +130,8 @@ export class GuestOs extends RemoteOs {
   }
 
   override stats(): MachineStats {
-    return { ...super.stats(), restoreMs: Math.round(this.restoreMs) }
+    const stat = this.vm.pid !== undefined ? readStat(this.vm.pid) : undefined
+    return { ...super.stats(), restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }) }
   }
 
   override async dispose(): Promise<void> {
