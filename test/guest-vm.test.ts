@@ -107,7 +107,7 @@ let savedUptime: number | undefined
 /** After boot: the guest's READY; after a restore: an answer to a ping. */
 const ready: Ready = async (vm, phase) => {
   if (phase === 'booted') {
-    await Lines.on(vm.agent).next(/^READY$/)
+    await Lines.on(vm.agent).next(/^READY$/, 30_000 * T) // a loaded machine (other test files run beside) boots slowly
     savedUptime = await uptime(vm)
   } else await ask(vm, 'ping', /^echo: ping$/)
 }

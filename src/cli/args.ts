@@ -114,10 +114,10 @@ options (reproduce, test, bench):
   --kernel NAME         Debian suite (bullseye, bookworm, bookworm-backports, trixie, sid) or version (6.1.0-50); default bookworm
   --kernel-image PATH   boot your own bzImage instead
   --accel auto|kvm|tcg  default auto: KVM only if a probe guest really boots with it
-  --memory MiB          guest memory (default 1536)      --cpus N   guest vCPUs (default 2)
+  --memory MiB          guest memory (default 1024)      --cpus N   vCPUs per guest (default 1)
   --append "ARGS"       extra guest kernel command line
-  --boot-timeout SEC    deadline for the guest to come up (default 60)
-  --timeout SEC         deadline for the whole guest run (default 600)
+  --boot-timeout SEC    deadline for a guest to boot when its snapshot is made (default 60)
+  --timeout SEC         deadline for the whole run of the experiments (default: none; each test has its own)
   --report DIR          where evidence and the summary go (default reports/latest)
   --cgroup-root PATH    native runs: create the run's cgroups below this delegated cgroup only
   --refresh             ask Debian's mirror again for the newest kernel of a suite`

@@ -133,6 +133,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
         ...(args.cpus !== undefined && { cpus: args.cpus }),
         append: args.append,
         refresh: args.refresh,
+        ...(args.bootTimeoutMs !== undefined && { bootTimeoutMs: args.bootTimeoutMs }),
       },
       { log, signal },
     )

@@ -28,6 +28,8 @@ export interface GuestChoice {
   cpus?: number
   append?: string[]
   refresh?: boolean
+  /** From QEMU start to the agent ready, when a snapshot is made (default 60 s). */
+  bootTimeoutMs?: number
 }
 
 /** Everything a worker needs to restore a guest: plain JSON, handed from vitest's global setup. */
@@ -37,6 +39,7 @@ export interface PreparedGuest {
   cacheDir: string
   kernel: Pick<KernelImage, 'name' | 'release' | 'source' | 'path'>
   snapshot: Snapshot
+  bootTimeoutMs: number
   /** How long each step took (ms). */
   timings: { kernelMs: number; imageMs: number; accelMs: number; snapshotMs: number }
 }
@@ -98,7 +101,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     ids,
     ready: agentReady,
     log: (line) => log(`snapshot: ${line}`),
-    bootTimeoutMs: LAB_DEFAULTS.bootTimeoutMs,
+    bootTimeoutMs: choice.bootTimeoutMs ?? LAB_DEFAULTS.bootTimeoutMs,
     ...(o.onConsole && { onConsole: o.onConsole }),
     ...(o.signal && { signal: o.signal }),
   })
@@ -111,6 +114,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     cacheDir: cache,
     kernel: { name: kernel.name, release: kernel.release, source: kernel.source, path: kernel.path },
     snapshot,
+    bootTimeoutMs: choice.bootTimeoutMs ?? LAB_DEFAULTS.bootTimeoutMs,
     timings: { kernelMs: t1 - t0, imageMs: t2 - t1, accelMs: t3 - t2, snapshotMs: t4 - t3 },
   }
 }
@@ -146,7 +150,7 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
     cacheDir: g.cacheDir,
     ids: g.ids,
     ready: agentReady,
-    bootTimeoutMs: LAB_DEFAULTS.bootTimeoutMs,
+    bootTimeoutMs: g.bootTimeoutMs,
     timeoutMs: LAB_DEFAULTS.restoreTimeoutMs * timeoutScale(),
     ...(o.log && { log: o.log }),
     ...(o.onConsole && { onConsole: o.onConsole }),
@@ -161,6 +165,6 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
 /** Makes the prepared guest's snapshot again, into another cache folder (the bench); returns its ms. */
 export async function remakeSnapshotIn(g: PreparedGuest, dir: string, o: { signal?: AbortSignal } = {}): Promise<number> {
   const t0 = performance.now()
-  const s = await ensureSnapshot(g.spec, { cacheDir: dir, ids: g.ids, ready: agentReady, bootTimeoutMs: LAB_DEFAULTS.bootTimeoutMs, ...(o.signal && { signal: o.signal }) })
+  const s = await ensureSnapshot(g.spec, { cacheDir: dir, ids: g.ids, ready: agentReady, bootTimeoutMs: g.bootTimeoutMs, ...(o.signal && { signal: o.signal }) })
   return s.makeMs ?? performance.now() - t0
 }
