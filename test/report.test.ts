@@ -2,7 +2,7 @@
 import { describe, it, expect } from 'vitest'
 import { readFileSync } from 'node:fs'
 import { formatTable, junit, markdown } from '../src/report/write.js'
-import { figure } from '../src/report/svg.js'
+import { figure, wrapWords } from '../src/report/svg.js'
 import { shortRecord, formatScenario } from '../src/report/summary.js'
 import { cellOf, adaptations, type KernelRun } from '../src/report/matrix.js'
 import type { Evidence } from '../src/report/evidence.js'
@@ -78,5 +78,16 @@ describe('the summary', () => {
   it('names the limit as the article writes it', () => {
     expect(formatScenario(failedEvidence)).toContain('test01/test011: memory.max=192M memory.oom.group=1')
     expect(formatScenario(failedEvidence)).toContain('why it failed: expected shell (pid 140) to survive')
+  })
+})
+
+describe('the figure\'s title', () => {
+  it('wraps at the figure\'s width instead of running past it', () => {
+    const title = '11-root-pitfall: stress-ng as root: the group kill spares its -1000 processes and the cgroup is not emptied'
+    const lines = wrapWords(title, 40)
+    expect(lines.length).toBeGreaterThan(2)
+    expect(lines.every((l) => l.length <= 40)).toBe(true)
+    expect(lines.join(' ')).toBe(title)
+    expect(wrapWords('short', 40)).toEqual(['short'])
   })
 })

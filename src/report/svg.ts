@@ -71,12 +71,34 @@ export function figure(id: string, runs: readonly KernelRun[]): string {
   })
   const title = runs.map((r) => cellOf(r, id).evidence?.scenario).find(Boolean) ?? id
   const w = 20 + runs.length * (PANEL_W + 20)
+  // The title is wrapped at the figure's width (bold 15 px: ~9 px a character), the panels moved down.
+  const lines = wrapWords(`${id}: ${title}`, Math.floor((w - 20) / TITLE_CHAR_PX))
+  const dy = (lines.length - 1) * TITLE_LINE_PX
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${maxH + 80}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${maxH + 80 + dy}" font-family="DejaVu Sans, Arial, sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
-    `<text x="10" y="22" font-size="15" font-weight="bold">${esc(`${id}: ${title}`)}</text>`,
+    ...lines.map((l, i) => `<text x="10" y="${22 + i * TITLE_LINE_PX}" font-size="15" font-weight="bold">${esc(l)}</text>`),
+    `<g transform="translate(0,${dy})">`,
     ...panels,
+    '</g>',
     '</svg>',
     '',
   ].join('\n')
+}
+
+const TITLE_CHAR_PX = 9
+const TITLE_LINE_PX = 19
+
+/** Words in lines of at most `max` characters (a longer word gets a line of its own). */
+export function wrapWords(text: string, max: number): string[] {
+  const lines: string[] = []
+  let cur = ''
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (cur && cur.length + 1 + word.length > max) {
+      lines.push(cur)
+      cur = word
+    } else cur = cur ? `${cur} ${word}` : word
+  }
+  if (cur) lines.push(cur)
+  return lines
 }
