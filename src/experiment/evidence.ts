@@ -24,7 +24,7 @@ export function buildEvidence(o: {
   const records = lab.log.records
   return {
     scenario: lab.scenario,
-    kernel: { release: lab.facts.release, version: lab.facts.version },
+    kernel: { release: lab.facts.release, version: lab.facts.version, ...(lab.facts.cgroup2 && { cgroup2Options: lab.facts.cgroup2.options }) },
     machine: { ...lab.os.stats(), ...(o.factsAfter && { cpu: { serverMs: o.factsAfter.cpu.serverMs - lab.facts.cpu.serverMs, machineBusyMs: o.factsAfter.cpu.machineBusyMs - lab.facts.cpu.machineBusyMs } }) },
     startedAt: lab.startedAt.toISOString(),
     durationMs: Date.now() - lab.startedAt.getTime(),

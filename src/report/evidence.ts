@@ -43,7 +43,7 @@ export interface Evidence {
   scenario: string
   /** The spec file's name without .spec.ts, set when read back. */
   file?: string
-  kernel: { release: string; version: string }
+  kernel: { release: string; version: string; cgroup2Options?: string }
   /** Where it ran, and what reaching it cost. */
   machine?: MachineStats
   startedAt?: string

@@ -5,7 +5,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# oomlab.cgroup2=OPTS on the kernel command line: mount options (e.g. memory_localevents), to try them.
+cg2opts=$(sed -n 's/.*oomlab\.cgroup2=\([^ ]*\).*/\1/p' /proc/cmdline)
+mount -t cgroup2 ${cg2opts:+-o "$cg2opts"} cgroup2 /sys/fs/cgroup
 # What systemd does on a host: let child cgroups use the memory controller.
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 ip link set lo up
