@@ -10,11 +10,6 @@ import { join } from 'node:path'
 import { dir } from 'tmp-promise'
 import { readEvidenceDir } from '../src/report/evidence.js'
 
-interface RawEvidence {
-  kernelRecords: { seq: number; usec: number; level: number; message: string }[]
-  tree: { name: string; settings: Record<string, string>; memoryEventsText: { before?: string; after?: string } }[]
-}
-
 const kernels = process.argv.slice(2).length ? process.argv.slice(2) : ['bullseye', 'bookworm', 'trixie', 'sid']
 const out = new URL('../test/fixtures/oom/', import.meta.url).pathname
 const work = await dir({ unsafeCleanup: true })
@@ -23,14 +18,13 @@ try {
     const report = join(work.path, kernel)
     await $({ stdio: 'inherit' })`node bin/oomlab.mjs reproduce --kernel ${kernel} --report ${report} ${['01-', '02-', '03-']}`
     for (const e of await readEvidenceDir(join(report, 'evidence'))) {
-      const raw = e as unknown as RawEvidence
       const target = join(out, e.kernel.release)
       mkdirSync(target, { recursive: true })
       // Kernel messages have facility 0, so the prefix's first field is the level itself.
-      writeFileSync(join(target, `${e.file}.kmsg`), raw.kernelRecords.map((r) => `${r.level},${r.seq},${r.usec},-;${r.message}\n`).join(''))
-      const limited = raw.tree.find((c) => c.settings['memory.max'] !== 'max' && c.settings['memory.max'] !== undefined)!
-      writeFileSync(join(target, `${e.file}.memory.events.before`), limited.memoryEventsText.before ?? '')
-      writeFileSync(join(target, `${e.file}.memory.events.after`), limited.memoryEventsText.after ?? '')
+      writeFileSync(join(target, `${e.file}.kmsg`), (e.kernelRecords ?? []).map((r) => `${r.level},${r.seq},${r.usec},-;${r.message}\n`).join(''))
+      const limited = e.tree.find((c) => c.settings['memory.max'] !== 'max' && c.settings['memory.max'] !== undefined)!
+      writeFileSync(join(target, `${e.file}.memory.events.before`), limited.memoryEventsText?.before ?? '')
+      writeFileSync(join(target, `${e.file}.memory.events.after`), limited.memoryEventsText?.after ?? '')
       writeFileSync(join(target, `${e.file}.root`), `${e.root}\n`)
       console.log(`${target}/${e.file}.*`)
     }

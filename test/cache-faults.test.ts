@@ -44,7 +44,7 @@ describe('the initramfs cache', () => {
   })
 
   const root = process.getuid?.() === 0
-  it.skipIf(!root)('says so in one line when the disk is full, and leaves no partial file (needs root for a small tmpfs)', async () => {
+  it.skipIf(!root)(`says so in one line when the disk is full, and leaves no partial file${root ? '' : ' (skipped: mounting a small tmpfs needs root)'}`, async () => {
     const small = join(cache, 'small')
     mkdirSync(small)
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'oomlab-test', small])

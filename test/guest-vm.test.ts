@@ -326,7 +326,7 @@ setInterval(() => undefined, 1000)
     expect(readdirSync(dir)).toEqual([])
   })
 
-  it.skipIf(process.getuid?.() !== 0)('says so in one line when the disk fills while saving, and removes the partial file', { timeout: 60_000 * T }, async () => {
+  it.skipIf(process.getuid?.() !== 0)(`says so in one line when the disk fills while saving, and removes the partial file${process.getuid?.() === 0 ? '' : ' (skipped: mounting a small tmpfs needs root)'}`, { timeout: 60_000 * T }, async () => {
     const small = join(newCache(), 'small')
     mkdirSync(small)
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'oomlab-test', small])

@@ -146,7 +146,8 @@ describe('resolveKernel names', () => {
 // Uses the bookworm kernel a real fetch left in the user's cache; skipped where there is none.
 const cachedBookworm = join(cacheDir(), 'kernels/suites/bookworm.json')
 
-describe.skipIf(!existsSync(cachedBookworm))('a cached Debian kernel', () => {
+const noKernel = existsSync(cachedBookworm) ? '' : ` (skipped: no bookworm kernel cached in ${cacheDir()} yet; any run that boots a guest fetches it)`
+describe.skipIf(noKernel !== '')(`a cached Debian kernel${noKernel}`, () => {
   let tmp: DirectoryResult
   let release: string
   let savedPath: string | undefined
