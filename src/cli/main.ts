@@ -40,11 +40,14 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
   if (args.kernelImage !== undefined) await kernelFromImage(args.kernelImage)
   let passed = 0
   let failed = 0
+  /** Unit tests skipped (each says why in its name), counted in the closing line. */
+  let skipped = 0
   if (withUnit) {
     log('unit tests')
     const u = await runVitest('unit', [], process.env as Record<string, string>, controller.signal)
     passed += u.passed
     failed += u.failed
+    skipped += u.skipped
     if (u.exitCode !== 0 && u.failed === 0) failed++ // vitest itself failed
     if (controller.signal.aborted) return 130
   }
@@ -59,7 +62,8 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
     failed++
   }
   if (out.unsupported) console.log(`oomlab: ${out.unsupported} scenario(s) unsupported on this kernel (skipped; see the report)`)
-  console.log(`oomlab: ${passed} passed, ${failed} failed${out.unsupported ? `, ${out.unsupported} skipped` : ''}`)
+  if (skipped) console.log(`oomlab: ${skipped} unit test(s) skipped (each says why in its name, above)`)
+  console.log(`oomlab: ${passed} passed, ${failed} failed${out.unsupported + skipped ? `, ${out.unsupported + skipped} skipped` : ''}`)
   return exitCodeOf({ failed, unsupported: out.unsupported, interrupted })
 }
 
