@@ -129,7 +129,8 @@ export class GuestOs extends RemoteOs {
     release: string,
   ) {
     super(socketDuplex(vm.agent), { name: `guest ${release}`, explain: () => vm.failure(), scale: timeoutScale(), disposable: true })
-    vm.agent.on('close', () => this.break(new Error('the connection to the guest closed')))
+    // QEMU closes the socket as it exits: let it finish, so its console can say why (a panic, the agent's last words).
+    vm.agent.on('close', () => void Promise.race([vm.exited, new Promise((r) => setTimeout(r, 2000))]).then(() => this.break(new Error('the connection to the guest closed'))))
     void vm.exited.then(() => this.break(new Error('QEMU exited')))
   }
 
