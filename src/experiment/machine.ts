@@ -5,7 +5,7 @@
  */
 import { inject } from 'vitest'
 import { LocalOs } from '../os/local.js'
-import { openGuestOs, type PreparedGuest } from '../vm/lab-guest.js'
+import { openGuestOs, type PreparedGuest } from '../vm/guest-os.js'
 import type { Os } from '../os/os.js'
 
 export type MachineChoice = { where: 'local' } | { where: 'guest'; guest: PreparedGuest }
