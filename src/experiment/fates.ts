@@ -5,11 +5,13 @@
  */
 import { groupOomEvents, isWithin, type OomEvent } from '../kmsg/oom.js'
 import { formatRecord, type KmsgRecord } from '../kmsg/record.js'
+import { livenessFrom, type Liveness } from '../proc/procfs.js'
 import type { ProcIdentity, ProcInfo } from '../os/os.js'
+
+export type { Liveness }
 
 export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
 
-export type Liveness = 'alive' | 'zombie' | 'gone'
 
 export interface Member extends ProcIdentity {
   role: Role
@@ -43,15 +45,9 @@ export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { 
   return 'other'
 }
 
-/** alive; zombie (exited, not yet reaped: dead); gone (no /proc entry, or the PID now names another process). */
-export function livenessOf(id: ProcIdentity, now: ProcInfo | null | undefined): Liveness {
-  if (id.startTime < 0 || !now || now.startTime !== id.startTime) return 'gone'
-  return now.state === 'Z' || now.state === 'X' ? 'zombie' : 'alive'
-}
-
 /** Updates a live member from what /proc says now (its program, uid and oom_score_adj change across setpriv's exec). */
 export function refreshMember(m: Member, now: ProcInfo | null | undefined): void {
-  if (livenessOf(m, now) !== 'alive' || !now) return
+  if (livenessFrom(m, now) !== 'alive' || !now) return
   m.comm = now.comm
   if (now.uid !== undefined) m.uid = now.uid
   if (now.oomScoreAdj !== undefined) m.oomScoreAdj = now.oomScoreAdj

@@ -14,9 +14,10 @@ import type { OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
 import { valueOf, type Os, type OsFacts, type Op, type ProcInfo, type Tree, type Credentials, type Marker } from '../os/os.js'
 import { workloadUser } from '../proc/spawn.js'
+import { livenessFrom } from '../proc/procfs.js'
 import { Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
-import { roleOf, livenessOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
+import { roleOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
 import { buildEvidence } from './evidence.js'
 import { SINCE, mustHave, type Capability } from './capabilities.js'
 import type { Evidence } from '../report/evidence.js'
@@ -148,8 +149,6 @@ export class Lab implements AsyncDisposable {
   readonly startedAt = new Date()
   stressorPid: number | undefined
   private shell_: Shell | undefined
-  /** Processes this lab started, by PID: the machine's handle. */
-  private readonly started = new Map<number, string>()
   private disposed = false
   readonly notes: string[] = []
   private readonly openedUs = monotonicUs()
@@ -291,7 +290,6 @@ export class Lab implements AsyncDisposable {
   private async start(argv: string[], role: Role, cg: Cgroup, as: Credentials, stdin: 'pipe' | 'ignore'): Promise<{ member: Member; id: string }> {
     this.live()
     const s = await this.os.spawn({ argv, cgroup: cg.dir, user: as, cwd: this.tree.cwd, stdin, timeoutMs: timeouts.startMs })
-    this.started.set(s.pid, s.id)
     const member: Member = { pid: s.pid, startTime: s.startTime, role, cgroup: cg.name, comm: argv[0]!, uid: as.uid }
     this.members.push(member)
     this.step(`${role} started`)
@@ -409,7 +407,7 @@ export class Lab implements AsyncDisposable {
   async waitForKillRecords(): Promise<void> {
     await this.settle()
     const s = await this.snapshot()
-    const missing = () => this.members.filter((m) => livenessOf(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m.pid))
+    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m.pid))
     await this.log
       .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
       .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
@@ -427,7 +425,7 @@ export class Lab implements AsyncDisposable {
   private async fatesNow(events: OomEvent[]): Promise<Fate[]> {
     const s = await this.refresh()
     return this.members.map((member) => {
-      const l = livenessOf(member, s.proc.get(member.pid))
+      const l = livenessFrom(member, s.proc.get(member.pid))
       const killRecord = killRecordOf(events, member.pid)
       return { member, liveness: l, alive: l === 'alive', inCgroup: s.procs.get(member.cgroup)?.some((p) => p.pid === member.pid) ?? false, ...(killRecord && { killRecord }) }
     })

@@ -117,13 +117,11 @@ export class KmsgFollower implements AsyncDisposable {
 
   private readonly watchers = new Set<(records: KmsgRecord[]) => void>()
   private readonly brokenWatchers = new Set<() => void>()
-  private recent: KmsgRecord[] = []
 
   /** Resolves with the first record from now on that passes `match` (given out to the listener first). */
   seen(match: (r: KmsgRecord) => boolean, timeoutMs: number): Promise<KmsgRecord> {
     return new Promise((resolve, reject) => {
       const watch = (records: KmsgRecord[]) => {
-        this.recent = [...this.recent, ...records].slice(-3)
         const r = records.find(match)
         if (r) finish(() => resolve(r))
       }
@@ -132,7 +130,7 @@ export class KmsgFollower implements AsyncDisposable {
         this.watchers.delete(watch)
         fn()
       }
-      const timer = setTimeout(() => finish(() => reject(new KernelTimeoutError('a record of ours to come back from the kernel log', `record ${this.lastSeq}: ${JSON.stringify(this.recent)}`, timeoutMs))), timeoutMs)
+      const timer = setTimeout(() => finish(() => reject(new KernelTimeoutError('a record of ours to come back from the kernel log', `record ${this.lastSeq}`, timeoutMs))), timeoutMs)
       this.watchers.add(watch)
       this.brokenWatchers.add(() => finish(() => reject(new Error(this.broken))))
     })

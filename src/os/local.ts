@@ -85,6 +85,7 @@ export class LocalOs implements Os {
 
   async facts(): Promise<OsFacts> {
     const mount = cgMount()
+    const cpu = process.cpuUsage()
     return {
       release: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
       version: readFileSync('/proc/version', 'utf8').trim(),
@@ -94,7 +95,7 @@ export class LocalOs implements Os {
       guest: existsSync(GUEST_MARK),
       swapDevices: Math.max(0, readFileSync('/proc/swaps', 'utf8').trim().split('\n').length - 1),
       monotonicUs: monotonicUs(),
-      cpu: { serverMs: Math.round((process.cpuUsage().user + process.cpuUsage().system) / 1000), machineBusyMs: machineBusyMs() },
+      cpu: { serverMs: Math.round((cpu.user + cpu.system) / 1000), machineBusyMs: machineBusyMs() },
     }
   }
 

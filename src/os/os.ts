@@ -12,6 +12,10 @@ import type { KmsgRecord } from '../kmsg/record.js'
 import type { Marker } from '../kmsg/reader.js'
 
 export type { Marker }
+export type { ProcIdentity } from '../proc/procfs.js'
+export type { Credentials } from '../proc/spawn.js'
+import type { ProcIdentity } from '../proc/procfs.js'
+import type { Credentials } from '../proc/spawn.js'
 
 export interface Cgroup2Mount {
   mountPoint: string
@@ -65,11 +69,6 @@ export interface ProcInfo {
 export type OpValue = string | boolean | ProcInfo | ProcInfo[] | null | undefined
 export type OpResult = { ok: true; value?: OpValue } | { ok: false; error: string; code?: string }
 
-export interface Credentials {
-  uid: number
-  gid: number
-}
-
 export interface SpawnSpec {
   argv: string[]
   /** Absolute directory of the cgroup the process joins before its program runs. */
@@ -84,11 +83,6 @@ export interface SpawnSpec {
 export interface Spawned {
   /** The machine's handle for the process (its PID as a string). */
   id: string
-  pid: number
-  startTime: number
-}
-
-export interface ProcIdentity {
   pid: number
   startTime: number
 }

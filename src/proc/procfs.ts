@@ -63,9 +63,13 @@ export type Liveness = 'alive' | 'zombie' | 'gone'
 
 /** alive; zombie (exited, not yet reaped: dead); gone (no /proc entry, or the PID now names another process). */
 export function liveness(id: ProcIdentity): Liveness {
-  const stat = readStat(id.pid)
-  if (!stat || stat.startTime !== id.startTime) return 'gone'
-  return stat.state === 'Z' || stat.state === 'X' ? 'zombie' : 'alive'
+  return livenessFrom(id, readStat(id.pid))
+}
+
+/** The same, from what /proc said of the PID (read here, or on another machine); a start time of -1 is never alive. */
+export function livenessFrom(id: ProcIdentity, now: { startTime: number; state: string } | null | undefined): Liveness {
+  if (id.startTime < 0 || !now || now.startTime !== id.startTime) return 'gone'
+  return now.state === 'Z' || now.state === 'X' ? 'zombie' : 'alive'
 }
 
 /** Kernel release of the running kernel. */

@@ -7,11 +7,10 @@
 import type { Socket } from 'node:net'
 import { open, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { StringDecoder } from 'node:string_decoder'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execa, type ResultPromise } from 'execa'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
-import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, explainSilence } from './qemu.js'
+import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, ConsoleRecord, explainSilence, lineSplitter } from './qemu.js'
 import { QmpClient, connectUnix } from './qmp.js'
 import { setprivPath } from '../proc/spawn.js'
 import { selfOwner, ownerIsGone } from '../proc/owner.js'
@@ -77,27 +76,14 @@ export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`
 }
 
-const TAIL = 30
-const INCIDENT_LINES = 5000
-const INCIDENT_START = /\b(BUG: |Kernel panic|watchdog: )/
 const SAVE_TIMEOUT_MS = 120_000
 /** After QEMU says the save completed, how long its `cat` gets to write the pipe's last bytes. */
 const STREAM_END_MS = 5_000
 const POLL_MS = 25
 /** After a failed step, how long QEMU gets to exit and say why before it is killed. */
 const EXIT_GRACE_MS = 500
-
-/** Splits a byte stream into lines (UTF-8 safe). */
-function lineSplitter(line: (l: string) => void) {
-  const decoder = new StringDecoder('utf8')
-  let partial = ''
-  const emit = (text: string) => {
-    const lines = (partial + text).split('\n')
-    partial = lines.pop() ?? ''
-    for (const l of lines) line(l.replace(/\r$/, ''))
-  }
-  return { push: (chunk: Buffer) => emit(decoder.write(chunk)), flush: () => emit(`${decoder.end()}\n`) }
-}
+/** QEMU's own stderr lines kept: a failed save's reason is among the last. */
+const STDERR_LINES = 30
 
 type MigrationInfo = { status?: string; 'error-desc'?: string }
 
@@ -150,8 +136,7 @@ export function reapStaleVmDirs(say: (line: string) => void = () => undefined): 
 
 export class GuestVm implements AsyncDisposable {
   private readonly child: ResultPromise
-  private readonly tail: string[] = []
-  private incidentLines: string[] | undefined
+  private readonly console = new ConsoleRecord()
   private exitCode: number | string | undefined
   private gone = false
   /** Set when the harness stops QEMU (quit, dispose): not the guest's failure. */
@@ -186,7 +171,7 @@ export class GuestVm implements AsyncDisposable {
     const out = lineSplitter((l) => this.onLine(l))
     const err = lineSplitter((l) => {
       this.stderrLines.push(l)
-      if (this.stderrLines.length > TAIL) this.stderrLines.shift()
+      if (this.stderrLines.length > STDERR_LINES) this.stderrLines.shift()
       this.onLine(l)
     })
     this.child.stdout!.on('data', out.push)
@@ -387,10 +372,7 @@ export class GuestVm implements AsyncDisposable {
   }
 
   private onLine(line: string): void {
-    this.tail.push(line)
-    if (this.tail.length > TAIL) this.tail.shift()
-    if (!this.incidentLines && INCIDENT_START.test(line)) this.incidentLines = []
-    if (this.incidentLines && this.incidentLines.length < INCIDENT_LINES) this.incidentLines.push(line)
+    this.console.push(line)
     this.hooks.onConsole?.(line)
   }
 
@@ -402,28 +384,28 @@ export class GuestVm implements AsyncDisposable {
     if (this.explanation()) return this.explanation()
     if (!this.gone || this.stopping) return undefined
     // The agent says why it stopped on the console (its error, then /init's "exited with status").
-    const agent = this.tail.map((l) => l.replace(/\x1b\[[0-9;]*m/g, '').trim()).filter((l) => /^(oomlab|[A-Z]\w*Error\b)/.test(l))
+    const agent = this.console.tail.map((l) => l.replace(/\x1b\[[0-9;]*m/g, '').trim()).filter((l) => /^(oomlab|[A-Z]\w*Error\b)/.test(l))
     return agent.length ? `QEMU exited (${this.exitCode}); the guest's console: ${agent.slice(-3).join(' | ')}` : `QEMU exited (${this.exitCode}) and its console does not say why`
   }
 
   /** What the console says went wrong, if it says anything. */
   private explanation(): string | undefined {
     // While QEMU runs, only a kernel incident counts: QEMU may print harmless warnings.
-    const lines = this.incidentLines ?? (this.gone ? this.tail : undefined)
+    const lines = this.console.incident ?? (this.gone ? this.console.tail : undefined)
     if (!lines) return undefined
     const why = explainSilence(lines, this.exitCode)
     // explainSilence's fallback speaks of a missing result: it says nothing here.
     if (!why.startsWith('the guest stopped without reporting a result')) return why
-    return this.incidentLines && `the guest kernel reported: ${this.incidentLines[0]!.replace(/^\[[\s\d.]+\]\s*/, '')}`
+    return this.console.incident && `the guest kernel reported: ${this.console.incident[0]!.replace(/^\[[\s\d.]+\]\s*/, '')}`
   }
 
   consoleTail(): string[] {
-    return [...this.tail]
+    return [...this.console.tail]
   }
 
   /** The console from the guest kernel's first "BUG:" or panic line on, if any. */
   incident(): string[] | undefined {
-    return this.incidentLines && [...this.incidentLines]
+    return this.console.incident && [...this.console.incident]
   }
 
   private kill(): void {

@@ -83,11 +83,24 @@ const TAIL = 30
 const INCIDENT_LINES = 5000
 const INCIDENT_START = /\b(BUG: |Kernel panic|watchdog: )/
 
+/** A guest's console as kept for its report: the last lines, and from a kernel's first BUG or panic on, all of it. */
+export class ConsoleRecord {
+  readonly tail: string[] = []
+  incident: string[] | undefined
+
+  push(line: string): void {
+    this.tail.push(line)
+    if (this.tail.length > TAIL) this.tail.shift()
+    if (!this.incident && INCIDENT_START.test(line)) this.incident = []
+    if (this.incident && this.incident.length < INCIDENT_LINES) this.incident.push(line)
+  }
+}
+
 /** After the result frame, how long the guest gets to power off before QEMU is stopped (not a failure). */
 const LINGER_MS = 15_000
 
 /** Splits a byte stream into lines (UTF-8 safe), calling `line` for each; `flush` emits the rest. */
-function lineSplitter(line: (l: string) => void) {
+export function lineSplitter(line: (l: string) => void) {
   const decoder = new StringDecoder('utf8')
   let partial = ''
   const emit = (text: string) => {
@@ -110,8 +123,7 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   // Created before QEMU starts, so the watch below sees the guest's very first write.
   await writeFile(resultFile, '')
   const t0 = performance.now()
-  const tail: string[] = []
-  let incident: string[] | undefined
+  const record = new ConsoleRecord()
   const frames: Frame[] = []
   let bootMs: number | undefined
   let failure: string | undefined
@@ -129,10 +141,7 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
   }
 
   const onLine = (line: string) => {
-    tail.push(line)
-    if (tail.length > TAIL) tail.shift()
-    if (!incident && INCIDENT_START.test(line)) incident = []
-    if (incident && incident.length < INCIDENT_LINES) incident.push(line)
+    record.push(line)
     o.onConsole?.(line)
   }
   const consoles = [child.stdout!, child.stderr!].map((stream) => {
@@ -198,13 +207,13 @@ export async function bootGuest(o: BootOptions): Promise<GuestRun> {
       failure = error
         ? `the guest agent failed: ${error.message.split('\n')[0]}`
         : cutFrame !== undefined
-          ? `the result channel was cut off in the middle of a frame (${cutFrame.length} bytes: ${JSON.stringify(cutFrame.slice(0, 40))}...); ${explainSilence(tail, r.exitCode ?? r.signal)}`
-          : explainSilence(incident ?? tail, r.exitCode ?? r.signal)
+          ? `the result channel was cut off in the middle of a frame (${cutFrame.length} bytes: ${JSON.stringify(cutFrame.slice(0, 40))}...); ${explainSilence(record.tail, r.exitCode ?? r.signal)}`
+          : explainSilence(record.incident ?? record.tail, r.exitCode ?? r.signal)
     return {
       frames,
       ...(failure !== undefined && { failure }),
-      consoleTail: tail,
-      ...(incident && { incident }),
+      consoleTail: record.tail,
+      ...(record.incident && { incident: record.incident }),
       ...(bootMs !== undefined && { bootMs }),
       totalMs: performance.now() - t0,
       ...((r.exitCode ?? r.signal) !== undefined && { qemuExit: r.exitCode ?? r.signal }),
