@@ -55,7 +55,7 @@ export const BASE_CMDLINE = ['console=ttyS0', 'quiet', 'loglevel=3', 'panic=-1',
 
 /**
  * The CPU a TCG guest sees (OOMLAB_TCG_CPU names another model). qemu64 against max was tried: the shell
- * guest's whole run took 7.4-10.1 s with either, within this machine's noise, so max stays.
+ * guest's whole run took 7.4-10.1 s with qemu64 and 9.1-9.4 s with max, not shown better, so max stays.
  */
 export const TCG_CPU = process.env.OOMLAB_TCG_CPU || 'max'
 
