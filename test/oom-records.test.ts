@@ -84,6 +84,23 @@ describe.each(kernels)('kernel %s', (kernel) => {
   })
 })
 
+describe.each(kernels)('kernel %s: why a judgement waits for the barrier', (kernel) => {
+  // What a spec that judged at the first "Killed process" record (the old waitForOomEvent) had read:
+  // the victim alone, no group line, no member. Only the records after it make the group kill.
+  it.each(['02-leaf-oom-group-1', '03-parent-oom-group-1'])('%s: the victim\'s record comes before the group line and the members\'', (scenario) => {
+    const { records, root } = load(kernel, scenario)
+    const first = records.findIndex((r) => /Killed process \d+/.test(r.message))
+    expect(first).toBeGreaterThan(0)
+    const early = groupOomEvents(records.slice(0, first + 1)).filter((e) => isWithin(e.oomMemcg, root))
+    expect(early).toHaveLength(1)
+    expect(early[0]!.groupKill).toBeUndefined()
+    expect(early[0]!.killed).toHaveLength(1)
+    const all = groupOomEvents(records).filter((e) => isWithin(e.oomMemcg, root))
+    expect(all[0]!.groupKill).toBeDefined()
+    expect(all[0]!.killed.length).toBeGreaterThanOrEqual(5)
+  })
+})
+
 describe('memory.events', () => {
   it('reports a key the kernel lacks as absent, never as 0', () => {
     const old = parseMemoryEvents(read(kernels.find((k) => !hasGroupKillCounter(k))!, '02-leaf-oom-group-1.memory.events.after'))

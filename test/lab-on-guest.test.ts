@@ -1,0 +1,78 @@
+/**
+ * The Lab's own guarantees, checked on a real kernel: a guest restored from the lab snapshot (what
+ * `npm test` prepares anyway). The read-back check fails on the code before it; the barrier and the
+ * settled judgement did not fail without their fix in these guests (their agent's log reader keeps up),
+ * and are kept to hold the guarantee; test/oom-records.test.ts shows from captured logs why it is needed.
+ */
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { prepareLabGuest } from '../src/vm/lab-guest.js'
+import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
+import { Lab, ROOT } from '../src/experiment/lab.js'
+import { cacheDir } from '../src/util/paths.js'
+import { which } from '../src/util/which.js'
+import { timeoutScale } from '../src/util/timeout-scale.js'
+import '../src/experiment/matchers.js'
+
+const T = timeoutScale()
+const why = !which('qemu-system-x86_64')
+  ? 'qemu-system-x86_64 is not installed'
+  : process.getuid?.() !== 0
+    ? 'needs root'
+    : !existsSync(join(cacheDir(), 'kernels/suites/bookworm.json'))
+      ? `no bookworm kernel cached in ${cacheDir()} yet; any run that boots a guest fetches it`
+      : ''
+
+describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${why})` : ''}`, () => {
+  let guest: PreparedGuest
+  let os: GuestOs | undefined
+  let lab: Lab | undefined
+
+  beforeAll(async () => {
+    guest = await prepareLabGuest({ kernel: 'bookworm', accel: 'auto' })
+  }, 120_000 * T)
+
+  afterEach(async () => {
+    await lab?.dispose()
+    await os?.dispose()
+    lab = os = undefined
+  })
+
+  const open = async (name: string): Promise<Lab> => {
+    os = await openGuestOs(guest)
+    lab = await Lab.open(name, { os })
+    return lab
+  }
+
+  it('reads the kernel log up to the barrier: records written before it are in once it returns', { timeout: 60_000 * T }, async () => {
+    const lab = await open('kernel-log barrier')
+    const tag = `oomlab-barrier-check-${lab.tree.name}`
+    const writer = await lab.cgroup('writer')
+    // The writer says it is done on its stdout, a path of its own: that word can overtake the log's records.
+    const s = await os!.spawn({ argv: ['/bin/sh', '-c', `for i in $(seq 1 1000); do echo "${tag} $i" > /dev/kmsg; done; echo written; exec sleep 60`], cgroup: writer.dir, user: ROOT, cwd: lab.tree.cwd, stdin: 'ignore', timeoutMs: 10_000 })
+    await os!.waitOutput(s.id, 'written', 0, 'the writer to finish', 30_000 * T)
+    await os!.kernelLogBarrier()
+    expect(lab.log.records.filter((r) => r.message.startsWith(`${tag} `)).map((r) => r.message)).toEqual(Array.from({ length: 1000 }, (_, i) => `${tag} ${i + 1}`))
+  })
+
+  it('judges who survived only after the group kill is in: fates() right after the first "Killed process" record', { timeout: 60_000 * T }, async () => {
+    const lab = await open('fates after the barrier')
+    await lab.cgroup('test01')
+    const test011 = await lab.cgroup('test01/test011', { 'memory.max': '192M', 'memory.oom.group': 1 })
+    const shell = await lab.shell(test011)
+    const sleeps = [await lab.nohupSleep(test011), await lab.nohupSleep(test011)]
+    await shell.runStressNg()
+    await lab.waitForOomEvent((e) => e.killed.length > 0, 'a "Killed process" record for test011')
+
+    // No wait of the spec's own between the first record and the judgement: fates() must settle itself.
+    const fates = await lab.fates()
+    for (const m of [shell.member, ...sleeps]) expect(lab.fateOf(fates, m)).toHaveBeenKilledByTheOomKiller()
+  })
+
+  it('fails the setup when the kernel stores another value than the one written', { timeout: 30_000 * T }, async () => {
+    const lab = await open('setup read-back')
+    // memory.max is kept in pages: 100 bytes is stored as 0, which would make any allocation an OOM.
+    await expect(lab.cgroup('tiny', { 'memory.max': '100' })).rejects.toThrow('setup: tiny/memory.max reads back "0" after writing "100": the kernel did not take the setting')
+  })
+})
