@@ -107,6 +107,7 @@ commands:
   bench       the harness against a plain shell script, kill-detection latency, boot, matrix; checks the targets
   soak        fault tests (interrupts, SIGKILL, concurrency, guest faults), then --runs N (50) article runs
   kernels     list the kernels you can name and the ones in the cache
+  cache       what the cache holds (sizes, ages, what is stale); "cache prune" removes the stale
 
 options (reproduce, test, bench):
   --vm                  always use the VM (also OOMLAB_VM=1)

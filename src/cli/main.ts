@@ -1,4 +1,5 @@
 /** oomlab: reproduce the article's memory.oom.group experiments on a real kernel. */
+import { cacheLimit } from '../vm/cache.js'
 import { parseRunArgs, USAGE } from './args.js'
 import { runExperiments, runVitest, log } from './experiments.js'
 import { exitCodeOf } from './matrix.js'
@@ -11,6 +12,12 @@ import { workloadUser } from '../proc/spawn.js'
 
 // Temp dirs go even when a second Ctrl-C ends the process at once.
 setGracefulCleanup()
+
+// `oomlab cache | head`: a reader that leaves early is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0)
+  throw err
+})
 
 const controller = new AbortController()
 let interrupted = false
@@ -71,6 +78,7 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
 function checkEnvironment(env: NodeJS.ProcessEnv): void {
   try {
     timeoutScale(env.OOMLAB_TIMEOUT_SCALE)
+    cacheLimit(env.OOMLAB_CACHE_LIMIT)
   } catch (err) {
     throw new UserError((err as Error).message)
   }
@@ -113,6 +121,10 @@ async function main(argv: string[]): Promise<number> {
       const { listKernels } = await import('./kernels.js')
       return listKernels()
     }
+    case 'cache': {
+      const { cache } = await import('./cache.js')
+      return cache(rest)
+    }
     case undefined:
     case '-h':
     case '--help':
@@ -120,7 +132,7 @@ async function main(argv: string[]): Promise<number> {
       console.log(USAGE)
       return cmd === undefined ? 2 : 0
     default:
-      throw new UserError(`unknown command "${cmd}": use reproduce, test, matrix, doctor, bench, soak or kernels`)
+      throw new UserError(`unknown command "${cmd}": use reproduce, test, matrix, doctor, bench, soak, kernels or cache`)
   }
 }
 

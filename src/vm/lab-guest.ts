@@ -9,6 +9,7 @@ import { chooseAccel } from './accel.js'
 import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
 import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
 import { agentReady, LAB_DEFAULTS, type PreparedGuest } from './guest-os.js'
+import { cacheLimit, enforceLimit, formatBytes, imageStamp, kernelStamp, markUsed, snapshotStamp } from './cache.js'
 import { cacheDir } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import { which } from '../util/which.js'
@@ -64,6 +65,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     ...(o.signal && { signal: o.signal }),
   })
   const t4 = performance.now()
+  await keepCacheBounded(cache, [...(kernel.path.startsWith(`${cache}/`) ? [kernelStamp(cache, kernel.release)] : []), imageStamp(image.path), snapshotStamp(cache, snapshot.key)], log)
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`
   log(`${kernel.release} (${accel.accel}): snapshot ${snapshot.made ? `made in ${s(snapshot.makeMs ?? 0)}` : 'reused'}, ${(snapshot.bytes / 1e6).toFixed(0)} MB; prepared in ${s(t4 - t0)} (kernel ${s(t1 - t0)}, image ${s(t2 - t1)}, accel ${s(t3 - t2)}, snapshot ${s(t4 - t3)})`)
   return {
@@ -75,6 +77,15 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     bootTimeoutMs: choice.bootTimeoutMs ?? LAB_DEFAULTS.bootTimeoutMs,
     timings: { kernelMs: t1 - t0, imageMs: t2 - t1, accelMs: t3 - t2, snapshotMs: t4 - t3 },
   }
+}
+
+/** Marks what this run uses, then evicts the least recently used entries past OOMLAB_CACHE_LIMIT, naming them. */
+async function keepCacheBounded(cache: string, used: string[], log: (line: string) => void): Promise<void> {
+  await markUsed(used)
+  const limit = cacheLimit()
+  const { evicted, total, over } = await enforceLimit(cache, limit)
+  for (const e of evicted) log(`cache: over its ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT): evicted ${e.kind} ${e.id} (${e.about}, ${formatBytes(e.bytes)}, last used ${new Date(e.usedMs).toISOString().slice(0, 16).replace('T', ' ')} UTC)`)
+  if (over) log(`cache: ${formatBytes(total)}, over its ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT), but ${over}`)
 }
 
 /** Makes the prepared guest's snapshot again, into another cache folder (the bench); returns its ms. */

@@ -99,6 +99,8 @@ interface SnapshotRecord {
   qemuVersion: string
   saveMs: number
   madeAt: string
+  /** The files it was made from: the cache (src/vm/cache.ts) calls it stale once one is gone. */
+  files?: { kernel: string; initrd: string }
 }
 
 interface Paths {
@@ -226,6 +228,7 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
       qemuVersion: o.ids.qemuId.replace(/ size=.*$/, ''),
       saveMs: Math.round(saved.ms),
       madeAt: new Date().toISOString(),
+      files: { kernel: spec.kernel, initrd: spec.initrd },
     }
     const tmp = `${p.record}.${process.pid}.tmp`
     await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`)

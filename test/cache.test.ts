@@ -1,0 +1,138 @@
+/**
+ * The cache's bound and its pruning, on a cache folder laid out as runs leave it (a snapshot record
+ * from a real run, test/fixtures/cache/snapshot-record.json, rewritten for this folder's files).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { mkdirSync, readFileSync, existsSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { dir, type DirectoryResult } from 'tmp-promise'
+import { cacheLimit, enforceLimit, IN_USE_MS, listCache, pruneCache } from '../src/vm/cache.js'
+
+const RECORD = JSON.parse(readFileSync(new URL('./fixtures/cache/snapshot-record.json', import.meta.url), 'utf8')) as { inputs: string[]; files?: object }
+const QEMU = RECORD.inputs.find((i) => i.startsWith('qemu:'))!.slice(5)
+const MiB = 1024 * 1024
+const DAY = 24 * 3600 * 1000
+
+let tmp: DirectoryResult
+let cache: string
+beforeEach(async () => {
+  tmp = await dir({ unsafeCleanup: true })
+  cache = tmp.path
+})
+afterEach(async () => tmp.cleanup())
+
+const write = (path: string, bytes: number | string) => {
+  mkdirSync(join(path, '..'), { recursive: true })
+  writeFileSync(path, typeof bytes === 'string' ? bytes : Buffer.alloc(bytes, 1))
+}
+const used = (path: string, msAgo: number) => {
+  const t = new Date(Date.now() - msAgo)
+  write(path, '')
+  utimesSync(path, t, t)
+}
+
+function kernel(release: string, o: { suite?: string; usedAgo?: number } = {}): string {
+  const path = join(cache, 'kernels', release, 'vmlinuz')
+  write(path, MiB)
+  write(join(cache, 'kernels', release, 'kernel.json'), JSON.stringify({ release }))
+  if (o.suite) write(join(cache, 'kernels/suites', `${o.suite}.json`), JSON.stringify({ suite: o.suite, release }))
+  used(join(cache, 'kernels', release, '.used'), o.usedAgo ?? 0)
+  return path
+}
+
+function image(hash: string, usedAgo = 0): string {
+  const path = join(cache, 'initramfs', `lab-${hash}.cpio`)
+  write(path, MiB)
+  used(`${path}.used`, usedAgo)
+  return path
+}
+
+function snapshot(key: string, o: { kernel: string; release: string; image: string; hash: string; qemu?: string; usedAgo?: number; mib?: number }): void {
+  const st = statSync(o.kernel)
+  const inputs = RECORD.inputs.map((i) =>
+    i.startsWith('kernel:') ? `kernel:${o.release} ${o.release} (debian-kernel@lists.debian.org) #1 SMP ${st.size} ${st.mtimeMs}` : i.startsWith('initrd:') ? `initrd:${o.hash}` : i.startsWith('qemu:') ? `qemu:${o.qemu ?? QEMU}` : i,
+  )
+  const base = join(cache, 'snapshots', key)
+  write(`${base}.ram`, (o.mib ?? 2) * MiB)
+  write(`${base}.state`, 4096)
+  write(`${base}.json`, JSON.stringify({ ...RECORD, key, inputs, files: { kernel: o.kernel, initrd: o.image } }))
+  used(`${base}.used`, o.usedAgo ?? 0)
+}
+
+describe('the cache', () => {
+  it('lists kernels, images and snapshots with their size on disk, and says which can never be used again', async () => {
+    const k = kernel('6.1.0-50-cloud-amd64', { suite: 'bookworm' })
+    const gone = kernel('5.10.0-32-cloud-amd64')
+    const img = image('7c88eb8ef3aa49c0')
+    snapshot('aaaa', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0' })
+    snapshot('bbbb', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', qemu: 'QEMU emulator version 7.1.0 size=1 mtime=2' })
+    snapshot('cccc', { kernel: gone, release: '5.10.0-32-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0' })
+    snapshot('dddd', { kernel: k, release: '6.1.0-50-cloud-amd64', image: join(cache, 'initramfs/lab-0000000000000000.cpio'), hash: '0000000000000000' })
+    write(join(cache, 'snapshots/eeee.ram.partial'), MiB)
+    // A kernel file replaced since (another build under the same release): its snapshots are stale.
+    writeFileSync(gone, Buffer.alloc(2 * MiB, 2))
+
+    const entries = await listCache(cache, QEMU)
+    const of = (id: string) => entries.find((e) => e.id === id)!
+    expect(entries.map((e) => `${e.kind} ${e.id}`).sort()).toEqual(['image lab-7c88eb8ef3aa49c0.cpio', 'kernel 5.10.0-32-cloud-amd64', 'kernel 6.1.0-50-cloud-amd64', 'snapshot aaaa', 'snapshot bbbb', 'snapshot cccc', 'snapshot dddd', 'snapshot eeee'])
+    expect(of('aaaa').stale).toBeUndefined()
+    expect(of('aaaa').bytes).toBeGreaterThanOrEqual(2 * MiB)
+    expect(of('bbbb').stale).toBe('made by another QEMU build')
+    expect(of('cccc').stale).toBe('its kernel 5.10.0-32-cloud-amd64 is gone or changed')
+    expect(of('dddd').stale).toBe('its guest image is gone')
+    expect(of('eeee').stale).toBe('no record: a snapshot never finished')
+    expect(of('6.1.0-50-cloud-amd64').about).toBe('named by a suite')
+    expect(of('5.10.0-32-cloud-amd64').about).toMatch(/^named by no suite/)
+  })
+
+  it('prunes the stale, kernels no suite names that were not used for 30 days with their snapshots, and notes of missing images', async () => {
+    const k = kernel('6.1.0-50-cloud-amd64', { suite: 'bookworm' })
+    const old = kernel('6.1.0-40-cloud-amd64', { usedAgo: 40 * DAY })
+    const recent = kernel('6.12.38+deb13-cloud-amd64', { usedAgo: 2 * DAY })
+    const img = image('7c88eb8ef3aa49c0')
+    snapshot('keep', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0' })
+    snapshot('ofold', { kernel: old, release: '6.1.0-40-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', usedAgo: 40 * DAY })
+    snapshot('ofrecent', { kernel: recent, release: '6.12.38+deb13-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0' })
+    snapshot('otherqemu', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', qemu: 'another' })
+    write(join(cache, 'initramfs/lab-inputs-1111'), `${img}\n`)
+    write(join(cache, 'initramfs/lab-inputs-2222'), `${join(cache, 'initramfs/lab-ffffffffffffffff.cpio')}\n`)
+
+    const gone = await pruneCache(cache, { qemuId: QEMU })
+    expect(gone.map((e) => `${e.kind} ${e.id}`).sort()).toEqual(['kernel 6.1.0-40-cloud-amd64', 'snapshot ofold', 'snapshot otherqemu'])
+    expect((await listCache(cache, QEMU)).map((e) => e.id).sort()).toEqual(['6.1.0-50-cloud-amd64', '6.12.38+deb13-cloud-amd64', 'keep', 'lab-7c88eb8ef3aa49c0.cpio', 'ofrecent'])
+    expect(existsSync(join(cache, 'kernels/6.1.0-40-cloud-amd64'))).toBe(false)
+    expect(existsSync(join(cache, 'snapshots/ofold.ram'))).toBe(false)
+    expect(existsSync(join(cache, 'initramfs/lab-inputs-1111'))).toBe(true)
+    expect(existsSync(join(cache, 'initramfs/lab-inputs-2222'))).toBe(false)
+  })
+
+  it('evicts the least recently used past its limit, a kernel with its snapshots, never what was used within the hour', async () => {
+    const a = kernel('5.10.0-32-cloud-amd64', { suite: 'bullseye', usedAgo: 10 * DAY })
+    const b = kernel('6.1.0-50-cloud-amd64', { suite: 'bookworm', usedAgo: 0 })
+    const img = image('7c88eb8ef3aa49c0')
+    snapshot('a1', { kernel: a, release: '5.10.0-32-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', usedAgo: 3 * DAY, mib: 8 })
+    snapshot('b-old', { kernel: b, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', usedAgo: 5 * DAY, mib: 8 })
+    snapshot('b-now', { kernel: b, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', usedAgo: IN_USE_MS / 2, mib: 8 })
+    const total = (await listCache(cache)).reduce((s, e) => s + e.bytes, 0)
+
+    // Room for all but 9 MiB: the oldest use goes first (the bullseye kernel, and its snapshot with it).
+    const r = await enforceLimit(cache, total - 9 * MiB)
+    expect(r.evicted.map((e) => `${e.kind} ${e.id}`)).toEqual(['kernel 5.10.0-32-cloud-amd64', 'snapshot a1'])
+    expect(r.over).toBeUndefined()
+
+    // A limit nothing fits under: the old snapshot goes, what was used within the hour stays, and it says so.
+    const r2 = await enforceLimit(cache, 1)
+    expect(r2.evicted.map((e) => e.id)).toEqual(['b-old'])
+    expect(r2.over).toBe('everything left was used within the hour')
+    expect(existsSync(join(cache, 'snapshots/b-now.ram'))).toBe(true)
+    expect((await enforceLimit(cache, 0)).evicted).toEqual([])
+  })
+
+  it('takes its limit from OOMLAB_CACHE_LIMIT, and refuses what is not a size', () => {
+    expect(cacheLimit(undefined)).toBe(4 * 1024 ** 3)
+    expect(cacheLimit('500M')).toBe(500 * MiB)
+    expect(cacheLimit('2.5G')).toBe(2.5 * 1024 ** 3)
+    expect(cacheLimit('0')).toBe(0)
+    expect(() => cacheLimit('lots')).toThrow('OOMLAB_CACHE_LIMIT="lots": expected a size such as 4G, 500M or 0 (no limit)')
+  })
+})
