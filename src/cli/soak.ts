@@ -5,22 +5,25 @@
  *  2. The VM runner's faults: a guest kernel that panics, one that hangs, a guest that runs out of
  *     memory itself, a result channel cut off mid-frame, and the CLI interrupted with SIGINT/SIGTERM at
  *     random moments: each must be reported for what it is, with no QEMU and no temp dir left.
- *  3. `--runs N` consecutive runs of the article's specs (default 50), counted.
+ *  3. The eight specs, each in a guest restored from a snapshot, until `--runs N` (200) spec runs have
+ *     passed in a row on the default kernel and `--others N` (50) on each other kernel of the matrix
+ *     (src/cli/soak-restored.ts), with the restore times' distribution.
  */
 import { parseArgs } from 'node:util'
 import { readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { execa } from 'execa'
 import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
 import { guestTree, buildInitramfs } from '../vm/initramfs.js'
-import { parseKernelSpec } from '../vm/kernels.js'
+import { DEFAULT_KERNEL, parseKernelSpec } from '../vm/kernels.js'
+import { MATRIX_DEFAULT } from './matrix.js'
+import { soakRestored, distribution, type SoakCount } from './soak-restored.js'
 import { cacheDir, projectRoot } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 
-const ARTICLE_SPECS = ['01-', '02-', '03-']
+const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
 
 /** QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). */
 async function hostLeftovers(): Promise<string[]> {
@@ -40,16 +43,23 @@ interface Check {
 export async function soak(argv: string[], signal: AbortSignal): Promise<number> {
   let v
   try {
-    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, kernel: { type: 'string' }, 'skip-faults': { type: 'boolean' } }, strict: true }).values
+    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, others: { type: 'string' }, kernel: { type: 'string' }, kernels: { type: 'string' }, 'skip-faults': { type: 'boolean' } }, strict: true }).values
   } catch (err) {
-    throw new UserError(`${(err as Error).message.split('\n')[0]} (oomlab soak [--runs N] [--kernel NAME] [--skip-faults])`)
+    throw new UserError(`${(err as Error).message.split('\n')[0]} (${USAGE})`)
   }
-  if (v.runs !== undefined && (!/^\d+$/.test(v.runs) || Number(v.runs) > 1000)) throw new UserError(`--runs ${JSON.stringify(v.runs)}: expected a whole number from 0 to 1000`)
-  const runs = Number(v.runs ?? 50)
+  const count = (flag: string, value: string | undefined, dflt: number) => {
+    if (value !== undefined && (!/^\d+$/.test(value) || Number(value) > 5000)) throw new UserError(`--${flag} ${JSON.stringify(value)}: expected a whole number from 0 to 5000`)
+    return Number(value ?? dflt)
+  }
+  const runs = count('runs', v.runs, 200)
+  const others = count('others', v.others, 50)
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)
+  const defaultKernel = v.kernel ?? DEFAULT_KERNEL
+  const kernels = v.kernels !== undefined ? v.kernels.split(',').filter(Boolean) : [defaultKernel, ...MATRIX_DEFAULT.filter((k) => k !== defaultKernel)]
+  for (const k of kernels) parseKernelSpec(k)
   const kernel = v.kernel !== undefined ? { kernel: v.kernel } : {}
-  const initramfs = await buildInitramfs(cacheDir(), await guestTree())
-  const base: VmOptions = { ...kernel, initramfs, signal, log: () => undefined }
+  // The fault tests' guest carries vitest and the specs (the image of the boot-per-run design): built only for them.
+  const base: VmOptions = { ...kernel, ...(!v['skip-faults'] && { initramfs: await buildInitramfs(cacheDir(), await guestTree()) }), signal, log: () => undefined }
   const checks: Check[] = []
   // Another oomlab run on this host is not this soak's business: only what a check adds counts.
   const before = new Set(await hostLeftovers())
@@ -100,25 +110,21 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
       })
   }
 
-  let passedRuns = 0
-  for (let i = 1; i <= runs && !signal.aborted; i++)
-    await check(`article run ${i} of ${runs}`, async () => {
-      // A run takes ~45 s here: a hung one is stopped after 4 min, with what was running.
-      const vm = await runInVm({ ...base, filters: ARTICLE_SPECS, runTimeoutMs: 240_000 })
-      const failure = vmRunFailure(vm) ?? (vm.result && vm.result.failed > 0 ? `${vm.result.failed} failed` : undefined)
-      if (!failure) passedRuns++
-      else for (const line of vm.run.consoleTail) log(`  console: ${line}`)
-      if (vm.run.incident) {
-        const file = join(projectRoot, 'reports', 'soak', `run-${i}-kernel-incident.txt`)
-        await mkdir(dirname(file), { recursive: true })
-        await writeFile(file, `${vm.run.incident.join('\n')}\n`)
-        log(`  the guest kernel's report (BUG/panic, backtraces, replayed log): ${file}`)
-      }
-      return failure
+  const counts: SoakCount[] = []
+  for (const k of kernels) {
+    if (signal.aborted) break
+    const target = k === defaultKernel ? runs : others
+    if (target === 0) continue
+    await check(`${target} spec runs in a row on ${k}, each in a restored guest`, async () => {
+      const c = await soakRestored(k, target, signal)
+      counts.push(c)
+      return c.streak >= target ? undefined : `${c.streak} in a row at the end (best ${c.bestStreak}); ${c.failed} of ${c.runs} failed: ${c.failures.slice(0, 3).join('; ')}`
     })
-
+  }
   const failed = checks.filter((c) => !c.ok)
-  console.log(`\noomlab soak: ${checks.length - failed.length} of ${checks.length} checks passed; article runs: ${passedRuns} of ${runs} passed`)
+  console.log(`\noomlab soak: ${checks.length - failed.length} of ${checks.length} checks passed`)
+  for (const c of counts)
+    console.log(`  ${c.kernel} (${c.release ?? '?'}): ${c.streak} in a row of ${c.target} asked; ${c.runs} spec runs, ${c.failed} failed${c.unsupported ? `, ${c.unsupported} unsupported` : ''}; restore to agent answering: ${distribution(c.restoreMs)}`)
   for (const c of failed) console.log(`  FAIL ${c.name}: ${c.detail}`)
   if (signal.aborted) return 130
   return failed.length === 0 ? 0 : 1

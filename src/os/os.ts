@@ -133,6 +133,8 @@ export interface MachineStats {
   qemuCpuMs?: number
   /** CPU ms the experiment cost on the machine: the agent's (or this process's) own, and the machine's in all. */
   cpu?: { serverMs: number; machineBusyMs: number }
+  /** A guest's console: its last lines, and a kernel incident (BUG, panic, lockup) if one began. Kept in the evidence of a failed experiment. */
+  console?: { tail: string[]; incident?: string[] }
 }
 
 export interface Os extends AsyncDisposable {

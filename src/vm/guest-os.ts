@@ -66,7 +66,7 @@ export class GuestOs extends RemoteOs {
 
   override stats(): MachineStats {
     const stat = this.vm.pid !== undefined ? readStat(this.vm.pid) : undefined
-    return { ...super.stats(), restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }) }
+    return { ...super.stats(), restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: this.vm.consoleRecord() }
   }
 
   override async dispose(): Promise<void> {

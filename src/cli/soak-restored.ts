@@ -1,0 +1,94 @@
+/**
+ * The soak's main phase: the eight specs, each in a guest restored from its kernel's snapshot, round
+ * after round, until `target` spec runs have passed in a row on that kernel. A failure keeps its round's
+ * report, the guest's console and, when the guest kernel reported a BUG, panic or lockup, that report.
+ */
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { prepareLabGuest } from '../vm/lab-guest.js'
+import { PREPARED_ENV } from '../experiment/global-setup.js'
+import { readEvidenceDir } from '../report/evidence.js'
+import { projectRoot } from '../util/paths.js'
+import { log, preparedFile, runVitest } from './experiments.js'
+
+export interface SoakCount {
+  kernel: string
+  release?: string
+  target: number
+  /** The longest run of passes in a row, and the one still going at the end. */
+  bestStreak: number
+  streak: number
+  runs: number
+  failed: number
+  unsupported: number
+  restoreMs: number[]
+  failures: string[]
+}
+
+
+export async function soakRestored(kernel: string, target: number, signal: AbortSignal): Promise<SoakCount> {
+  const count: SoakCount = { kernel, target, bestStreak: 0, streak: 0, runs: 0, failed: 0, unsupported: 0, restoreMs: [], failures: [] }
+  const say = (line: string) => log(`soak [${kernel}] ${line}`)
+  const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: say, signal })
+  count.release = guest.kernel.release
+  await using prepared = await preparedFile({ default: guest })
+  const base = join(projectRoot, 'reports', 'soak', kernel)
+  await rm(base, { recursive: true, force: true })
+  // Enough rounds for the target after a failure or two; a kernel that keeps failing stops there.
+  const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => f.endsWith('.spec.ts')).length
+  const maxRounds = Math.ceil(target / specs) * 2 + 2
+  for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
+    const dir = join(base, `round-${round}`)
+    const env = { ...process.env, OOMLAB_REPORT_DIR: dir, OOMLAB_EVIDENCE_DIR: join(dir, 'evidence'), [PREPARED_ENV]: prepared.path } as Record<string, string>
+    const r = await runVitest('experiments', [], env, signal)
+    if (signal.aborted) break
+    const evidence = await readEvidenceDir(join(dir, 'evidence'))
+    let bad = 0
+    for (const e of evidence) {
+      count.runs++
+      if (e.machine?.restoreMs !== undefined) count.restoreMs.push(e.machine.restoreMs)
+      if (e.verdict.state === 'unsupported') {
+        count.unsupported++
+        continue
+      }
+      if (e.verdict.state === 'pass') {
+        count.streak++
+        count.bestStreak = Math.max(count.bestStreak, count.streak)
+        continue
+      }
+      bad++
+      count.failed++
+      count.streak = 0
+      const what = `round ${round}, ${e.file}: ${e.verdict.errors?.[0] ?? e.verdict.state}`
+      count.failures.push(what)
+      say(`FAIL ${what}`)
+      if (e.machine?.console) await writeFile(join(dir, `${e.file}.console.txt`), e.machine.console.tail.length ? `${e.machine.console.tail.join('\n')}\n` : '(the guest printed nothing on its console after the restore)\n')
+      if (e.machine?.console?.incident) {
+        await writeFile(join(dir, `${e.file}.kernel-incident.txt`), `${e.machine.console.incident.join('\n')}\n`)
+        say(`  the guest kernel's report (BUG/panic/lockup, backtraces): ${join(dir, `${e.file}.kernel-incident.txt`)}`)
+      }
+    }
+    // A spec with no evidence did not run (its worker died): a failure too.
+    const missing = Math.max(0, specs - evidence.length)
+    if (missing > 0) {
+      count.failed += missing
+      count.runs += missing
+      count.streak = 0
+      count.failures.push(`round ${round}: ${missing} spec(s) without evidence (vitest exited ${r.exitCode})`)
+      say(`FAIL round ${round}: ${missing} spec(s) without evidence (vitest exited ${r.exitCode})`)
+    }
+    say(`round ${round}: ${evidence.length - bad} of ${evidence.length} passed; ${count.streak} in a row of ${target}`)
+    if (bad === 0 && missing === 0) await rm(dir, { recursive: true, force: true })
+  }
+  await mkdir(base, { recursive: true })
+  return count
+}
+
+/** min / median / p95 / max of a list of ms, in seconds. */
+export function distribution(ms: number[]): string {
+  if (ms.length === 0) return 'none'
+  const s = [...ms].sort((a, b) => a - b)
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]!
+  const f = (x: number) => `${(x / 1000).toFixed(2)} s`
+  return `min ${f(s[0]!)}, median ${f(at(0.5))}, p95 ${f(at(0.95))}, max ${f(s.at(-1)!)} (${s.length} restores)`
+}
