@@ -5,7 +5,7 @@
  * and are kept to hold the guarantee; test/oom-records.test.ts shows from captured logs why it is needed.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { prepareLabGuest } from '../src/vm/lab-guest.js'
 import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
@@ -16,11 +16,21 @@ import { timeoutScale } from '../src/util/timeout-scale.js'
 import '../src/experiment/matchers.js'
 
 const T = timeoutScale()
+
+/** The suite's kernel is in the cache (the note and the file it names: the cache may have evicted it). */
+function cachedKernel(suite: string): boolean {
+  try {
+    const { release } = JSON.parse(readFileSync(join(cacheDir(), 'kernels/suites', `${suite}.json`), 'utf8')) as { release: string }
+    return existsSync(join(cacheDir(), 'kernels', release, 'vmlinuz'))
+  } catch {
+    return false
+  }
+}
 const why = !which('qemu-system-x86_64')
   ? 'qemu-system-x86_64 is not installed'
   : process.getuid?.() !== 0
     ? 'needs root'
-    : !existsSync(join(cacheDir(), 'kernels/suites/bookworm.json'))
+    : !cachedKernel('bookworm')
       ? `no bookworm kernel cached in ${cacheDir()} yet; any run that boots a guest fetches it`
       : ''
 

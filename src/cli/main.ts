@@ -13,12 +13,6 @@ import { workloadUser } from '../proc/spawn.js'
 // Temp dirs go even when a second Ctrl-C ends the process at once.
 setGracefulCleanup()
 
-// `oomlab cache | head`: a reader that leaves early is not an error.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(0)
-  throw err
-})
-
 const controller = new AbortController()
 let interrupted = false
 for (const sig of ['SIGINT', 'SIGTERM'] as const)
@@ -85,6 +79,14 @@ function checkEnvironment(env: NodeJS.ProcessEnv): void {
   workloadUser(env)
 }
 
+/** `oomlab cache | head`: for a listing, a reader that leaves early is not an error. */
+function listing(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') process.stderr.write(`oomlab: writing the listing: ${err.message}\n`)
+    process.exit(err.code === 'EPIPE' ? 0 : 1)
+  })
+}
+
 function noOptions(cmd: string, rest: string[]): void {
   if (rest.length > 0) throw new UserError(`${cmd} takes no options or arguments (got ${JSON.stringify(rest.join(' '))})`)
 }
@@ -118,10 +120,12 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'kernels': {
       noOptions(cmd, rest)
+      listing()
       const { listKernels } = await import('./kernels.js')
       return listKernels()
     }
     case 'cache': {
+      listing()
       const { cache } = await import('./cache.js')
       return cache(rest)
     }

@@ -1,14 +1,17 @@
 /**
  * The cache of kernels, guest images and snapshots (~/.cache/oom-group-lab): what is in it, what can
- * still be used, and a bound on its size. Every entry has a "used" stamp, touched each time a run
- * prepares it; the least recently used go first when the cache is over its limit.
+ * still be used, and a bound on its size. Every entry has a "used" stamp, touched when a run prepares
+ * it and on each restore; the least recently used go first when the cache is over its limit.
  *
- *   kernels/<release>/            a kernel (vmlinuz, kernel.json); kernels/suites/<suite>.json names one per suite
- *   initramfs/<name>-<hash>.cpio  a guest image (+ .sha256); lab-inputs-<key> notes point at the lab's
- *   snapshots/<key>.{ram,state,json}  a saved guest (+ .used)
+ *   kernels/<release>/                 a kernel (vmlinuz, kernel.json); kernels/suites/<suite>.json names one per suite
+ *   initramfs/<name>-<hash>.cpio       a guest image (+ .sha256); lab-inputs-<key> notes name the lab's image
+ *   snapshots/<key>.{ram,state,json}   a saved guest (+ .lock while it is made)
+ *
+ * Only names of these shapes are ever listed or removed.
  */
 import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { beingMade } from './snapshot.js'
 
 export type EntryKind = 'kernel' | 'image' | 'snapshot'
 
@@ -23,17 +26,26 @@ export interface CacheEntry {
   bytes: number
   madeMs: number
   usedMs: number
+  /** A kernel some suite names now (kernels only). */
+  named?: boolean
+  /** A snapshot a live process is making: never stale, never evicted. */
+  making?: boolean
+  /** For a snapshot: the kernel release and image file it was made of. */
+  madeOf?: { release?: string; image?: string }
   /** Why it can never be used again; undefined when it can. */
   stale?: string
 }
 
-/** 4 GiB: a four-kernel matrix (four snapshots of ~0.4 GB, their kernels, two images) fits twice. */
+/** 4 GiB: a four-kernel matrix (four snapshots of ~0.4 GB, their kernels, the image) fits with room to spare. */
 export const DEFAULT_LIMIT_BYTES = 4 * 1024 ** 3
 
 /** Entries used this recently belong to a run that may still be going: never evicted. */
 export const IN_USE_MS = 60 * 60 * 1000
 
 const USED = '.used'
+const SNAPSHOT_KEY = /^[0-9a-f]{24}$/
+const IMAGE = /^[a-z][a-z-]*-([0-9a-f]{16})\.cpio$/
+const RELEASE = /^\d+\.\d+[\w.+~-]*$/
 
 /** OOMLAB_CACHE_LIMIT: bytes, or with a K/M/G suffix (powers of 1024); 0 turns the bound off. */
 export function cacheLimit(env = process.env.OOMLAB_CACHE_LIMIT): number {
@@ -65,17 +77,32 @@ async function sizeOf(files: string[]): Promise<{ bytes: number; madeMs: number 
   return { bytes, madeMs }
 }
 
-const exists = async (p: string) => (await stat(p).catch(() => undefined)) !== undefined
-
-/** A snapshot's kernel: the file it was made from, of the size and time its key says (else, for older records, its release in the cache). */
-async function kernelThere(path: string | undefined, kernelId: string[], cached: Set<string>): Promise<boolean> {
-  if (path === undefined) return kernelId[0] !== undefined && cached.has(kernelId[0])
-  const st = await stat(path).catch(() => undefined)
-  return st !== undefined && String(st.size) === kernelId.at(-2) && String(st.mtimeMs) === kernelId.at(-1)
+/** The later of its stamp and its making: a snapshot made again keeps its old stamp until it is used. */
+const usedAt = async (stamp: string, madeMs: number) => Math.max(madeMs, (await stat(stamp).catch(() => undefined))?.mtimeMs ?? 0)
+const list = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).sort()
+const readJson = async <T>(path: string): Promise<T | undefined> => {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T
+  } catch {
+    return undefined
+  }
 }
 
-const usedAt = async (stamp: string, fallback: number) => (await stat(stamp).catch(() => undefined))?.mtimeMs ?? fallback
-const list = async (dir: string) => (await readdir(dir).catch(() => [] as string[])).sort()
+type SnapshotRecord = { inputs?: string[]; files?: { kernel: string; initrd: string } }
+
+/**
+ * A snapshot's kernel is the one it was made of: the file its record names (or, for records older
+ * than that field, the cached kernel of its release), of the size and time its key holds. Undefined:
+ * not known (a kernel from outside the cache, in an old record), so not called stale.
+ */
+async function kernelUnchanged(cache: string, record: SnapshotRecord, kernelId: string[]): Promise<boolean | undefined> {
+  const release = kernelId[0]
+  const path = record.files?.kernel ?? (release && RELEASE.test(release) ? join(cache, 'kernels', release, 'vmlinuz') : undefined)
+  if (path === undefined) return undefined
+  const st = await stat(path).catch(() => undefined)
+  if (!st) return record.files ? false : undefined
+  return String(st.size) === kernelId.at(-2) && String(st.mtimeMs) === kernelId.at(-1)
+}
 
 /** Everything in the cache, with what makes an entry unusable. `qemuId` is the installed QEMU's build. */
 export async function listCache(cache: string, qemuId?: string): Promise<CacheEntry[]> {
@@ -84,21 +111,19 @@ export async function listCache(cache: string, qemuId?: string): Promise<CacheEn
   const kernelsDir = join(cache, 'kernels')
   const named = new Set<string>()
   for (const f of await list(join(kernelsDir, 'suites'))) {
-    const r = JSON.parse(await readFile(join(kernelsDir, 'suites', f), 'utf8').catch(() => '{}')) as { release?: string }
-    if (r.release) named.add(r.release)
+    const r = await readJson<{ release?: string }>(join(kernelsDir, 'suites', f))
+    if (r?.release) named.add(r.release)
   }
-  const kernelReleases = new Set<string>()
   for (const release of await list(kernelsDir)) {
-    if (release === 'suites' || release === 'apt') continue
+    if (!RELEASE.test(release)) continue
     const dir = join(kernelsDir, release)
-    const files = (await list(dir)).map((f) => join(dir, f))
-    const { bytes, madeMs } = await sizeOf(files.filter((f) => !f.endsWith(USED)))
-    const whole = files.some((f) => f.endsWith('/vmlinuz'))
-    if (whole) kernelReleases.add(release)
+    const { bytes, madeMs } = await sizeOf((await list(dir)).map((f) => join(dir, f)))
+    const whole = (await stat(join(dir, 'vmlinuz')).catch(() => undefined)) !== undefined
     entries.push({
       kind: 'kernel',
       id: release,
       about: named.has(release) ? 'named by a suite' : 'named by no suite (a version asked for, or one a suite moved past)',
+      named: named.has(release),
       files: [dir],
       bytes,
       madeMs,
@@ -108,43 +133,53 @@ export async function listCache(cache: string, qemuId?: string): Promise<CacheEn
   }
 
   const imagesDir = join(cache, 'initramfs')
-  const images = new Set<string>()
+  const imageByHash = new Map<string, string>()
   for (const f of await list(imagesDir)) {
-    if (!f.endsWith('.cpio')) continue
+    const hash = IMAGE.exec(f)?.[1]
+    if (!hash) continue
+    imageByHash.set(hash, f)
     const path = join(imagesDir, f)
     const files = [path, `${path}.sha256`, `${path}${USED}`]
     const { bytes, madeMs } = await sizeOf(files)
-    images.add(f.replace(/^[a-z-]+?-([0-9a-f]{16})\.cpio$/, '$1'))
     entries.push({ kind: 'image', id: f, about: `guest image ${(bytes / 1e6).toFixed(0)} MB`, files, bytes, madeMs, usedMs: await usedAt(`${path}${USED}`, madeMs) })
   }
 
   const snapDir = join(cache, 'snapshots')
-  const keys = new Set((await list(snapDir)).map((f) => f.replace(/\..*$/, '')))
+  const keys = new Set((await list(snapDir)).map((f) => f.slice(0, f.indexOf('.') >>> 0)).filter((k) => SNAPSHOT_KEY.test(k)))
   for (const key of keys) {
     const base = join(snapDir, key)
     const files = ['.json', '.state', '.ram', '.state.partial', '.ram.partial', '.lock', USED].map((s) => `${base}${s}`)
     const { bytes, madeMs } = await sizeOf(files)
-    const record = JSON.parse(await readFile(`${base}.json`, 'utf8').catch(() => 'null')) as { inputs?: string[]; files?: { kernel: string; initrd: string } } | null
+    const making = await beingMade(cache, key)
+    const record = await readJson<SnapshotRecord>(`${base}.json`)
     const input = (prefix: string) => record?.inputs?.find((i) => i.startsWith(prefix))?.slice(prefix.length)
     const kernelId = input('kernel:')?.split(' ') ?? []
-    const release = kernelId[0]
-    const stale = !record
-      ? 'no record: a snapshot never finished'
-      : !(await kernelThere(record.files?.kernel, kernelId, kernelReleases))
-        ? `its kernel ${release ?? '?'} is gone or changed`
-        : !(record.files ? await exists(record.files.initrd) : images.has(input('initrd:') ?? ''))
-          ? 'its guest image is gone'
-          : qemuId !== undefined && input('qemu:') !== qemuId
-            ? 'made by another QEMU build'
-            : undefined
+    const hash = input('initrd:')
+    const image = record?.files ? record.files.initrd.slice(record.files.initrd.lastIndexOf('/') + 1) : hash && imageByHash.get(hash)
+    const kernelOk = record ? await kernelUnchanged(cache, record, kernelId) : undefined
+    const imageOk = record?.files ? (await stat(record.files.initrd).catch(() => undefined)) !== undefined : hash ? imageByHash.has(hash) : undefined
+    const stale = making
+      ? undefined
+      : !record
+        ? 'no record: a snapshot never finished'
+        : kernelOk === false
+          ? `its kernel ${kernelId[0] ?? '?'} is gone or changed`
+          : imageOk === false
+            ? 'its guest image is gone'
+            : qemuId !== undefined && input('qemu:') !== qemuId
+              ? 'made by another QEMU build'
+              : undefined
+    const mem = record?.inputs?.[record.inputs.indexOf('-m') + 1]
     entries.push({
       kind: 'snapshot',
       id: key,
-      about: `kernel ${release ?? '?'}${record?.inputs?.includes('-m') ? `, ${record.inputs[record.inputs.indexOf('-m') + 1]} MiB` : ''}`,
-      files: files,
+      about: making ? 'being made now' : `kernel ${kernelId[0] ?? '?'}${record?.inputs?.includes('-m') ? `, ${mem} MiB` : ''}`,
+      files,
       bytes,
       madeMs,
       usedMs: await usedAt(`${base}${USED}`, madeMs),
+      making,
+      madeOf: { ...(kernelId[0] && { release: kernelId[0] }), ...(image && { image }) },
       ...(stale && { stale }),
     })
   }
@@ -155,55 +190,56 @@ async function remove(e: CacheEntry): Promise<void> {
   for (const f of e.files) await rm(f, { recursive: true, force: true })
 }
 
+/** The snapshots made of a kernel or an image: they cannot be used without it. */
+const madeOf = (entries: CacheEntry[], e: CacheEntry) =>
+  entries.filter((s) => s.kind === 'snapshot' && !s.making && (e.kind === 'kernel' ? s.madeOf?.release === e.id : e.kind === 'image' && s.madeOf?.image === e.id))
+
 /**
- * Removes what can never be used again (a snapshot of a kernel, image or QEMU that is gone), kernels no
- * suite names that were not used for `unnamedAfterMs`, and notes that point at a missing image.
+ * Removes what can never be used again (a snapshot of a kernel, image or QEMU that is gone, one that
+ * never finished), kernels no suite names that were not used for `unnamedAfterMs` with their snapshots,
+ * and notes that name a missing image.
  */
 export async function pruneCache(cache: string, o: { qemuId?: string; now?: number; unnamedAfterMs?: number } = {}): Promise<CacheEntry[]> {
   const now = o.now ?? Date.now()
   const unnamedAfter = o.unnamedAfterMs ?? 30 * 24 * 3600 * 1000
   const entries = await listCache(cache, o.qemuId)
-  const gone = entries.filter((e) => e.stale !== undefined || (e.kind === 'kernel' && e.about.startsWith('named by no suite') && now - e.usedMs > unnamedAfter))
+  const oldKernels = entries.filter((e) => e.kind === 'kernel' && !e.named && now - e.usedMs > unnamedAfter)
+  const gone = [...new Set([...entries.filter((e) => e.stale !== undefined), ...oldKernels, ...oldKernels.flatMap((k) => madeOf(entries, k))])]
   for (const e of gone) await remove(e)
-  // Snapshots of a kernel just removed are stale now.
-  const after = gone.some((e) => e.kind === 'kernel') ? (await listCache(cache, o.qemuId)).filter((e) => e.kind === 'snapshot' && e.stale !== undefined) : []
-  for (const e of after) await remove(e)
   const imagesDir = join(cache, 'initramfs')
   for (const f of await list(imagesDir)) {
-    if (!f.startsWith('lab-inputs-')) continue
+    if (!/^lab-inputs-[0-9a-f]+$/.test(f)) continue
     const target = (await readFile(join(imagesDir, f), 'utf8').catch(() => '')).trim()
     if (!(await stat(target).catch(() => undefined))) await rm(join(imagesDir, f), { force: true })
   }
-  return [...gone, ...after]
+  return gone
 }
 
 /**
  * Keeps the cache under `limitBytes`: evicts the least recently used entries (with a kernel or an
- * image, the snapshots made of it), never one used within IN_USE_MS. Returns what it evicted and, when it could not get under
- * the limit, why.
+ * image, the snapshots made of it), never one used within IN_USE_MS or being made. Returns what it
+ * evicted and, when it could not get under the limit, why.
  */
 export async function enforceLimit(cache: string, limitBytes: number, o: { now?: number } = {}): Promise<{ evicted: CacheEntry[]; total: number; over?: string }> {
   const now = o.now ?? Date.now()
   const entries = await listCache(cache)
   let total = entries.reduce((s, e) => s + e.bytes, 0)
-  const evicted: CacheEntry[] = []
-  if (limitBytes <= 0 || total <= limitBytes) return { evicted, total }
-  const candidates = entries.filter((e) => now - e.usedMs >= IN_USE_MS).sort((a, b) => a.usedMs - b.usedMs)
-  for (const e of candidates) {
+  const evicted = new Set<CacheEntry>()
+  if (limitBytes <= 0 || total <= limitBytes) return { evicted: [], total }
+  const idle = (e: CacheEntry) => !e.making && now - e.usedMs >= IN_USE_MS
+  for (const e of entries.filter(idle).sort((a, b) => a.usedMs - b.usedMs)) {
     if (total <= limitBytes) break
-    if (evicted.includes(e)) continue
-    await remove(e)
-    evicted.push(e)
-    total -= e.bytes
-    // A kernel's or an image's snapshots cannot be used without it.
-    if (e.kind !== 'snapshot')
-      for (const d of (await listCache(cache)).filter((x) => x.kind === 'snapshot' && x.stale !== undefined)) {
-        await remove(d)
-        evicted.push(candidates.find((c) => c.id === d.id) ?? d)
-        total -= d.bytes
-      }
+    if (evicted.has(e)) continue
+    const dependents = madeOf(entries, e).filter((d) => !evicted.has(d))
+    // A kernel or image whose snapshot is in use stays: the snapshot needs it.
+    if (!dependents.every(idle)) continue
+    for (const x of [e, ...dependents]) {
+      await remove(x)
+      evicted.add(x)
+      total -= x.bytes
+    }
   }
-  return { evicted, total, ...(total > limitBytes && { over: 'everything left was used within the hour' }) }
+  return { evicted: [...evicted], total, ...(total > limitBytes && { over: 'everything left was used within the hour' }) }
 }
 
 export function formatBytes(n: number): string {

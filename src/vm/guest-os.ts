@@ -11,6 +11,7 @@ import type { Duplex } from '../os/wire.js'
 import type { MachineStats } from '../os/os.js'
 import type { KernelImage } from './kernels.js'
 import { timeoutScale } from '../util/timeout-scale.js'
+import { imageStamp, kernelStamp, markUsed, snapshotStamp } from './cache.js'
 
 /** Everything a worker needs to restore a guest: plain JSON, handed from vitest's global setup. */
 export interface PreparedGuest {
@@ -88,6 +89,8 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
     ...(o.signal && { signal: o.signal }),
   })
   if (snapshot.remadeBecause) o.log?.(`snapshot remade: ${snapshot.remadeBecause}`)
+  // Each restore marks what it needs as used, so that a long run keeps it past the cache's idle hour.
+  void markUsed([snapshotStamp(g.cacheDir, snapshot.key), imageStamp(g.spec.initrd), ...(g.spec.kernel.startsWith(`${g.cacheDir}/`) ? [kernelStamp(g.cacheDir, g.kernel.release)] : [])])
   const os = new GuestOs(vm, g.kernel.release)
   os.restoreMs = performance.now() - t0
   return os

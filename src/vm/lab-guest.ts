@@ -11,7 +11,7 @@ import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
 import { agentReady, LAB_DEFAULTS, type PreparedGuest } from './guest-os.js'
 import { cacheLimit, enforceLimit, formatBytes, imageStamp, kernelStamp, markUsed, snapshotStamp } from './cache.js'
 import { cacheDir } from '../util/paths.js'
-import { UserError } from '../util/errors.js'
+import { UserError, errorMessage } from '../util/errors.js'
 import { which } from '../util/which.js'
 
 export interface GuestChoice {
@@ -41,6 +41,9 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
   const t1 = performance.now()
   const image = await labImage(cache)
   const t2 = performance.now()
+  // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
+  const stamps = [...(kernel.path.startsWith(`${cache}/`) ? [kernelStamp(cache, kernel.release)] : []), imageStamp(image.path)]
+  await markUsed(stamps)
   log(`guest image: ${image.reused ? 'reused' : 'built'} ${(image.bytes / 1e6).toFixed(0)} MB in ${(image.ms / 1000).toFixed(1)} s`)
   const accel = await chooseAccel({ want: choice.accel ?? 'auto', cache, kernel: kernel.path, qemu, log, ...(o.signal && { signal: o.signal }) })
   const t3 = performance.now()
@@ -65,7 +68,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     ...(o.signal && { signal: o.signal }),
   })
   const t4 = performance.now()
-  await keepCacheBounded(cache, [...(kernel.path.startsWith(`${cache}/`) ? [kernelStamp(cache, kernel.release)] : []), imageStamp(image.path), snapshotStamp(cache, snapshot.key)], log)
+  await keepCacheBounded(cache, [...stamps, snapshotStamp(cache, snapshot.key)], log)
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`
   log(`${kernel.release} (${accel.accel}): snapshot ${snapshot.made ? `made in ${s(snapshot.makeMs ?? 0)}` : 'reused'}, ${(snapshot.bytes / 1e6).toFixed(0)} MB; prepared in ${s(t4 - t0)} (kernel ${s(t1 - t0)}, image ${s(t2 - t1)}, accel ${s(t3 - t2)}, snapshot ${s(t4 - t3)})`)
   return {
@@ -83,7 +86,10 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
 async function keepCacheBounded(cache: string, used: string[], log: (line: string) => void): Promise<void> {
   await markUsed(used)
   const limit = cacheLimit()
-  const { evicted, total, over } = await enforceLimit(cache, limit)
+  // The run has what it needs: a cache it cannot tidy is said, not a reason to fail.
+  const r = await enforceLimit(cache, limit).catch((err: unknown) => void log(`cache: could not keep it under ${formatBytes(limit)}: ${errorMessage(err)}`))
+  if (!r) return
+  const { evicted, total, over } = r
   for (const e of evicted) log(`cache: over its ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT): evicted ${e.kind} ${e.id} (${e.about}, ${formatBytes(e.bytes)}, last used ${new Date(e.usedMs).toISOString().slice(0, 16).replace('T', ' ')} UTC)`)
   if (over) log(`cache: ${formatBytes(total)}, over its ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT), but ${over}`)
 }

@@ -335,6 +335,15 @@ function procStart(pid: number): string | undefined {
 
 const alive = (o: LockOwner) => procStart(o.pid) === o.start
 
+/** Whether a live process holds the snapshot's lock: it is being made now (the cache leaves it alone). */
+export async function beingMade(cacheDir: string, key: string): Promise<boolean> {
+  const path = pathsFor(cacheDir, key).lock
+  const text = await readFile(path, 'utf8').catch(() => undefined)
+  if (text === undefined) return false
+  const owner = parseOwner(text)
+  return owner ? alive(owner) : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? 0) <= FRESH_LOCK_MS
+}
+
 async function tryLock(path: string): Promise<{ release: () => Promise<void> } | { owner: LockOwner | undefined }> {
   for (let attempt = 0; ; attempt++) {
     const me: LockOwner = { pid: process.pid, start: procStart(process.pid) ?? '', since: new Date().toISOString() }
