@@ -140,7 +140,9 @@ export async function listCache(cache: string, qemuId?: string): Promise<CacheEn
     imageByHash.set(hash, f)
     const path = join(imagesDir, f)
     const files = [path, `${path}.sha256`, `${path}${USED}`]
-    const { bytes, madeMs } = await sizeOf(files)
+    const { bytes } = await sizeOf(files)
+    // The image's own time: checking it rewrites its .sha256.
+    const madeMs = (await stat(path).catch(() => undefined))?.mtimeMs ?? 0
     entries.push({ kind: 'image', id: f, about: `guest image ${(bytes / 1e6).toFixed(0)} MB`, files, bytes, madeMs, usedMs: await usedAt(`${path}${USED}`, madeMs) })
   }
 
