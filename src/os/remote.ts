@@ -11,6 +11,13 @@ import type { MachineStats, Os, OsFacts, Op, OpResult, SpawnSpec, Spawned, Tree,
 /** A call without a deadline of its own must be answered within this; a wait gets its own timeout on top. */
 const ANSWER_MS = 30_000
 
+/**
+ * While calls wait (a wait may rightly take minutes), the agent is pinged this often, and one that leaves
+ * a ping unanswered this long is stuck, or its guest hangs: every waiting call fails then, not at its end.
+ */
+const HEARTBEAT_MS = 5_000
+const HEARTBEAT_ANSWER_MS = 15_000
+
 export interface RemoteOptions {
   /** "guest 6.1.0-50-cloud-amd64": for messages. */
   name: string
@@ -34,6 +41,10 @@ export class RemoteOs implements Os {
   private onKmsgBroken: ((why: string) => void) | undefined
   private broken: Error | undefined
   private readonly pending = new Set<(err: Error) => void>()
+  private heartbeat: NodeJS.Timeout | undefined
+  /** When the ping in flight was sent (performance.now()), if one is. */
+  private pingSentAt: number | undefined
+  private unfinished: () => string = () => ''
   /** Round trips made, for the bench. */
   calls = 0
   /** Host ms spent in each kind of call (answer included), for the bench: where a spec's time goes. */
@@ -52,15 +63,36 @@ export class RemoteOs implements Os {
         kmsgBroken: (why) => this.onKmsgBroken?.(why),
         ready: (info) => o.onReady?.(info),
       },
-      { onBroken: (why) => this.break(why) },
+      { onBroken: (why) => this.break(why), unfinished: (peek) => (this.unfinished = peek) },
+    )
+  }
+
+  /** What the guest says of itself, or what the channel shows: a frame cut off mid-answer. */
+  private explain(): string | undefined {
+    const cut = this.unfinished()
+    const channel = cut ? `the channel holds ${cut.length} bytes of a frame that never ended (${JSON.stringify(cut.slice(0, 40))})` : undefined
+    return [this.o.explain?.(), channel].filter(Boolean).join('; ') || undefined
+  }
+
+  private beat(): void {
+    if (this.pingSentAt !== undefined) {
+      const waited = performance.now() - this.pingSentAt
+      if (waited > HEARTBEAT_ANSWER_MS * (this.o.scale ?? 1)) this.break(new Error(`the agent left a ping unanswered for ${Math.round(waited / 1000)} s: it is stuck, or the guest hangs`))
+      return
+    }
+    this.pingSentAt = performance.now()
+    this.rpc.ping().then(
+      () => (this.pingSentAt = undefined),
+      () => undefined,
     )
   }
 
   /** The channel is gone: every call waiting fails now, with the guest's own explanation if it has one. */
   break(why: Error): void {
     if (this.broken) return
-    const explained = this.o.explain?.()
+    const explained = this.explain()
     this.broken = new Error(`${this.name}: the channel to the guest agent broke (${why.message})${explained ? `: ${explained}` : ''}`, { cause: why })
+    clearInterval(this.heartbeat)
     for (const reject of this.pending) reject(this.broken)
     this.pending.clear()
     this.onKmsgBroken?.(this.broken.message)
@@ -77,17 +109,23 @@ export class RemoteOs implements Os {
       reject = rej
       const limit = ms + ANSWER_MS * (this.o.scale ?? 1)
       timer = setTimeout(() => {
-        const explained = this.o.explain?.()
+        const explained = this.explain()
         rej(new Error(`${this.name}: the guest agent did not answer ${what} within ${Math.round(limit / 1000)} s${explained ? `: ${explained}` : ': hung?'}`))
       }, limit)
     })
     this.pending.add(reject)
+    this.heartbeat ??= setInterval(() => this.beat(), HEARTBEAT_MS).unref()
     const t0 = performance.now()
     try {
       return await Promise.race([f(), stop])
     } finally {
       clearTimeout(timer)
       this.pending.delete(reject)
+      if (this.pending.size === 0) {
+        clearInterval(this.heartbeat)
+        this.heartbeat = undefined
+        this.pingSentAt = undefined
+      }
       const kind = what.split(' ')[0]!
       this.timeByCall[kind] = Math.round((this.timeByCall[kind] ?? 0) + performance.now() - t0)
     }
@@ -177,6 +215,7 @@ export class RemoteOs implements Os {
 
   /** Closes the channel; the guest itself is its owner's to stop. */
   async dispose(): Promise<void> {
+    clearInterval(this.heartbeat)
     if (!this.rpc.$closed) this.rpc.$close()
   }
 

@@ -83,9 +83,11 @@ export function parseFrame(line: string): object {
 export function connect<Remote extends object, Local extends object>(
   stream: Duplex,
   local: Local,
-  o: { eventNames?: (keyof Remote)[]; onBroken: (why: Error) => void },
+  o: { eventNames?: (keyof Remote)[]; onBroken: (why: Error) => void; unfinished?: (peek: () => string) => void },
 ): BirpcReturn<Remote, Local> {
   let partial = ''
+  // What arrived after the last newline: a frame cut off, when the other side stops mid-answer.
+  o.unfinished?.(() => partial)
   let listener: ((frame: object) => void) | undefined
   const onData = (chunk: string) => {
     const lines = (partial + chunk).split('\n')

@@ -58,8 +58,9 @@ export class GuestOs extends RemoteOs {
   constructor(
     readonly vm: GuestVm,
     release: string,
+    scale = timeoutScale(),
   ) {
-    super(socketDuplex(vm.agent), { name: `guest ${release}`, explain: () => vm.failure(), scale: timeoutScale(), disposable: true })
+    super(socketDuplex(vm.agent), { name: `guest ${release}`, explain: () => vm.failure(), scale, disposable: true })
     // QEMU closes the socket as it exits: let it finish, so its console can say why (a panic, the agent's last words).
     vm.agent.on('close', () => void Promise.race([vm.exited, new Promise((r) => setTimeout(r, 2000))]).then(() => this.break(new Error('the connection to the guest closed'))))
     void vm.exited.then(() => this.break(new Error('QEMU exited')))
@@ -67,7 +68,8 @@ export class GuestOs extends RemoteOs {
 
   override stats(): MachineStats {
     const stat = this.vm.pid !== undefined ? readStat(this.vm.pid) : undefined
-    return { ...super.stats(), restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: this.vm.consoleRecord() }
+    const incident = this.vm.incident()
+    return { ...super.stats(), restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: { tail: this.vm.consoleTail(), ...(incident && { incident }) } }
   }
 
   override async dispose(): Promise<void> {
@@ -76,7 +78,8 @@ export class GuestOs extends RemoteOs {
   }
 }
 
-export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) => void; onConsole?: (line: string) => void; signal?: AbortSignal } = {}): Promise<GuestOs> {
+/** `scale` multiplies the deadlines of answers (default OOMLAB_TIMEOUT_SCALE): the fault tests shorten them. */
+export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) => void; onConsole?: (line: string) => void; signal?: AbortSignal; scale?: number } = {}): Promise<GuestOs> {
   const t0 = performance.now()
   const { vm, snapshot } = await restoreFromSnapshot(g.spec, {
     cacheDir: g.cacheDir,
@@ -91,7 +94,7 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
   if (snapshot.remadeBecause) o.log?.(`snapshot remade: ${snapshot.remadeBecause}`)
   // Each restore marks what it needs as used, so that a long run keeps it past the cache's idle hour.
   void markUsed([snapshotStamp(g.cacheDir, snapshot.key), imageStamp(g.spec.initrd), ...(g.spec.kernel.startsWith(`${g.cacheDir}/`) ? [kernelStamp(g.cacheDir, g.kernel.release)] : [])])
-  const os = new GuestOs(vm, g.kernel.release)
+  const os = new GuestOs(vm, g.kernel.release, o.scale)
   os.restoreMs = performance.now() - t0
   return os
 }

@@ -376,11 +376,6 @@ export class GuestVm implements AsyncDisposable {
     this.hooks.onConsole?.(line)
   }
 
-  /** The console's last lines, and a kernel incident (BUG, panic, lockup) with its backtraces if one began. */
-  consoleRecord(): { tail: string[]; incident?: string[] } {
-    return { tail: [...this.console.tail], ...(this.console.incident && { incident: [...this.console.incident] }) }
-  }
-
   /**
    * Why the guest stopped, from its console: a panic, a soft lockup, the guest's own OOM, QEMU's
    * error. Undefined while it runs normally or after the harness stopped it.

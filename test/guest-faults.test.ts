@@ -1,0 +1,115 @@
+/**
+ * A restored guest that fails while a call waits on it (the waits of a spec: a process's exit): each
+ * fault is reported for what it is, within its deadline, nothing of the guest is left, and the next
+ * restore from the same snapshot is a pristine guest that answers.
+ */
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { prepareLabGuest } from '../src/vm/lab-guest.js'
+import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
+import { Lab, ROOT } from '../src/experiment/lab.js'
+import { cacheDir } from '../src/util/paths.js'
+import { which } from '../src/util/which.js'
+import { timeoutScale } from '../src/util/timeout-scale.js'
+
+const T = timeoutScale()
+
+function cachedKernel(suite: string): boolean {
+  try {
+    const { release } = JSON.parse(readFileSync(join(cacheDir(), 'kernels/suites', `${suite}.json`), 'utf8')) as { release: string }
+    return existsSync(join(cacheDir(), 'kernels', release, 'vmlinuz'))
+  } catch {
+    return false
+  }
+}
+
+const why = !which('qemu-system-x86_64')
+  ? 'qemu-system-x86_64 is not installed'
+  : process.getuid?.() !== 0
+    ? 'needs root'
+    : !cachedKernel('bookworm')
+      ? `no bookworm kernel cached in ${cacheDir()} yet; any run that boots a guest fetches it`
+      : ''
+
+describe.skipIf(why !== '')(`faults of a restored guest${why ? ` (skipped: ${why})` : ''}`, () => {
+  let guest: PreparedGuest
+  let os: GuestOs | undefined
+  let lab: Lab | undefined
+
+  beforeAll(async () => {
+    guest = await prepareLabGuest({ kernel: 'bookworm', accel: 'auto' })
+  }, 120_000 * T)
+
+  afterEach(async () => {
+    await lab?.dispose().catch(() => undefined)
+    await os?.dispose()
+    // Nothing of the faulted guest is left.
+    if (os?.vm.pid !== undefined) expect(existsSync(`/proc/${os.vm.pid}`)).toBe(false)
+    lab = os = undefined
+    // The next experiment gets a pristine guest from the same snapshot.
+    const next = await openGuestOs(guest)
+    try {
+      const facts = await next.facts()
+      expect(facts.release).toBe(guest.kernel.release)
+      const [procs] = await next.run([{ op: 'read', path: '/proc/loadavg' }])
+      expect(procs?.ok).toBe(true)
+    } finally {
+      await next.dispose()
+    }
+  }, 60_000 * T)
+
+  /** A guest with a sleep whose exit a call waits on (60 s), and `fault` done to it; what the wait fails with, and when. */
+  async function faultWhileWaiting(fault: (os: GuestOs, lab: Lab, cgroup: string) => Promise<void>): Promise<{ message: string; ms: number }> {
+    // Answers' deadlines a fifth of the default: the heartbeat reports a stuck agent after 3 s, not 15.
+    os = await openGuestOs(guest, { scale: 0.2 * T })
+    lab = await Lab.open('fault', { os })
+    const cg = await lab.cgroup('x')
+    const sleep = await os.spawn({ argv: ['sleep', '600'], cgroup: cg.dir, user: ROOT, cwd: lab.tree.cwd, stdin: 'ignore', timeoutMs: 10_000 })
+    const waiting = os.waitExit([{ pid: sleep.pid, startTime: sleep.startTime, label: 'sleep' }], 60_000)
+    waiting.catch(() => undefined)
+    const t0 = performance.now()
+    await fault(os, lab, cg.dir)
+    const err = await waiting.then(
+      () => new Error('the wait ended without an error'),
+      (e: unknown) => e as Error,
+    )
+    return { message: err.message, ms: performance.now() - t0 }
+  }
+
+  /** Runs a root shell command in the guest, without waiting for it (it may take the agent down). */
+  const inGuest = (script: string) => async (os: GuestOs, lab: Lab, cgroup: string) => {
+    // The spawn's own answer may never come: the fault can take the agent down first.
+    void os.spawn({ argv: ['/bin/sh', '-c', script], cgroup, user: ROOT, cwd: lab.tree.cwd, stdin: 'ignore', timeoutMs: 10_000 }).catch(() => undefined)
+  }
+
+  it('the guest kernel panics: "the guest kernel panicked", at once', { timeout: 60_000 * T }, async () => {
+    const r = await faultWhileWaiting(inGuest('echo c > /proc/sysrq-trigger'))
+    expect(r.message).toMatch(/the guest kernel panicked: Kernel panic - not syncing: sysrq triggered crash/)
+    expect(r.ms).toBeLessThan(5_000 * T)
+  })
+
+  it('the agent dies: its exit status from the console, at once', { timeout: 60_000 * T }, async () => {
+    const r = await faultWhileWaiting(inGuest('kill -9 $(pidof node)'))
+    expect(r.message).toMatch(/the guest agent exited with status 137/)
+    expect(r.ms).toBeLessThan(5_000 * T)
+  })
+
+  it('the agent stops answering: "stuck, or the guest hangs", within the heartbeat, not at the wait\'s end', { timeout: 60_000 * T }, async () => {
+    const r = await faultWhileWaiting(inGuest('kill -STOP $(pidof node)'))
+    expect(r.message).toMatch(/the agent left a ping unanswered for \d+ s: it is stuck, or the guest hangs/)
+    expect(r.ms).toBeLessThan(12_000 * T)
+  })
+
+  it('the whole guest hangs (its vCPU stopped): the same, within the heartbeat', { timeout: 60_000 * T }, async () => {
+    const r = await faultWhileWaiting(async (os) => void (await os.vm.qmp.execute('stop')))
+    expect(r.message).toMatch(/the agent left a ping unanswered for \d+ s: it is stuck, or the guest hangs/)
+    expect(r.ms).toBeLessThan(12_000 * T)
+  })
+
+  it('the channel is cut mid-answer: the unfinished frame is named', { timeout: 60_000 * T }, async () => {
+    const r = await faultWhileWaiting(inGuest(`printf '{"t":"s","i":"x' > /dev/ttyS1; kill -STOP $(pidof node)`))
+    expect(r.message).toMatch(/the channel holds 15 bytes of a frame that never ended \("\{\\"t\\":\\"s\\",\\"i\\":\\"x"\)/)
+    expect(r.ms).toBeLessThan(12_000 * T)
+  })
+})
