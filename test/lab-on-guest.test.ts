@@ -5,7 +5,7 @@
  * and are kept to hold the guarantee; test/oom-records.test.ts shows from captured logs why it is needed.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { prepareLabGuest } from '../src/vm/lab-guest.js'
 import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
@@ -78,6 +78,39 @@ describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${wh
     // No wait of the spec's own between the first record and the judgement: fates() must settle itself.
     const fates = await lab.fates()
     for (const m of [shell.member, ...sleeps]) expect(lab.fateOf(fates, m)).toHaveBeenKilledByTheOomKiller()
+  })
+
+  it('restores two guests at once from one snapshot: neither sees the other\'s processes, files or kernel records, and the RAM file stays as saved', { timeout: 60_000 * T }, async () => {
+    const ram = statSync(guest.snapshot.ramPath)
+    const [a, b] = await Promise.all([openGuestOs(guest), openGuestOs(guest)])
+    try {
+      const [labA, labB] = await Promise.all([Lab.open('twin a', { os: a }), Lab.open('twin b', { os: b })])
+      try {
+        const [cgA, cgB] = await Promise.all([labA.cgroup('x'), labB.cgroup('x')])
+        // Each guest starts from the same moment: the same PID for the same first spawn, in two machines.
+        const start = (os: GuestOs, lab: Lab, cg: string, tag: string) =>
+          os.spawn({ argv: ['/bin/sh', '-c', `echo "twin ${tag}" > /dev/kmsg; echo ${tag} > /tmp/twin; echo ready; exec sleep 600`], cgroup: cg, user: ROOT, cwd: lab.tree.cwd, stdin: 'ignore', timeoutMs: 10_000 })
+        const [pa, pb] = await Promise.all([start(a, labA, cgA.dir, 'a'), start(b, labB, cgB.dir, 'b')])
+        expect(pa.pid).toBe(pb.pid)
+        await Promise.all([a.waitOutput(pa.id, 'ready', 0, 'a\'s shell', 10_000 * T), b.waitOutput(pb.id, 'ready', 0, 'b\'s shell', 10_000 * T)])
+        await Promise.all([a.kernelLogBarrier(), b.kernelLogBarrier()])
+        const [[fa], [fb]] = await Promise.all([a.run([{ op: 'read', path: '/tmp/twin' }]), b.run([{ op: 'read', path: '/tmp/twin' }])])
+        expect([fa?.ok && fa.value, fb?.ok && fb.value]).toEqual(['a\n', 'b\n'])
+        const twins = (lab: Lab) => lab.log.records.filter((r) => r.message.startsWith('twin ')).map((r) => r.message)
+        expect([twins(labA), twins(labB)]).toEqual([['twin a'], ['twin b']])
+        // Killing the process in one guest leaves the other's.
+        await a.run([{ op: 'write', path: join(cgA.dir, 'cgroup.kill'), data: '1' }])
+        await a.waitExit([{ pid: pa.pid, startTime: pa.startTime, label: 'a\'s sleep' }], 10_000 * T)
+        const [[still]] = await Promise.all([b.run([{ op: 'proc', pid: pb.pid }])])
+        expect(still?.ok && still.value).toBeTruthy()
+      } finally {
+        await Promise.all([labA.dispose(), labB.dispose()])
+      }
+    } finally {
+      await Promise.all([a.dispose(), b.dispose()])
+    }
+    const after = statSync(guest.snapshot.ramPath)
+    expect([after.size, after.mtimeMs]).toEqual([ram.size, ram.mtimeMs])
   })
 
   it('fails the setup when the kernel stores another value than the one written', { timeout: 30_000 * T }, async () => {
