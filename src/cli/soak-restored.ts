@@ -5,7 +5,11 @@
  */
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { dir as tmpDir } from 'tmp-promise'
 import { prepareLabGuest } from '../vm/lab-guest.js'
+import { agentReady } from '../vm/guest-os.js'
+import { ensureSnapshot } from '../vm/snapshot.js'
+import { errorMessage } from '../util/errors.js'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { projectRoot } from '../util/paths.js'
@@ -91,4 +95,48 @@ export function distribution(ms: number[]): string {
   const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))]!
   const f = (x: number) => `${(x / 1000).toFixed(2)} s`
   return `min ${f(s[0]!)}, median ${f(at(0.5))}, p95 ${f(at(0.95))}, max ${f(s.at(-1)!)} (${s.length} restores)`
+}
+
+export interface BootCount {
+  kernel: string
+  boots: number
+  failed: number
+  /** Guest-seconds spent booting, from QEMU's start to the agent ready: the phase the soft lockup struck. */
+  guestSeconds: number
+  failures: string[]
+}
+
+/**
+ * Snapshot boots: the guest booted to its agent's ready state `n` times, as making a snapshot does (each
+ * into a temp cache, removed after). The boot-per-run design saw one soft lockup in early userspace in 31
+ * runs; the guest kernel panics on one (softlockup_panic=1), so a boot that hits it fails with its report.
+ */
+export async function soakBoots(kernel: string, n: number, signal: AbortSignal): Promise<BootCount> {
+  const count: BootCount = { kernel, boots: 0, failed: 0, guestSeconds: 0, failures: [] }
+  const say = (line: string) => log(`soak boots [${kernel}] ${line}`)
+  const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: () => undefined, signal })
+  const base = join(projectRoot, 'reports', 'soak', `${kernel}-boots`)
+  await rm(base, { recursive: true, force: true })
+  for (let i = 1; i <= n && !signal.aborted; i++) {
+    const tmp = await tmpDir({ prefix: 'oomlab-boot-', unsafeCleanup: true })
+    const console: string[] = []
+    const t0 = performance.now()
+    try {
+      await ensureSnapshot(guest.spec, { cacheDir: tmp.path, ids: guest.ids, ready: agentReady, bootTimeoutMs: guest.bootTimeoutMs, onConsole: (l) => console.push(l), signal })
+      count.boots++
+      count.guestSeconds += (performance.now() - t0) / 1000
+    } catch (err) {
+      if (signal.aborted) break
+      count.boots++
+      count.failed++
+      count.failures.push(`boot ${i}: ${errorMessage(err)}`)
+      await mkdir(base, { recursive: true })
+      await writeFile(join(base, `boot-${i}-console.txt`), `${console.join('\n')}\n`)
+      say(`FAIL boot ${i}: ${errorMessage(err)} (console: ${join(base, `boot-${i}-console.txt`)})`)
+    } finally {
+      await tmp.cleanup()
+    }
+    if (i % 10 === 0) say(`${i} of ${n}: ${count.failed} failed, ${Math.round(count.guestSeconds)} guest-seconds`)
+  }
+  return count
 }

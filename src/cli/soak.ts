@@ -7,7 +7,8 @@
  *     random moments: each must be reported for what it is, with no QEMU and no temp dir left.
  *  3. The eight specs, each in a guest restored from a snapshot, until `--runs N` (200) spec runs have
  *     passed in a row on the default kernel and `--others N` (50) on each other kernel of the matrix
- *     (src/cli/soak-restored.ts), with the restore times' distribution.
+ *     (src/cli/soak-restored.ts), with the restore times' distribution; before them, `--boots N` (100)
+ *     snapshot boots, counting soft lockups (the guest kernel panics on one).
  */
 import { parseArgs } from 'node:util'
 import { readdirSync } from 'node:fs'
@@ -18,12 +19,12 @@ import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
 import { guestTree, buildInitramfs } from '../vm/initramfs.js'
 import { DEFAULT_KERNEL, parseKernelSpec } from '../vm/kernels.js'
 import { MATRIX_DEFAULT } from './matrix.js'
-import { soakRestored, distribution, type SoakCount } from './soak-restored.js'
+import { soakRestored, soakBoots, distribution, type SoakCount, type BootCount } from './soak-restored.js'
 import { cacheDir, projectRoot } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 
-const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
+const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--boots N (100)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
 
 /** QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). */
 async function hostLeftovers(): Promise<string[]> {
@@ -43,7 +44,7 @@ interface Check {
 export async function soak(argv: string[], signal: AbortSignal): Promise<number> {
   let v
   try {
-    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, others: { type: 'string' }, kernel: { type: 'string' }, kernels: { type: 'string' }, 'skip-faults': { type: 'boolean' } }, strict: true }).values
+    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, others: { type: 'string' }, boots: { type: 'string' }, kernel: { type: 'string' }, kernels: { type: 'string' }, 'skip-faults': { type: 'boolean' } }, strict: true }).values
   } catch (err) {
     throw new UserError(`${(err as Error).message.split('\n')[0]} (${USAGE})`)
   }
@@ -53,6 +54,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   }
   const runs = count('runs', v.runs, 200)
   const others = count('others', v.others, 50)
+  const boots = count('boots', v.boots, 100)
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)
   const defaultKernel = v.kernel ?? DEFAULT_KERNEL
   const kernels = v.kernels !== undefined ? v.kernels.split(',').filter(Boolean) : [defaultKernel, ...MATRIX_DEFAULT.filter((k) => k !== defaultKernel)]
@@ -110,6 +112,13 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
       })
   }
 
+  const bootCounts: BootCount[] = []
+  if (boots > 0 && !signal.aborted)
+    await check(`${boots} snapshot boots on ${defaultKernel}`, async () => {
+      const c = await soakBoots(defaultKernel, boots, signal)
+      bootCounts.push(c)
+      return c.failed === 0 ? undefined : `${c.failed} of ${c.boots} failed: ${c.failures.slice(0, 3).join('; ')}`
+    })
   const counts: SoakCount[] = []
   for (const k of kernels) {
     if (signal.aborted) break
@@ -123,6 +132,8 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   }
   const failed = checks.filter((c) => !c.ok)
   console.log(`\noomlab soak: ${checks.length - failed.length} of ${checks.length} checks passed`)
+  for (const c of bootCounts)
+    console.log(`  ${c.kernel}: ${c.boots} snapshot boots, ${c.failed} failed, ${Math.round(c.guestSeconds)} guest-seconds of booting${c.failed === 0 && c.guestSeconds > 0 ? ` (no soft lockup: its rate per guest-second is below ${(3 / c.guestSeconds).toExponential(1)}, 95%)` : ''}`)
   for (const c of counts)
     console.log(`  ${c.kernel} (${c.release ?? '?'}): ${c.streak} in a row of ${c.target} asked; ${c.runs} spec runs, ${c.failed} failed${c.unsupported ? `, ${c.unsupported} unsupported` : ''}; restore to agent answering: ${distribution(c.restoreMs)}`)
   for (const c of failed) console.log(`  FAIL ${c.name}: ${c.detail}`)
