@@ -271,6 +271,16 @@ setInterval(() => undefined, 1000)
     expect(readdirSync(join(s.cache, 'snapshots')).sort()).toEqual([`${s.key}.json`, `${s.key}.ram`, `${s.key}.state`])
   })
 
+  it('says, when it makes a snapshot beside another of the same kernel and image, how their machines differ', { timeout: 60_000 * T }, async () => {
+    const s = await seeded()
+    logs.length = 0
+    const other = { ...spec, memoryMiB: 320 }
+    expect(await ensureSnapshot(other, opts(s.cache))).toMatchObject({ made: true })
+    expect(logs.find((l) => /booting the guest/.test(l))).toMatch(new RegExp(`booting the guest \\(the cached snapshot ${s.key} of this kernel and image was made with -m 256; this one is for -m 320\\)$`))
+    // The old one is still there, never restored for the new machine.
+    expect(readdirSync(join(s.cache, 'snapshots')).filter((f) => f.endsWith('.json'))).toHaveLength(2)
+  })
+
   it('makes again a snapshot whose record names another key', { timeout: 60_000 * T }, async () => {
     const s = await seeded()
     const recordFile = join(s.cache, 'snapshots', `${s.key}.json`)

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto'
 import { createReadStream, readFileSync } from 'node:fs'
-import { mkdir, open, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execa } from 'execa'
@@ -68,6 +68,34 @@ function keyInputs(spec: MachineSpec, ids: SnapshotIds): string[] {
   // Under KVM the guest sees the host's CPU (-cpu host): a state may not load on another model.
   // RAM in a file is how the state was made: a state with RAM in it is another format.
   return [...args, 'ram:file', `qemu:${ids.qemuId}`, ...(spec.accel === 'kvm' ? [`cpu:${hostCpuModel()}`] : [])]
+}
+
+/** A key's inputs as "flag value" words, so that a difference reads "-cpu max", not "max". */
+function words(inputs: string[]): string[] {
+  return inputs.flatMap((a, i) => (a.startsWith('-') && inputs[i + 1] !== undefined && !inputs[i + 1]!.startsWith('-') ? [] : [i > 0 && inputs[i - 1]!.startsWith('-') ? `${inputs[i - 1]} ${a}` : a]))
+}
+
+/**
+ * Why a cached snapshot of the same kernel and image is not this one: another QEMU build or other machine
+ * arguments make another key, never a restore of the old state. Undefined when there is none.
+ */
+async function howOthersDiffer(dir: string, key: string, inputs: string[]): Promise<string | undefined> {
+  const same = (prefix: string) => (r: string[]) => r.find((i) => i.startsWith(prefix)) === inputs.find((i) => i.startsWith(prefix))
+  const now = new Set(words(inputs))
+  const short = (w: string) => (w.length > 80 ? `${w.slice(0, 77)}...` : w)
+  // The closest one: the fewest words apart.
+  let closest: { key: string; was: string[]; is: string[] } | undefined
+  for (const f of await readdir(dir).catch(() => [] as string[])) {
+    if (!f.endsWith('.json') || f === `${key}.json`) continue
+    const r = await readFile(join(dir, f), 'utf8').then((t) => JSON.parse(t) as SnapshotRecord, () => undefined)
+    if (!r?.inputs || !same('kernel:')(r.inputs) || !same('initrd:')(r.inputs)) continue
+    const before = new Set(words(r.inputs))
+    const was = [...before].filter((w) => !now.has(w))
+    const is = [...now].filter((w) => !before.has(w))
+    if (!closest || was.length + is.length < closest.was.length + closest.is.length) closest = { key: r.key, was, is }
+  }
+  if (!closest) return undefined
+  return `the cached snapshot ${closest.key} of this kernel and image was made with ${closest.was.map(short).join(', ') || 'the same arguments'}; this one is for ${closest.is.map(short).join(', ') || 'the same arguments'}`
 }
 
 export function snapshotKey(spec: MachineSpec, ids: SnapshotIds): string {
@@ -189,7 +217,8 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
   const log = (line: string) => o.log?.(`snapshot ${key}: ${line}`)
   // Record first: a state without its record never counts, whatever happens next. The old state goes too, for the space.
   for (const f of [p.record, p.state, p.partial, p.ram, p.ramPartial]) await rm(f, { force: true })
-  log(because ? `making it again (${because}): booting the guest` : 'booting the guest')
+  const differs = because ? undefined : await howOthersDiffer(p.dir, key, keyInputs(spec, o.ids))
+  log(because ? `making it again (${because}): booting the guest` : `booting the guest${differs ? ` (${differs})` : ''}`)
   let vm: GuestVm | undefined
   try {
     // Under TCG a guest has, rarely, stalled before its console printed anything (once in ~70 boots
