@@ -34,7 +34,8 @@ const experiments = (kernel?: string) => ({
 
 export default defineConfig({
   test: {
-    reporters: ['default', './src/report/reporter.ts'],
+    // vitest adds its GitHub Actions reporter (annotations on the failing spec) only when none is named.
+    reporters: ['default', './src/report/reporter.ts', ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],
     projects: [
       {
         test: {

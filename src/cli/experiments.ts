@@ -46,6 +46,9 @@ export function reportDirOf(args: RunArgs): string {
  * Runs vitest as a child with the given project; returns the JSON reporter's counts. `wrap` puts the
  * command inside another (the delegated scope of a native run on a systemd host).
  */
+/** On GitHub Actions, vitest's own reporter annotates the failing spec (it adds itself only when no reporter is named). */
+const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['--reporter=github-actions'] : []
+
 export async function runVitest(
   project: 'unit' | 'experiments' | 'experiments@*',
   filters: string[],
@@ -57,7 +60,7 @@ export async function runVitest(
   const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
   await mkdir(dirname(jsonFile), { recursive: true })
   const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
-  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--reporter=${join(projectRoot, 'src/report/reporter.ts')}`, `--outputFile.json=${jsonFile}`, ...filters])
+  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--reporter=${join(projectRoot, 'src/report/reporter.ts')}`, ...GITHUB_REPORTER, `--outputFile.json=${jsonFile}`, ...filters])
   const r = await execa(file!, args, {
     cwd: projectRoot,
     stdio: 'inherit',
