@@ -35,7 +35,7 @@ const experiments = (kernel?: string) => ({
 export default defineConfig({
   test: {
     // vitest adds its GitHub Actions reporter (annotations on the failing spec) only when none is named.
-    reporters: ['default', './src/report/reporter.ts', ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],
+    reporters: ['default', './src/report/reporter.ts', './src/report/junit.ts', ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],
     projects: [
       {
         test: {

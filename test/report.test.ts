@@ -1,7 +1,7 @@
 // The report writers on evidence from real runs (test/fixtures/evidence, copied from `npm run matrix`).
 import { describe, it, expect } from 'vitest'
 import { readFileSync } from 'node:fs'
-import { formatTable, junit, markdown } from '../src/report/write.js'
+import { formatTable, markdown } from '../src/report/write.js'
 import { figure, wrapWords } from '../src/report/svg.js'
 import { shortRecord, formatScenario } from '../src/report/summary.js'
 import { cellOf, adaptations, type KernelRun } from '../src/report/matrix.js'
@@ -39,16 +39,6 @@ describe('the terminal table', () => {
     expect(table.split('\n')[2]).toMatch(/^11-root-pitfall\s+pass\s+pass\s+FAIL$/)
     expect(table).toContain(`  bookworm: ${panicked.failure}`)
     expect(table).toContain('oom_group_kill: not exposed on 5.10.0-32-cloud-amd64')
-  })
-})
-
-describe('JUnit XML', () => {
-  it('has one test case per scenario and kernel, failures with their message', () => {
-    const xml = junit([old, failed, panicked])
-    expect(xml.match(/<testcase /g)).toHaveLength(6) // two scenarios (02, 11) x three kernels
-    expect(xml).toContain('<testsuite name="bookworm (6.1.0-50-cloud-amd64)" tests="2" failures="2" skipped="0">')
-    expect(xml).toContain('<failure message="expected shell (pid 140) to survive">')
-    expect(xml).not.toMatch(/<failure message="[^"]*[<>&][^"]*"/)
   })
 })
 

@@ -60,7 +60,7 @@ export async function runVitest(
   const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
   await mkdir(dirname(jsonFile), { recursive: true })
   const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
-  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--reporter=${join(projectRoot, 'src/report/reporter.ts')}`, ...GITHUB_REPORTER, `--outputFile.json=${jsonFile}`, ...filters])
+  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--reporter=${join(projectRoot, 'src/report/reporter.ts')}`, `--reporter=${join(projectRoot, 'src/report/junit.ts')}`, ...GITHUB_REPORTER, `--outputFile.json=${jsonFile}`, ...filters])
   const r = await execa(file!, args, {
     cwd: projectRoot,
     stdio: 'inherit',

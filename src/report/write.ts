@@ -1,8 +1,8 @@
 /**
  * The report of a run over one or more kernels, written to a folder (also after a failed run):
- * summary.txt (the terminal table), report.json (everything), junit.xml (one test case per
- * scenario and kernel), report.md (for humans) and figures/<scenario>.svg (the article's figure 1:
- * the tree, its settings, and who survived, per kernel).
+ * summary.txt (the terminal table), report.json (everything), report.md (for humans) and
+ * figures/<scenario>.svg (the article's figure 1: the tree, its settings, and who survived, per
+ * kernel). junit.xml is vitest's JUnit reporter's, one suite per kernel (src/report/junit.ts).
  */
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -34,26 +34,6 @@ export function formatTable(runs: readonly KernelRun[]): string {
   return lines.join('\n')
 }
 
-const xml = (s: string) => s.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c]!)
-
-export function junit(runs: readonly KernelRun[]): string {
-  const ids = scenarioIds(runs)
-  const suites = runs.map((r) => {
-    const cells = ids.map((id) => ({ id, c: cellOf(r, id) }))
-    const cases = cells.map(({ id, c }) => {
-      const time = ((c.evidence?.durationMs ?? 0) / 1000).toFixed(3)
-      const head = `    <testcase classname="oomlab.${xml(r.release ?? r.name)}" name="${xml(id)}" time="${time}">`
-      if (c.status === 'pass') return `${head}</testcase>`
-      if (c.status === 'unsupported') return `${head}<skipped message="${xml(`unsupported: ${c.reason}`)}"/></testcase>`
-      return `${head}<failure message="${xml(c.reason)}">${xml(c.evidence ? formatScenario(c.evidence) : c.reason)}</failure></testcase>`
-    })
-    const failures = cells.filter(({ c }) => c.status === 'fail').length
-    const skipped = cells.filter(({ c }) => c.status === 'unsupported').length
-    return `  <testsuite name="${xml(kernelLabel(r))}" tests="${cells.length}" failures="${failures}" skipped="${skipped}">\n${cases.join('\n')}\n  </testsuite>`
-  })
-  return `<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="oom-group-lab">\n${suites.join('\n')}\n</testsuites>\n`
-}
-
 export function markdown(runs: readonly KernelRun[]): string {
   const ids = scenarioIds(runs)
   const out = ['# oom-group-lab report', '', `Kernels: ${runs.map(kernelLabel).join(', ')}.`, '', '```', formatTable(runs), '```', '']
@@ -82,7 +62,6 @@ export async function writeReport(dir: string, runs: readonly KernelRun[]): Prom
   await mkdir(join(dir, 'figures'), { recursive: true })
   await writeFile(join(dir, 'summary.txt'), `${formatTable(runs)}\n\n${runs.flatMap((r) => r.evidence.map(formatScenario)).join('\n\n')}\n`)
   await writeFile(join(dir, 'report.json'), `${JSON.stringify({ createdAt: new Date().toISOString(), runs }, null, 2)}\n`)
-  await writeFile(join(dir, 'junit.xml'), junit(runs))
   await writeFile(join(dir, 'report.md'), markdown(runs))
   for (const id of scenarioIds(runs)) await writeFile(join(dir, 'figures', `${id}.svg`), figure(id, runs))
 }

@@ -1,0 +1,51 @@
+/**
+ * junit.xml of the report folder: vitest's own JUnit reporter, given one suite per kernel (per
+ * experiments project: `experiments` or `experiments@<kernel>` in a matrix) instead of one per file, and
+ * one test case per spec, named "<spec>: <test>". vitest names suites by file: a matrix would otherwise
+ * give four suites named alike.
+ */
+import { join } from 'node:path'
+import { JUnitReporter } from 'vitest/reporters'
+import type { TestModule, Vitest } from 'vitest/node'
+import type { RunnerTestFile, RunnerTask } from 'vitest'
+import { readEvidenceDir } from './evidence.js'
+import { reportDir } from './paths.js'
+
+const isExperiments = (name: string) => name === 'experiments' || name.startsWith('experiments@')
+
+const flatten = (t: RunnerTask): RunnerTask[] => (t.type === 'suite' ? t.tasks.flatMap(flatten) : [t])
+
+export default class KernelJUnitReporter extends JUnitReporter {
+  private vitest: Vitest | undefined
+
+  constructor(options: ConstructorParameters<typeof JUnitReporter>[0] = {}) {
+    super({ suiteName: 'oom-group-lab', outputFile: join(reportDir(), 'junit.xml'), ...options })
+  }
+
+  // The file is opened at the end: the report folder is cleared when the run starts.
+  override async onInit(vitest: Vitest): Promise<void> {
+    this.vitest = vitest
+  }
+
+  override async onTestRunEnd(modules: ReadonlyArray<TestModule>): Promise<void> {
+    const byProject = new Map<string, TestModule[]>()
+    for (const m of modules) if (isExperiments(m.project.name)) byProject.set(m.project.name, [...(byProject.get(m.project.name) ?? []), m])
+    if (byProject.size === 0 || !this.vitest) return
+    const kernels: { task: RunnerTestFile }[] = []
+    for (const [name, ms] of byProject) {
+      const env = ms[0]!.project.config.env ?? {}
+      const evidence = await readEvidenceDir(env.OOMLAB_EVIDENCE_DIR ?? join(reportDir(), 'evidence'))
+      const release = evidence.find((e) => e.kernel.release)?.kernel.release
+      const kernel = env.OOMLAB_KERNEL_NAME
+      const label = kernel && release ? `${kernel} (${release})` : (kernel ?? release ?? name)
+      // vitest's JUnit reads each module's runner task: so do we.
+      const files = ms.map((m) => (m as unknown as { task: RunnerTestFile }).task)
+      const tests = files.flatMap((f) => f.tasks.flatMap(flatten).map((t: RunnerTask) => ({ ...t, name: `${f.name.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')}: ${t.name}` })))
+      const duration = files.reduce((s, f) => s + (f.result?.duration ?? 0), 0)
+      const failed = files.some((f) => f.result?.state === 'fail')
+      kernels.push({ task: { ...files[0]!, name: label, filepath: join(this.vitest.config.root, label), tasks: tests, result: { ...files[0]!.result, state: failed ? 'fail' : 'pass', duration } } as RunnerTestFile })
+    }
+    await super.onInit(this.vitest)
+    await super.onTestRunEnd(kernels as unknown as TestModule[])
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * junit.xml from vitest's JUnit reporter (src/report/junit.ts): one suite per kernel, one case per spec,
+ * failures with vitest's message. Run on a stand-in matrix of two projects (test/fixtures/junit), by vitest.
+ */
+import { describe, it, expect } from 'vitest'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { execa } from 'execa'
+import { dir } from 'tmp-promise'
+import { projectRoot } from '../src/util/paths.js'
+
+const fixture = join(projectRoot, 'test/fixtures/junit')
+
+async function junitOf(env: Record<string, string>): Promise<string> {
+  const out = await dir({ unsafeCleanup: true })
+  try {
+    await execa(process.execPath, [join(projectRoot, 'node_modules/vitest/vitest.mjs'), 'run', '--config', join(fixture, 'vitest.config.ts')], { cwd: fixture, env: { ...env, JUNIT_OUT: out.path }, reject: false })
+    return readFileSync(join(out.path, 'junit.xml'), 'utf8')
+  } finally {
+    await out.cleanup()
+  }
+}
+
+describe('junit.xml', () => {
+  it('has one suite per kernel and one case per spec, named after it', { timeout: 60_000 }, async () => {
+    const xml = await junitOf({})
+    expect(xml.match(/<testsuite name="[^"]*"/g)).toEqual(['<testsuite name="bullseye"', '<testsuite name="sid"'])
+    expect(xml.match(/<testcase classname="sid" name="[^"]*"/g)).toEqual(['<testcase classname="sid" name="01-one: the first scenario"', '<testcase classname="sid" name="02-two: the second scenario"'])
+    expect(xml).toContain('<testsuites name="oom-group-lab" tests="4" failures="0"')
+  })
+
+  it('counts a failing spec in its kernel\'s suite, with vitest\'s message', { timeout: 60_000 }, async () => {
+    const xml = await junitOf({ FAIL_ON: 'sid/02' })
+    expect(xml).toMatch(/<testsuite name="bullseye" [^>]* tests="2" failures="0"/)
+    expect(xml).toMatch(/<testsuite name="sid" [^>]* tests="2" failures="1"/)
+    expect(xml).toContain("<failure message=\"expected &apos;killed&apos; to be &apos;survived&apos;")
+  })
+})
