@@ -4,33 +4,16 @@
  * restore from the same snapshot is a pristine guest that answers.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync } from 'node:fs'
 import { prepareLabGuest } from '../src/vm/lab-guest.js'
 import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
 import { Lab, ROOT } from '../src/experiment/lab.js'
-import { cacheDir } from '../src/util/paths.js'
-import { which } from '../src/util/which.js'
+import { labGuestSkipReason } from './helpers/lab-guest.js'
 import { timeoutScale } from '../src/util/timeout-scale.js'
 
 const T = timeoutScale()
 
-function cachedKernel(suite: string): boolean {
-  try {
-    const { release } = JSON.parse(readFileSync(join(cacheDir(), 'kernels/suites', `${suite}.json`), 'utf8')) as { release: string }
-    return existsSync(join(cacheDir(), 'kernels', release, 'vmlinuz'))
-  } catch {
-    return false
-  }
-}
-
-const why = !which('qemu-system-x86_64')
-  ? 'qemu-system-x86_64 is not installed'
-  : process.getuid?.() !== 0
-    ? 'needs root'
-    : !cachedKernel('bookworm')
-      ? `no bookworm kernel cached in ${cacheDir()} yet; any run that boots a guest fetches it`
-      : ''
+const why = labGuestSkipReason()
 
 describe.skipIf(why !== '')(`faults of a restored guest${why ? ` (skipped: ${why})` : ''}`, () => {
   let guest: PreparedGuest

@@ -5,34 +5,18 @@
  * hence their guest with two vCPUs and a slow console (without the fix: 1 of 3 and 3 of 4 runs failed).
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { prepareLabGuest } from '../src/vm/lab-guest.js'
 import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
 import { Lab, ROOT } from '../src/experiment/lab.js'
-import { cacheDir } from '../src/util/paths.js'
-import { which } from '../src/util/which.js'
+import { labGuestSkipReason } from './helpers/lab-guest.js'
 import { timeoutScale } from '../src/util/timeout-scale.js'
 import '../src/experiment/matchers.js'
 
 const T = timeoutScale()
 
-/** The suite's kernel is in the cache (the note and the file it names: the cache may have evicted it). */
-function cachedKernel(suite: string): boolean {
-  try {
-    const { release } = JSON.parse(readFileSync(join(cacheDir(), 'kernels/suites', `${suite}.json`), 'utf8')) as { release: string }
-    return existsSync(join(cacheDir(), 'kernels', release, 'vmlinuz'))
-  } catch {
-    return false
-  }
-}
-const why = !which('qemu-system-x86_64')
-  ? 'qemu-system-x86_64 is not installed'
-  : process.getuid?.() !== 0
-    ? 'needs root'
-    : !cachedKernel('bookworm')
-      ? `no bookworm kernel cached in ${cacheDir()} yet; any run that boots a guest fetches it`
-      : ''
+const why = labGuestSkipReason()
 
 describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${why})` : ''}`, () => {
   let guest: PreparedGuest
