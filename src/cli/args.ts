@@ -105,7 +105,7 @@ commands:
   matrix      every experiment on each kernel (default: bullseye bookworm trixie sid) in VMs, one report
   doctor      say whether this host can run the experiments natively, and why not
   bench       the harness against a plain shell script, kill-detection latency, boot, matrix; checks the targets
-  soak        fault tests (interrupts, SIGKILL, concurrency, guest faults), then --runs N (50) article runs
+  soak        fault tests, --boots N (100) guest boots, then the specs in restored guests until --runs N (200) pass in a row
   kernels     list the kernels you can name and the ones in the cache
   cache       what the cache holds (sizes, ages, what is stale); "cache prune" removes the stale
 
