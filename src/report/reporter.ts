@@ -19,8 +19,12 @@ const isExperiments = (name: string) => name === 'experiments' || name.startsWit
 export default class OomlabReporter implements Reporter {
   private projects = new Map<string, { kernel: string; evidenceDir: string }>()
 
+  /** Matrix progress: cells (kernel x spec) done of all, one plain line each (a CI log reads it as well as a terminal). */
+  private cells = { done: 0, total: 0 }
+
   async onTestRunStart(specs: ReadonlyArray<TestSpecification>): Promise<void> {
     this.projects.clear()
+    this.cells = { done: 0, total: specs.filter((s) => isExperiments(s.project.name)).length }
     for (const s of specs) {
       const p = s.project
       if (!isExperiments(p.name) || this.projects.has(p.name)) continue
@@ -29,6 +33,14 @@ export default class OomlabReporter implements Reporter {
     }
     if (this.projects.size === 0) return
     await clearReport(reportDir())
+  }
+
+  onTestModuleEnd(m: TestModule): void {
+    if (this.projects.size < 2 || !isExperiments(m.project.name)) return
+    this.cells.done++
+    const kernel = this.projects.get(m.project.name)?.kernel ?? m.project.name
+    const spec = m.moduleId.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
+    process.stdout.write(`oomlab: matrix: ${this.cells.done} of ${this.cells.total} cells done (${kernel} ${spec}: ${m.state()})\n`)
   }
 
   async onTestRunEnd(_modules: ReadonlyArray<TestModule>): Promise<void> {
