@@ -41,7 +41,8 @@ export interface RunArgs {
   help: boolean
 }
 
-function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
+/** A flag's whole number within [min, max], or undefined when the flag is absent. */
+export function positiveInt(flag: string, value: string | undefined, min: number, max: number): number | undefined {
   if (value === undefined) return undefined
   const n = Number(value)
   if (!/^\d+$/.test(value) || n < min || n > max) throw new UserError(`--${flag} ${JSON.stringify(value)}: expected a whole number from ${min} to ${max}`)

@@ -26,6 +26,7 @@ import { GUEST_BASELINE } from '../vm/guest/layout.js'
 import { projectRoot, cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
+import { positiveInt } from './args.js'
 
 export const TARGETS = {
   /** `npm start`, the whole command. */
@@ -113,9 +114,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   } catch (err) {
     throw new UserError(`${(err as Error).message.split('\n')[0]} (oomlab bench [--runs N] [--kernel NAME] [--accel auto|kvm|tcg] [--skip-matrix])`)
   }
-  if (v.runs !== undefined && !/^\d+$/.test(v.runs)) throw new UserError(`--runs ${JSON.stringify(v.runs)}: expected a whole number from 1 to 50`)
-  const runs = Number(v.runs ?? 3)
-  if (runs < 1 || runs > 50) throw new UserError(`--runs ${JSON.stringify(v.runs)}: expected a whole number from 1 to 50`)
+  const runs = positiveInt('runs', v.runs, 1, 50) ?? 3
   const accel = (v.accel ?? 'auto') as 'auto' | 'kvm' | 'tcg'
   if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new UserError(`--accel ${JSON.stringify(v.accel)}: expected auto, kvm or tcg`)
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)

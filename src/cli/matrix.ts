@@ -16,6 +16,7 @@ import { cellOf, scenarioIds, type KernelRun } from '../report/matrix.js'
 import { projectRoot } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log, runVitest, preparedFile } from './experiments.js'
+import { positiveInt } from './args.js'
 
 /** 0 all passed; 1 something failed; 3 nothing failed but some scenario is unsupported on some kernel; 130 interrupted. */
 export function exitCodeOf(o: { failed: number; unsupported: number; interrupted: boolean }): number {
@@ -27,12 +28,6 @@ export function exitCodeOf(o: { failed: number; unsupported: number; interrupted
 export const MATRIX_DEFAULT = ['bullseye', 'bookworm', 'trixie', 'sid']
 
 const USAGE = 'oomlab matrix [KERNEL...] [--kernel-image PATH]... [--jobs N] [--report DIR] [--spec FILTER]... [--accel auto|kvm|tcg] [--memory MiB] [--cpus N]'
-
-function whole(flag: string, v: string | undefined, min: number, max: number): number | undefined {
-  if (v === undefined) return undefined
-  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) throw new UserError(`--${flag} ${JSON.stringify(v)}: expected a whole number from ${min} to ${max}`)
-  return Number(v)
-}
 
 /** Runs `jobs` at a time, in order of the list. */
 async function bounded<T, R>(items: readonly T[], jobs: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -76,9 +71,9 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new UserError(`--accel ${JSON.stringify(v.accel)}: expected auto, kvm or tcg`)
   // One VM per core: measured on 2 cores, two kernels took 63.5 s with 2 VMs at once and 97.2 s one
   // at a time (each guest slower, 61 s against 47.5 s, but the two overlap).
-  const jobs = whole('jobs', v.jobs, 1, 16) ?? Math.max(1, availableParallelism())
-  const memoryMiB = whole('memory', v.memory, 512, 65536)
-  const cpus = whole('cpus', v.cpus, 1, 64)
+  const jobs = positiveInt('jobs', v.jobs, 1, 16) ?? Math.max(1, availableParallelism())
+  const memoryMiB = positiveInt('memory', v.memory, 512, 65536)
+  const cpus = positiveInt('cpus', v.cpus, 1, 64)
   for (const f of v.spec ?? []) if (!/^[\w.-]+$/.test(f)) throw new UserError(`--spec ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
   for (const image of images) await kernelFromImage(image)
   const reportDir = resolve(v.report ?? join(projectRoot, 'reports', 'matrix'))

@@ -6,9 +6,7 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dir as tmpDir } from 'tmp-promise'
-import { prepareLabGuest } from '../vm/lab-guest.js'
-import { agentReady } from '../vm/guest-os.js'
-import { ensureSnapshot } from '../vm/snapshot.js'
+import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
 import { errorMessage } from '../util/errors.js'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
@@ -120,11 +118,10 @@ export async function soakBoots(kernel: string, n: number, signal: AbortSignal):
   for (let i = 1; i <= n && !signal.aborted; i++) {
     const tmp = await tmpDir({ prefix: 'oomlab-boot-', unsafeCleanup: true })
     const console: string[] = []
-    const t0 = performance.now()
     try {
-      await ensureSnapshot(guest.spec, { cacheDir: tmp.path, ids: guest.ids, ready: agentReady, bootTimeoutMs: guest.bootTimeoutMs, onConsole: (l) => console.push(l), signal })
+      const ms = await remakeSnapshotIn(guest, tmp.path, { signal, onConsole: (l) => console.push(l) })
       count.boots++
-      count.guestSeconds += (performance.now() - t0) / 1000
+      count.guestSeconds += ms / 1000
     } catch (err) {
       if (signal.aborted) break
       count.boots++

@@ -19,6 +19,7 @@ import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
 import { guestTree, buildInitramfs } from '../vm/initramfs.js'
 import { DEFAULT_KERNEL, parseKernelSpec } from '../vm/kernels.js'
 import { MATRIX_DEFAULT } from './matrix.js'
+import { positiveInt } from './args.js'
 import { soakRestored, soakBoots, distribution, type SoakCount, type BootCount } from './soak-restored.js'
 import { cacheDir, projectRoot } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
@@ -48,13 +49,9 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   } catch (err) {
     throw new UserError(`${(err as Error).message.split('\n')[0]} (${USAGE})`)
   }
-  const count = (flag: string, value: string | undefined, dflt: number) => {
-    if (value !== undefined && (!/^\d+$/.test(value) || Number(value) > 5000)) throw new UserError(`--${flag} ${JSON.stringify(value)}: expected a whole number from 0 to 5000`)
-    return Number(value ?? dflt)
-  }
-  const runs = count('runs', v.runs, 200)
-  const others = count('others', v.others, 50)
-  const boots = count('boots', v.boots, 100)
+  const runs = positiveInt('runs', v.runs, 0, 5000) ?? 200
+  const others = positiveInt('others', v.others, 0, 5000) ?? 50
+  const boots = positiveInt('boots', v.boots, 0, 5000) ?? 100
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)
   const defaultKernel = v.kernel ?? DEFAULT_KERNEL
   const kernels = v.kernels !== undefined ? v.kernels.split(',').filter(Boolean) : [defaultKernel, ...MATRIX_DEFAULT.filter((k) => k !== defaultKernel)]

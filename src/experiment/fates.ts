@@ -12,7 +12,6 @@ export type { Liveness }
 
 export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
 
-
 export interface Member extends ProcIdentity {
   role: Role
   /** The article's name of its cgroup, e.g. "test01/test011". */

@@ -9,6 +9,7 @@ import { Unsupported } from '../util/errors.js'
 import { Lab } from './lab.js'
 import { openMachine } from './machine.js'
 import { projectRoot } from '../util/paths.js'
+import { specIdOf } from '../report/paths.js'
 import type { Os, OsFacts } from '../os/os.js'
 import type { Evidence } from '../report/evidence.js'
 import './matchers.js'
@@ -53,7 +54,7 @@ export const experiment = base.extend<{ machine: Os; lab: Lab }>({
     }
   },
   lab: async ({ task, machine, onTestFinished, skip }, use) => {
-    const id = task.file.name.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
+    const id = specIdOf(task.file.name)
     const cgroupParent = machine.name === 'local' ? process.env.OOMLAB_CGROUP_PARENT || undefined : undefined
     const lab = await Lab.open(task.name, { os: machine, ...(cgroupParent && { cgroupParent }), onUnsupported: (reason) => skip(`unsupported: ${reason}`) }).catch(async (err: unknown) => {
       if (err instanceof Unsupported) unsupported(id, task.name, await machine.facts(), err.message, skip)

@@ -9,9 +9,7 @@ import { JUnitReporter } from 'vitest/reporters'
 import type { TestModule, Vitest } from 'vitest/node'
 import type { RunnerTestFile, RunnerTask } from 'vitest'
 import { readEvidenceDir } from './evidence.js'
-import { reportDir } from './paths.js'
-
-const isExperiments = (name: string) => name === 'experiments' || name.startsWith('experiments@')
+import { isExperimentsProject, reportDir, specIdOf } from './paths.js'
 
 const flatten = (t: RunnerTask): RunnerTask[] => (t.type === 'suite' ? t.tasks.flatMap(flatten) : [t])
 
@@ -29,7 +27,7 @@ export default class KernelJUnitReporter extends JUnitReporter {
 
   override async onTestRunEnd(modules: ReadonlyArray<TestModule>): Promise<void> {
     const byProject = new Map<string, TestModule[]>()
-    for (const m of modules) if (isExperiments(m.project.name)) byProject.set(m.project.name, [...(byProject.get(m.project.name) ?? []), m])
+    for (const m of modules) if (isExperimentsProject(m.project.name)) byProject.set(m.project.name, [...(byProject.get(m.project.name) ?? []), m])
     if (byProject.size === 0 || !this.vitest) return
     const kernels: { task: RunnerTestFile }[] = []
     for (const [name, ms] of byProject) {
@@ -40,7 +38,7 @@ export default class KernelJUnitReporter extends JUnitReporter {
       const label = kernel && release ? `${kernel} (${release})` : (kernel ?? release ?? name)
       // vitest's JUnit reads each module's runner task: so do we.
       const files = ms.map((m) => (m as unknown as { task: RunnerTestFile }).task)
-      const tests = files.flatMap((f) => f.tasks.flatMap(flatten).map((t: RunnerTask) => ({ ...t, name: `${f.name.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')}: ${t.name}` })))
+      const tests = files.flatMap((f) => f.tasks.flatMap(flatten).map((t: RunnerTask) => ({ ...t, name: `${specIdOf(f.name)}: ${t.name}` })))
       const duration = files.reduce((s, f) => s + (f.result?.duration ?? 0), 0)
       const failed = files.some((f) => f.result?.state === 'fail')
       kernels.push({ task: { ...files[0]!, name: label, filepath: join(this.vitest.config.root, label), tasks: tests, result: { ...files[0]!.result, state: failed ? 'fail' : 'pass', duration } } as RunnerTestFile })

@@ -6,6 +6,12 @@ export function reportDir(env: NodeJS.ProcessEnv = process.env): string {
   return resolve(env.OOMLAB_REPORT_DIR || join(projectRoot, 'reports', 'latest'))
 }
 
+/** An experiments project: `experiments`, or `experiments@<kernel>` in a matrix. */
+export const isExperimentsProject = (name: string) => name === 'experiments' || name.startsWith('experiments@')
+
+/** A spec's id, as evidence and reports name it: "experiments/02-leaf-oom-group-1.spec.ts" -> "02-leaf-oom-group-1". */
+export const specIdOf = (path: string) => path.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
+
 /** A kernel's folder of evidence: one kernel's directly in evidence/, a matrix's one folder per kernel. */
 export function evidenceDirOf(report: string, kernel?: string): string {
   return kernel === undefined ? join(report, 'evidence') : join(report, 'evidence', kernel.replace(/[^\w.+-]/g, '_'))

@@ -9,12 +9,10 @@ import type { Reporter, TestModule, TestSpecification } from 'vitest/node'
 import { readEvidenceDir } from './evidence.js'
 import { writeReport, formatTable } from './write.js'
 import type { KernelRun } from './matrix.js'
-import { reportDir } from './paths.js'
+import { isExperimentsProject, reportDir, specIdOf } from './paths.js'
 
 /** The report files a run of ours writes: nothing else in the folder is touched. */
 const OURS = ['summary.txt', 'report.md', 'report.json', 'junit.xml']
-
-const isExperiments = (name: string) => name === 'experiments' || name.startsWith('experiments@')
 
 export default class OomlabReporter implements Reporter {
   private projects = new Map<string, { kernel: string; evidenceDir: string }>()
@@ -24,10 +22,10 @@ export default class OomlabReporter implements Reporter {
 
   async onTestRunStart(specs: ReadonlyArray<TestSpecification>): Promise<void> {
     this.projects.clear()
-    this.cells = { done: 0, total: specs.filter((s) => isExperiments(s.project.name)).length }
+    this.cells = { done: 0, total: specs.filter((s) => isExperimentsProject(s.project.name)).length }
     for (const s of specs) {
       const p = s.project
-      if (!isExperiments(p.name) || this.projects.has(p.name)) continue
+      if (!isExperimentsProject(p.name) || this.projects.has(p.name)) continue
       const env = p.config.env ?? {}
       this.projects.set(p.name, { kernel: env.OOMLAB_KERNEL_NAME ?? 'default', evidenceDir: env.OOMLAB_EVIDENCE_DIR ?? join(reportDir(), 'evidence') })
     }
@@ -36,10 +34,10 @@ export default class OomlabReporter implements Reporter {
   }
 
   onTestModuleEnd(m: TestModule): void {
-    if (this.projects.size < 2 || !isExperiments(m.project.name)) return
+    if (this.projects.size < 2 || !isExperimentsProject(m.project.name)) return
     this.cells.done++
     const kernel = this.projects.get(m.project.name)?.kernel ?? m.project.name
-    const spec = m.moduleId.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
+    const spec = specIdOf(m.moduleId)
     process.stdout.write(`oomlab: matrix: ${this.cells.done} of ${this.cells.total} cells done (${kernel} ${spec}: ${m.state()})\n`)
   }
 

@@ -61,9 +61,14 @@ export async function markUsed(paths: string[]): Promise<void> {
   for (const p of paths) await utimes(p, now, now).catch(() => writeFile(p, '').catch(() => undefined))
 }
 
-export const kernelStamp = (cache: string, release: string) => join(cache, 'kernels', release, USED)
-export const imageStamp = (imagePath: string) => `${imagePath}${USED}`
-export const snapshotStamp = (cache: string, key: string) => join(cache, 'snapshots', `${key}${USED}`)
+/** The stamps of what a guest is made of: its kernel (when the cache holds it), its image, its snapshot. */
+export function stampsOf(cache: string, o: { kernelPath: string; release: string; initrd: string; snapshotKey?: string }): string[] {
+  return [
+    ...(o.kernelPath.startsWith(`${cache}/`) ? [join(cache, 'kernels', o.release, USED)] : []),
+    `${o.initrd}${USED}`,
+    ...(o.snapshotKey !== undefined ? [join(cache, 'snapshots', `${o.snapshotKey}${USED}`)] : []),
+  ]
+}
 
 async function sizeOf(files: string[]): Promise<{ bytes: number; madeMs: number }> {
   let bytes = 0

@@ -11,7 +11,7 @@ import type { Duplex } from '../os/wire.js'
 import type { MachineStats } from '../os/os.js'
 import type { KernelImage } from './kernels.js'
 import { timeoutScale } from '../util/timeout-scale.js'
-import { imageStamp, kernelStamp, markUsed, snapshotStamp } from './cache.js'
+import { markUsed, stampsOf } from './cache.js'
 
 /** Everything a worker needs to restore a guest: plain JSON, handed from vitest's global setup. */
 export interface PreparedGuest {
@@ -93,7 +93,7 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
   })
   if (snapshot.remadeBecause) o.log?.(`snapshot remade: ${snapshot.remadeBecause}`)
   // Each restore marks what it needs as used, so that a long run keeps it past the cache's idle hour.
-  void markUsed([snapshotStamp(g.cacheDir, snapshot.key), imageStamp(g.spec.initrd), ...(g.spec.kernel.startsWith(`${g.cacheDir}/`) ? [kernelStamp(g.cacheDir, g.kernel.release)] : [])])
+  void markUsed(stampsOf(g.cacheDir, { kernelPath: g.spec.kernel, release: g.kernel.release, initrd: g.spec.initrd, snapshotKey: snapshot.key }))
   const os = new GuestOs(vm, g.kernel.release, o.scale)
   os.restoreMs = performance.now() - t0
   return os

@@ -9,7 +9,7 @@ import { chooseAccel } from './accel.js'
 import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
 import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
 import { agentReady, LAB_DEFAULTS, type PreparedGuest } from './guest-os.js'
-import { cacheLimit, enforceLimit, formatBytes, imageStamp, kernelStamp, markUsed, snapshotStamp } from './cache.js'
+import { cacheLimit, enforceLimit, formatBytes, markUsed, stampsOf } from './cache.js'
 import { cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { which } from '../util/which.js'
@@ -42,8 +42,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
   const image = await labImage(cache)
   const t2 = performance.now()
   // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
-  const stamps = [...(kernel.path.startsWith(`${cache}/`) ? [kernelStamp(cache, kernel.release)] : []), imageStamp(image.path)]
-  await markUsed(stamps)
+  await markUsed(stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd: image.path }))
   log(`guest image: ${image.reused ? 'reused' : 'built'} ${(image.bytes / 1e6).toFixed(0)} MB in ${(image.ms / 1000).toFixed(1)} s`)
   const accel = await chooseAccel({ want: choice.accel ?? 'auto', cache, kernel: kernel.path, qemu, log, ...(o.signal && { signal: o.signal }) })
   const t3 = performance.now()
@@ -68,7 +67,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     ...(o.signal && { signal: o.signal }),
   })
   const t4 = performance.now()
-  await keepCacheBounded(cache, [...stamps, snapshotStamp(cache, snapshot.key)], log)
+  await keepCacheBounded(cache, stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd: image.path, snapshotKey: snapshot.key }), log)
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`
   log(`${kernel.release} (${accel.accel}): snapshot ${snapshot.made ? `made in ${s(snapshot.makeMs ?? 0)}` : 'reused'}, ${(snapshot.bytes / 1e6).toFixed(0)} MB; prepared in ${s(t4 - t0)} (kernel ${s(t1 - t0)}, image ${s(t2 - t1)}, accel ${s(t3 - t2)}, snapshot ${s(t4 - t3)})`)
   return {
@@ -95,8 +94,8 @@ async function keepCacheBounded(cache: string, used: string[], log: (line: strin
 }
 
 /** Makes the prepared guest's snapshot again, into another cache folder (the bench); returns its ms. */
-export async function remakeSnapshotIn(g: PreparedGuest, dir: string, o: { signal?: AbortSignal } = {}): Promise<number> {
+export async function remakeSnapshotIn(g: PreparedGuest, dir: string, o: { signal?: AbortSignal; onConsole?: (line: string) => void } = {}): Promise<number> {
   const t0 = performance.now()
-  const s = await ensureSnapshot(g.spec, { cacheDir: dir, ids: g.ids, ready: agentReady, bootTimeoutMs: g.bootTimeoutMs, ...(o.signal && { signal: o.signal }) })
+  const s = await ensureSnapshot(g.spec, { cacheDir: dir, ids: g.ids, ready: agentReady, bootTimeoutMs: g.bootTimeoutMs, ...(o.signal && { signal: o.signal }), ...(o.onConsole && { onConsole: o.onConsole }) })
   return s.makeMs ?? performance.now() - t0
 }
