@@ -8,6 +8,22 @@ import { writeCpio } from '../src/vm/cpio.js'
 import { parseLdd } from '../src/vm/initramfs.js'
 
 describe('newc cpio', () => {
+  it('writes two images at once without mixing their files (a matrix prepares kernels in parallel)', async () => {
+    await withDir(
+      async ({ path: dir }) => {
+        // Several MiB each, so the copies take many reads and interleave.
+        const a = Buffer.alloc(6 << 20, 0xaa)
+        const b = Buffer.alloc(6 << 20, 0xbb)
+        writeFileSync(join(dir, 'a'), a)
+        writeFileSync(join(dir, 'b'), b)
+        const image = (x: string, data: Buffer) => writeCpio(join(dir, `${x}.cpio`), [{ type: 'file', path: `/${x}`, source: join(dir, x), mode: 0o644, size: data.length }])
+        await Promise.all([image('a', a), image('b', b)])
+        for (const [x, data] of [['a', a], ['b', b]] as const) expect(readFileSync(join(dir, `${x}.cpio`)).indexOf(data)).toBeGreaterThan(0)
+      },
+      { unsafeCleanup: true },
+    )
+  })
+
   // Extracting files owned by uid 1000 and a device node takes root.
   const why = process.getuid?.() === 0 ? '' : ' (skipped: needs root to extract owned files and a device node)'
   it.skipIf(why !== '')(`round-trips directories, files, data, symlinks and device nodes through GNU cpio${why}`, async () => {

@@ -29,6 +29,8 @@ function header(ino: number, mode: number, uid: number, gid: number, size: numbe
 
 /** Writes the entries, in order, and the trailer to `out`. Parents must come before children. */
 export async function writeCpio(out: string, entries: Iterable<CpioEntry>): Promise<number> {
+  // A buffer per image: two images written at once (a matrix prepares kernels in parallel) must not share one.
+  const chunk = Buffer.alloc(1 << 20)
   const fh = await open(out, 'w')
   let written = 0
   const put = async (b: Buffer) => {
@@ -60,7 +62,7 @@ export async function writeCpio(out: string, entries: Iterable<CpioEntry>): Prom
         }
         case 'file':
           await put(header(ino++, S_IFREG | (e.mode & 0o7777), 0, 0, e.size, name))
-          await copyInto(fh, e.source, e.size)
+          await copyInto(fh, e.source, e.size, chunk)
           written += e.size
           await put(Buffer.alloc(pad4(e.size)))
           break
@@ -73,9 +75,7 @@ export async function writeCpio(out: string, entries: Iterable<CpioEntry>): Prom
   return written
 }
 
-const chunk = Buffer.alloc(1 << 20)
-
-async function copyInto(fh: FileHandle, source: string, size: number): Promise<void> {
+async function copyInto(fh: FileHandle, source: string, size: number, chunk: Buffer): Promise<void> {
   const src = await open(source, 'r')
   try {
     let left = size

@@ -101,6 +101,8 @@ export class ImageTree {
   /** A hash of everything that goes in: paths, modes, and each host file's size and mtime. */
   async hash(): Promise<string> {
     const h = createHash('sha256')
+    // The writer's version: images of a writer that could interleave two images' file data are not reused.
+    h.update('cpio 2\n')
     for (const e of this.entries.values()) {
       h.update(`${e.type} ${e.path}`)
       if (e.type === 'file') {
@@ -360,12 +362,21 @@ export interface Initramfs {
 }
 
 /** Builds the image into the cache, or reuses the one with the same hash. Keeps the newest few. */
+/** Images being built by this process, by path: a matrix's kernels, prepared at once, share one build. */
+const building = new Map<string, Promise<Initramfs>>()
+
 export async function buildInitramfs(cache: string, tree: ImageTree, name = 'guest'): Promise<Initramfs> {
-  const t0 = performance.now()
   const dir = join(cache, 'initramfs')
   await mkdir(dir, { recursive: true })
-  const hash = await tree.hash()
-  const path = join(dir, `${name}-${hash}.cpio`)
+  const path = join(dir, `${name}-${await tree.hash()}.cpio`)
+  const pending = building.get(path) ?? build(dir, path, tree, name).finally(() => building.delete(path))
+  building.set(path, pending)
+  return pending
+}
+
+async function build(dir: string, path: string, tree: ImageTree, name: string): Promise<Initramfs> {
+  const t0 = performance.now()
+  const hash = basename(path).slice(name.length + 1, -'.cpio'.length)
   const problem = await checkImage(path)
   if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
   const tmp = await tmpFile({ tmpdir: dir, prefix: `.${name}-`, postfix: '.partial' })
@@ -412,5 +423,5 @@ async function pruneOld(dir: string, name: string, keep: string): Promise<void> 
   const images = (await readdir(dir)).filter((f) => f.startsWith(`${name}-`) && f.endsWith('.cpio') && f !== keep)
   const withTimes = await Promise.all(images.map(async (f) => ({ f, t: (await stat(join(dir, f))).mtimeMs })))
   withTimes.sort((a, b) => b.t - a.t)
-  for (const { f } of withTimes.slice(2)) for (const p of [f, `${f}.sha256`]) await unlink(join(dir, p)).catch(() => undefined)
+  for (const { f } of withTimes.slice(2)) for (const p of [f, `${f}.sha256`, `${f}.used`]) await unlink(join(dir, p)).catch(() => undefined)
 }
