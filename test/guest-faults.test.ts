@@ -91,7 +91,8 @@ describe.skipIf(why !== '')(`faults of a restored guest${why ? ` (skipped: ${why
   })
 
   it('the channel is cut mid-answer: the unfinished frame is named', { timeout: 60_000 * T }, async () => {
-    const r = await faultWhileWaiting(inGuest(`printf '{"t":"s","i":"x' > /dev/ttyS1; kill -STOP $(pidof node)`))
+    // The agent is stopped first: were it stopped after, its answer to this shell's spawn could follow the fragment.
+    const r = await faultWhileWaiting(inGuest(`kill -STOP $(pidof node); printf '{"t":"s","i":"x' > /dev/ttyS1`))
     expect(r.message).toMatch(/the channel holds 15 bytes of a frame that never ended \("\{\\"t\\":\\"s\\",\\"i\\":\\"x"\)/)
     expect(r.ms).toBeLessThan(12_000 * T)
   })

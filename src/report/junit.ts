@@ -5,7 +5,7 @@
  * give four suites named alike.
  */
 import { join } from 'node:path'
-import { JUnitReporter } from 'vitest/reporters'
+import { JUnitReporter } from 'vitest/node'
 import type { TestModule, Vitest } from 'vitest/node'
 import type { RunnerTestFile, RunnerTask } from 'vitest'
 import { readEvidenceDir } from './evidence.js'
