@@ -3,19 +3,24 @@ import { availableParallelism } from 'node:os'
 import { timeouts } from './src/experiment/timeouts.js'
 import { nativeCandidate } from './src/host/preflight.js'
 import { reportDir, evidenceDirOf } from './src/report/paths.js'
+import { ownModule } from './src/util/paths.js'
 
 /** Experiments at once: each acts on a guest of its own, one per core (OOMLAB_JOBS to change). */
 const jobs = Number(process.env.OOMLAB_JOBS) || availableParallelism()
 /** A kernel matrix (`oomlab matrix`): one project of experiments per kernel, in one run. */
 const kernels = (process.env.OOMLAB_KERNELS ?? '').split(',').filter(Boolean)
 const report = reportDir()
+/** Spec files of one's own (`oomlab reproduce ./my-layout.spec.ts`), absolute paths, instead of the article's. */
+const ownSpecs = process.env.OOMLAB_SPECS ? (JSON.parse(process.env.OOMLAB_SPECS) as string[]) : undefined
 
 const experiments = (kernel?: string) => ({
+  // A spec of one's own imports the package by name; this is the copy that runs it (one Lab, one vitest).
+  resolve: { alias: { 'oom-group-lab': ownModule('src/index') } },
   test: {
     name: kernel === undefined ? 'experiments' : `experiments@${kernel}`,
-    include: ['experiments/**/*.spec.ts'],
+    include: ownSpecs ?? ['experiments/**/*.spec.{ts,js}'],
     // Where they run (this host, or a guest restored per experiment) is decided once per project, here.
-    globalSetup: ['src/experiment/global-setup.ts'],
+    globalSetup: [ownModule('src/experiment/global-setup')],
     env: {
       OOMLAB_EVIDENCE_DIR: kernel === undefined && process.env.OOMLAB_EVIDENCE_DIR ? process.env.OOMLAB_EVIDENCE_DIR : evidenceDirOf(report, kernel),
       ...(kernel !== undefined && { OOMLAB_KERNEL_NAME: kernel, ...(kernel.includes('/') ? { OOMLAB_KERNEL_IMAGE: kernel } : { OOMLAB_KERNEL: kernel }) }),
@@ -35,7 +40,7 @@ const experiments = (kernel?: string) => ({
 export default defineConfig({
   test: {
     // vitest adds its GitHub Actions reporter (annotations on the failing spec) only when none is named.
-    reporters: ['default', './src/report/reporter.ts', './src/report/junit.ts', ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],
+    reporters: ['default', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],
     projects: [
       {
         test: {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what oom-group-lab needs on a Debian or Ubuntu host: QEMU and the programs the guest is
 # built from (stress-ng, a static busybox, util-linux's setpriv, coreutils' nohup), Debian's
-# archive keyring for fetching kernels, then the npm packages. Safe to run again.
+# archive keyring for fetching kernels, then (in the repository) the npm packages. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +27,10 @@ if [ "$node_major" -lt 20 ]; then
   echo "setup: Node.js 20 or newer is needed (found: $(node --version 2>/dev/null || echo none))" >&2
   exit 1
 fi
-npm ci --no-audit --no-fund
-echo "setup: done. npm start reproduces the article; npm test runs every test."
+# In the repository, its npm packages; in an installed package (node_modules/oom-group-lab), npm did that.
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund
+  echo "setup: done. npm start reproduces the article; npm test runs every test."
+else
+  echo "setup: done. npx oomlab reproduce reproduces the article; npx oomlab reproduce ./my-layout.spec.ts runs a spec of your own."
+fi

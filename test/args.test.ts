@@ -1,4 +1,5 @@
 // Bad input: one line, exit code 2, nothing started.
+import { resolve } from 'node:path'
 import { describe, it, expect } from 'vitest'
 import { parseRunArgs } from '../src/cli/args.js'
 import { UserError } from '../src/util/errors.js'
@@ -27,7 +28,13 @@ describe('run options', () => {
     expect(fails(['--kernel-image', '/nonexistent/bzImage'])).toBe('--kernel-image /nonexistent/bzImage: no such file')
     expect(fails(['--vm', '--native'])).toBe('--vm and --native exclude each other')
     expect(fails(['--native'], { OOMLAB_VM: '1' })).toBe('--vm and --native exclude each other')
-    expect(fails(['../etc'])).toMatch(/^spec filter/)
+    expect(fails(['../etc'])).toMatch(/etc: a spec of one's own is a file named \*\.spec\.ts/)
+    expect(fails(['a b'])).toMatch(/^spec filter "a b"/)
+  })
+
+  it('takes a path to a spec file as a spec of one\'s own, anything else as a filter of the article\'s', () => {
+    expect(parseRunArgs(['./examples/container-runtime.spec.ts'], {})).toMatchObject({ specs: [resolve('examples/container-runtime.spec.ts')], filters: [] })
+    expect(parseRunArgs(['02-leaf', '01-leaf-oom-group-0.spec.ts'], {})).toMatchObject({ specs: [], filters: ['02-leaf', '01-leaf-oom-group-0.spec.ts'] })
   })
 
   it('turns a kernel choice into a VM run, and OOMLAB_VM forces one', () => {

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util'
 import { UserError } from '../util/errors.js'
 import { parseKernelSpec } from '../vm/kernels.js'
 import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { cgMountPoint, cgCheckParent } from '../cgroup/cgroupfs.js'
 
 export const RUN_FLAGS = {
@@ -22,6 +23,9 @@ export const RUN_FLAGS = {
   help: { type: 'boolean', short: 'h' },
 } as const
 
+/** What a spec file of one's own is called. */
+const SPEC_FILE = /\.spec\.m?[jt]s$/
+
 export interface RunArgs {
   vm: boolean
   native: boolean
@@ -38,6 +42,8 @@ export interface RunArgs {
   cgroupRoot?: string
   refresh: boolean
   filters: string[]
+  /** Spec files named by path (experiments of one's own), absolute. */
+  specs: string[]
   help: boolean
 }
 
@@ -72,7 +78,16 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     if (!mount) throw new UserError('--cgroup-root: no cgroup2 filesystem is mounted on this host')
     cgCheckParent(cgroupRoot, mount)
   }
-  for (const f of parsed.positionals) if (!/^[\w.-]+$/.test(f)) throw new UserError(`spec filter ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
+  // A positional is a spec file of one's own when it looks like a path to one, else part of an article spec's name.
+  const isSpecPath = (f: string) => f.includes('/') || (SPEC_FILE.test(f) && existsSync(f))
+  const specs = parsed.positionals.filter(isSpecPath).map((f) => resolve(f))
+  const filters = parsed.positionals.filter((f) => !isSpecPath(f))
+  for (const f of filters) if (!/^[\w.-]+$/.test(f)) throw new UserError(`spec filter ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
+  for (const f of specs) {
+    if (!SPEC_FILE.test(f)) throw new UserError(`${f}: a spec of one's own is a file named *.spec.ts (or .spec.js, .spec.mts)`)
+    if (!existsSync(f)) throw new UserError(`${f}: no such spec file`)
+  }
+  if (specs.length > 0 && filters.length > 0) throw new UserError(`name spec files or filters of the article's specs, not both (${filters[0]} is a filter)`)
   // Fail on a bad kernel name or image now, not after the unit tests.
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)
   if (v['kernel-image'] !== undefined && !existsSync(v['kernel-image'])) throw new UserError(`--kernel-image ${v['kernel-image']}: no such file`)
@@ -93,12 +108,13 @@ export function parseRunArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     ...(v.timeout !== undefined && { runTimeoutMs: positiveInt('timeout', v.timeout, 1, 86400)! * 1000 }),
     ...(v.report !== undefined && { report: v.report }),
     refresh: v.refresh === true,
-    filters: parsed.positionals,
+    filters,
+    specs,
     help: v.help === true,
   }
 }
 
-export const USAGE = `usage: oomlab <command> [options] [spec filter...]
+export const USAGE = `usage: oomlab <command> [options] [spec filter... | ./my-layout.spec.ts...]
 
 commands:
   reproduce   run the article's experiments (natively if the host can, else in a VM) and print who survived

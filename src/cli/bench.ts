@@ -23,7 +23,7 @@ import { parseKernelSpec } from '../vm/kernels.js'
 import { readEvidenceDir, type Evidence } from '../report/evidence.js'
 import { Lab, ROOT } from '../experiment/lab.js'
 import { GUEST_BASELINE } from '../vm/guest/layout.js'
-import { projectRoot, cacheDir } from '../util/paths.js'
+import { oomlabBin, userReports, cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 import { positiveInt } from './args.js'
@@ -60,12 +60,12 @@ async function timeCommand(args: string[], env: Record<string, string>, signal: 
   const report = await tmpDir({ prefix: 'oomlab-bench-report-', unsafeCleanup: true })
   try {
     const t0 = performance.now()
-    const r = await execa(process.execPath, [join(projectRoot, 'bin', 'oomlab.mjs'), ...args, '--report', report.path], { reject: false, all: true, env: { ...process.env, ...env }, cancelSignal: signal })
+    const r = await execa(process.execPath, [oomlabBin, ...args, '--report', report.path], { reject: false, all: true, env: { ...process.env, ...env }, cancelSignal: signal })
     const ms = performance.now() - t0
     const evidence = await readEvidenceDir(join(report.path, 'evidence'))
     // A failed run's report is kept: a failure here is a finding.
     if (r.exitCode !== 0) {
-      const keep = join(projectRoot, 'reports', 'bench-failures', `${new Date().toISOString().replace(/[:.]/g, '-')}-${args[0]}`)
+      const keep = join(userReports('bench-failures'), `${new Date().toISOString().replace(/[:.]/g, '-')}-${args[0]}`)
       await cp(report.path, keep, { recursive: true })
       await writeFile(join(keep, 'output.txt'), String(r.all ?? ''))
       log(`kept the failed run's report in ${keep}`)
@@ -238,8 +238,8 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   }
   const ok = failures.length === 0 && Object.values(results).every((r) => r.ok)
   const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, runs, targets: TARGETS, results, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
-  const out = join(projectRoot, 'reports', 'bench.json')
-  await mkdir(join(projectRoot, 'reports'), { recursive: true })
+  const out = userReports('bench.json')
+  await mkdir(userReports(''), { recursive: true })
   await writeFile(out, `${JSON.stringify(summary, null, 2)}\n`)
 
   const lines = [

@@ -3,8 +3,8 @@
  * (cgroup v2 with memory, root), otherwise in the disposable VM. Either way the evidence lands in
  * the report folder and the caller learns the kernel, the counts and any failure.
  */
-import { mkdir, rm, writeFile, readFile } from 'node:fs/promises'
-import { join, resolve, dirname } from 'node:path'
+import { writeFile, readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { execa } from 'execa'
 import { preflight, formatCheck } from '../host/preflight.js'
 import { prepareLabGuest } from '../vm/lab-guest.js'
@@ -15,7 +15,7 @@ import { readEvidenceDir } from '../report/evidence.js'
 import { formatSummary } from '../report/summary.js'
 import { writeReport } from '../report/write.js'
 import { DEFAULT_KERNEL } from '../vm/kernels.js'
-import { projectRoot } from '../util/paths.js'
+import { projectRoot, oomlabBin, ownModule, userReports, vitestBin } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import { isSystemdHost, scopeUnit, inScopeCommand } from '../host/scope.js'
 import { selfOwner } from '../proc/owner.js'
@@ -39,7 +39,7 @@ export interface ExperimentsOutcome {
 export const log = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
 
 export function reportDirOf(args: RunArgs): string {
-  return resolve(args.report ?? join(projectRoot, 'reports', 'latest'))
+  return resolve(args.report ?? userReports('latest'))
 }
 
 /**
@@ -47,7 +47,7 @@ export function reportDirOf(args: RunArgs): string {
  * command inside another (the delegated scope of a native run on a systemd host).
  */
 /** On GitHub Actions, vitest's own reporter annotates the failing spec (it adds itself only when no reporter is named). */
-const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['--reporter=github-actions'] : []
+const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : []
 
 export async function runVitest(
   project: 'unit' | 'experiments' | 'experiments@*',
@@ -57,10 +57,9 @@ export async function runVitest(
   wrap: (command: string[]) => string[] = (c) => c,
   timeoutMs?: number,
 ): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
-  const jsonFile = join(projectRoot, 'reports', `.vitest-${project}-${process.pid}.json`)
-  await mkdir(dirname(jsonFile), { recursive: true })
-  const vitest = join(projectRoot, 'node_modules', 'vitest', 'vitest.mjs')
-  const [file, ...args] = wrap([process.execPath, vitest, 'run', '--project', project, '--reporter=default', '--reporter=json', `--reporter=${join(projectRoot, 'src/report/reporter.ts')}`, `--reporter=${join(projectRoot, 'src/report/junit.ts')}`, ...GITHUB_REPORTER, `--outputFile.json=${jsonFile}`, ...filters])
+  await using json = await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`)
+  const reporters = ['default', 'json', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`)
+  const [file, ...args] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...reporters, `--outputFile.json=${json.path}`, ...filters])
   const r = await execa(file!, args, {
     cwd: projectRoot,
     stdio: 'inherit',
@@ -71,19 +70,27 @@ export async function runVitest(
     ...(timeoutMs !== undefined && { timeout: timeoutMs }),
   })
   try {
-    const j = JSON.parse(await readFile(jsonFile, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
+    const j = JSON.parse(await readFile(json.path, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
     return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1, reported: true, timedOut: r.timedOut }
   } catch {
     return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1, reported: false, timedOut: r.timedOut }
-  } finally {
-    await rm(jsonFile, { force: true })
   }
 }
 
 /** The prepared guests, for vitest's global setup, in a temp file that goes with the run. */
 export async function preparedFile(guests: Record<string, PreparedGuest>): Promise<{ path: string } & AsyncDisposable> {
-  const f = await tmpFile({ prefix: 'oomlab-prepared-', postfix: '.json' })
+  const f = await tempJson('oomlab-prepared-')
   await writeFile(f.path, JSON.stringify(guests))
+  return f
+}
+
+/** Spec files of one's own replace the article's in the experiments project (vitest.config.ts). */
+export const SPECS_ENV = 'OOMLAB_SPECS'
+const specsEnv = (specs: string[]) => (specs.length > 0 ? { [SPECS_ENV]: JSON.stringify(specs) } : {})
+
+/** A temp JSON file that goes when disposed of (and at exit). */
+async function tempJson(prefix: string): Promise<{ path: string } & AsyncDisposable> {
+  const f = await tmpFile({ prefix, postfix: '.json' })
   return { path: f.path, [Symbol.asyncDispose]: () => f.cleanup() }
 }
 
@@ -103,7 +110,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
   // Where it can run is decided first: a user who cannot run it is told why, not that the report is not theirs.
   const native = await canRunNatively(args)
   // The report is the reporter's (src/report/reporter.ts): it clears the last run's and writes this one's.
-  const reporting = { OOMLAB_REPORT_DIR: reportDir, OOMLAB_EVIDENCE_DIR: evidenceDir }
+  const reporting = { OOMLAB_REPORT_DIR: reportDir, OOMLAB_EVIDENCE_DIR: evidenceDir, ...specsEnv(args.specs) }
 
   let outcome: Omit<ExperimentsOutcome, 'summary' | 'reportDir'>
   if (native) {
@@ -112,7 +119,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     const unit = args.cgroupRoot === undefined && isSystemdHost() ? scopeUnit(selfOwner()) : undefined
     log(`running the experiments natively on kernel ${release}${unit ? `, in a delegated scope (systemd-run --scope -p Delegate=yes --unit=${unit})` : ` under ${args.cgroupRoot ?? 'the cgroup2 mount'}`}`)
     const env = { ...process.env, OOMLAB_MACHINE: 'local', ...reporting, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
-    const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, join(projectRoot, 'bin', 'oomlab.mjs'), '__in-scope', '--', ...command]) : undefined
+    const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, oomlabBin, '__in-scope', '--', ...command]) : undefined
     const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap)
     if (unit && !r.reported && !signal.aborted)
       throw new UserError(`the experiments did not start in the delegated scope ${unit} (systemd-run's or oomlab's message is above); name a delegated cgroup of your own with --cgroup-root instead`, 1)

@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util'
 import { availableParallelism } from 'node:os'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { prepareLabGuest } from '../vm/lab-guest.js'
 import type { PreparedGuest } from '../vm/guest-os.js'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
@@ -13,7 +13,7 @@ import { parseKernelSpec, kernelFromImage } from '../vm/kernels.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { writeReport, formatTable } from '../report/write.js'
 import { cellOf, scenarioIds, type KernelRun } from '../report/matrix.js'
-import { projectRoot } from '../util/paths.js'
+import { userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log, runVitest, preparedFile } from './experiments.js'
 import { positiveInt } from './args.js'
@@ -76,7 +76,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
   const cpus = positiveInt('cpus', v.cpus, 1, 64)
   for (const f of v.spec ?? []) if (!/^[\w.-]+$/.test(f)) throw new UserError(`--spec ${JSON.stringify(f)}: use part of a spec file name, e.g. 02-leaf`)
   for (const image of images) await kernelFromImage(image)
-  const reportDir = resolve(v.report ?? join(projectRoot, 'reports', 'matrix'))
+  const reportDir = resolve(v.report ?? userReports('matrix'))
   const targets: { name: string; image?: string }[] = [...names.map((name) => ({ name })), ...images.map((image) => ({ name: resolve(image), image: resolve(image) }))]
   log(`matrix: ${targets.map((t) => t.name).join(', ')}; ${jobs} guest(s) at a time; report in ${reportDir}`)
   const t0 = performance.now()

@@ -10,7 +10,7 @@ import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
 import { errorMessage } from '../util/errors.js'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
-import { projectRoot } from '../util/paths.js'
+import { projectRoot, userReports } from '../util/paths.js'
 import { log, preparedFile, runVitest } from './experiments.js'
 
 export interface SoakCount {
@@ -34,10 +34,10 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: say, signal })
   count.release = guest.kernel.release
   await using prepared = await preparedFile({ default: guest })
-  const base = join(projectRoot, 'reports', 'soak', kernel)
+  const base = join(userReports('soak'), kernel)
   await rm(base, { recursive: true, force: true })
   // Enough rounds for the target after a failure or two; a kernel that keeps failing stops there.
-  const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => f.endsWith('.spec.ts')).length
+  const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => /\.spec\.[jt]s$/.test(f)).length
   const maxRounds = Math.ceil(target / specs) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)
@@ -113,7 +113,7 @@ export async function soakBoots(kernel: string, n: number, signal: AbortSignal):
   const count: BootCount = { kernel, boots: 0, failed: 0, guestSeconds: 0, failures: [] }
   const say = (line: string) => log(`soak boots [${kernel}] ${line}`)
   const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: () => undefined, signal })
-  const base = join(projectRoot, 'reports', 'soak', `${kernel}-boots`)
+  const base = join(userReports('soak'), `${kernel}-boots`)
   await rm(base, { recursive: true, force: true })
   for (let i = 1; i <= n && !signal.aborted; i++) {
     const tmp = await tmpDir({ prefix: 'oomlab-boot-', unsafeCleanup: true })

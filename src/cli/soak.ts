@@ -21,7 +21,7 @@ import { DEFAULT_KERNEL, parseKernelSpec } from '../vm/kernels.js'
 import { MATRIX_DEFAULT } from './matrix.js'
 import { positiveInt } from './args.js'
 import { soakRestored, soakBoots, distribution, type SoakCount, type BootCount } from './soak-restored.js'
-import { cacheDir, projectRoot } from '../util/paths.js'
+import { cacheDir, oomlabBin } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 
@@ -98,7 +98,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
     await check('a result channel cut off mid-frame', mustFail({ fault: 'cut-channel' }, /^the result channel was cut off in the middle of a frame/))
     for (const [i, sig] of (['SIGINT', 'SIGTERM', 'SIGINT', 'SIGTERM'] as const).entries())
       await check(`oomlab reproduce stopped with ${sig} at a random moment (${i + 1})`, async () => {
-        const child = execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
+        const child = execa(process.execPath, [oomlabBin, 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
         const at = 2000 + Math.floor(Math.random() * 25_000)
         const timer = setTimeout(() => child.kill(sig), at)
         const r = await child

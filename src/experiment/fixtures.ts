@@ -2,20 +2,24 @@
  * The vitest fixtures: `machine`, the Os an experiment acts on (this host, or a pristine guest), and
  * `lab`, a fresh Lab on it. Both are always disposed of; the evidence is written with the test's verdict.
  */
-import { test as base, expect } from 'vitest'
+import { test as base, expect, vi } from 'vitest'
 import { join } from 'node:path'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { Unsupported } from '../util/errors.js'
 import { Lab } from './lab.js'
-import { openMachine } from './machine.js'
-import { projectRoot } from '../util/paths.js'
+import { openMachine, machineProvided } from './machine.js'
+import { timeouts } from './timeouts.js'
+import { userReports } from '../util/paths.js'
 import { specIdOf } from '../report/paths.js'
 import type { Os, OsFacts } from '../os/os.js'
 import type { Evidence } from '../report/evidence.js'
 import './matchers.js'
 
+// Under plain `vitest` (no oomlab config), an experiment still gets its deadline, not vitest's 5 s default.
+if (!machineProvided()) vi.setConfig({ testTimeout: timeouts.testMs, hookTimeout: timeouts.testMs })
+
 export function evidenceDir(): string {
-  return process.env.OOMLAB_EVIDENCE_DIR ?? join(projectRoot, 'reports', 'latest', 'evidence')
+  return process.env.OOMLAB_EVIDENCE_DIR ?? join(userReports('latest'), 'evidence')
 }
 
 function writeEvidence(id: string, evidence: Evidence): void {

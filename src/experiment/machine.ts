@@ -24,9 +24,17 @@ export interface MachineRequest {
 
 const say = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
 
+/**
+ * Run by plain `vitest` (no oomlab config, so no global setup), each worker chooses for itself, once: the
+ * same choice, and the guest's snapshot is cached and made by one process while the others wait.
+ */
+let chosenHere: Promise<MachineChoice> | undefined
+
+/** Whether the run's config chose the machine (oomlab's global setup), rather than each worker. */
+export const machineProvided = () => inject('oomlabMachine') !== undefined
+
 export async function openMachine(req: MachineRequest): Promise<Os> {
-  const choice = inject('oomlabMachine')
-  if (!choice) throw new Error('no machine was prepared for the experiments: run them through vitest with the project\'s config (its global setup chooses one)')
+  const choice = inject('oomlabMachine') ?? (await (chosenHere ??= import('./global-setup.js').then((m) => m.chooseMachine(process.env))))
   if (choice.where === 'local') return new LocalOs()
   return openGuestOs(choice.guest, { log: (line) => say(`${req.label}: ${line}`), ...(req.signal && { signal: req.signal }) })
 }

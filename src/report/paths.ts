@@ -1,9 +1,9 @@
 /** Where a run's report and evidence go: OOMLAB_REPORT_DIR, else reports/latest in the project. */
 import { join, resolve } from 'node:path'
-import { projectRoot } from '../util/paths.js'
+import { userReports } from '../util/paths.js'
 
 export function reportDir(env: NodeJS.ProcessEnv = process.env): string {
-  return resolve(env.OOMLAB_REPORT_DIR || join(projectRoot, 'reports', 'latest'))
+  return resolve(env.OOMLAB_REPORT_DIR || userReports('latest'))
 }
 
 /** An experiments project: `experiments`, or `experiments@<kernel>` in a matrix. */

@@ -20,12 +20,15 @@ export default class OomlabReporter implements Reporter {
   /** Matrix progress: cells (kernel x spec) done of all, one plain line each (a CI log reads it as well as a terminal). */
   private cells = { done: 0, total: 0 }
 
+  /** Which projects hold experiments: ours by name, and a user's own config without projects (that named this reporter). */
+  private isExperiments = (project: string) => isExperimentsProject(project) || project === ''
+
   async onTestRunStart(specs: ReadonlyArray<TestSpecification>): Promise<void> {
     this.projects.clear()
-    this.cells = { done: 0, total: specs.filter((s) => isExperimentsProject(s.project.name)).length }
+    this.cells = { done: 0, total: specs.filter((s) => this.isExperiments(s.project.name)).length }
     for (const s of specs) {
       const p = s.project
-      if (!isExperimentsProject(p.name) || this.projects.has(p.name)) continue
+      if (!this.isExperiments(p.name) || this.projects.has(p.name)) continue
       const env = p.config.env ?? {}
       this.projects.set(p.name, { kernel: env.OOMLAB_KERNEL_NAME ?? 'default', evidenceDir: env.OOMLAB_EVIDENCE_DIR ?? join(reportDir(), 'evidence') })
     }
@@ -34,7 +37,7 @@ export default class OomlabReporter implements Reporter {
   }
 
   onTestModuleEnd(m: TestModule): void {
-    if (this.projects.size < 2 || !isExperimentsProject(m.project.name)) return
+    if (this.projects.size < 2 || !this.isExperiments(m.project.name)) return
     this.cells.done++
     const kernel = this.projects.get(m.project.name)?.kernel ?? m.project.name
     const spec = specIdOf(m.moduleId)

@@ -10,7 +10,7 @@ import { join, dirname, resolve, basename } from 'node:path'
 import { execa } from 'execa'
 import { file as tmpFile } from 'tmp-promise'
 import { writeCpio, type CpioEntry } from './cpio.js'
-import { projectRoot } from '../util/paths.js'
+import { projectRoot, ownModule } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import { which } from '../util/which.js'
 import { GUEST_BASELINE, GUEST_BUNDLE, GUEST_PROJECT, GUEST_USER } from './guest/layout.js'
@@ -215,7 +215,7 @@ const LAZY_PACKAGES = /^lightningcss/
 export async function bundleAgent(): Promise<Map<string, string>> {
   const { build } = await import('esbuild')
   const out = await build({
-    entryPoints: { agent: join(projectRoot, 'src/vm/guest/serve.ts') },
+    entryPoints: { agent: ownModule('src/vm/guest/serve') },
     outdir: GUEST_BUNDLE,
     outExtension: { '.js': '.mjs' },
     bundle: true,
