@@ -7,15 +7,15 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { execa } from 'execa'
 import { dir } from 'tmp-promise'
-import { projectRoot } from '../src/util/paths.js'
+import { projectRoot, vitestBin } from '../src/util/paths.js'
 
 const fixture = join(projectRoot, 'test/fixtures/junit')
 
-async function junitOf(env: Record<string, string>): Promise<string> {
+async function matrixOf(env: Record<string, string>): Promise<{ xml: string; stdout: string }> {
   const out = await dir({ unsafeCleanup: true })
   try {
-    await execa(process.execPath, [join(projectRoot, 'node_modules/vitest/vitest.mjs'), 'run', '--config', join(fixture, 'vitest.config.ts')], { cwd: fixture, env: { ...env, JUNIT_OUT: out.path }, reject: false })
-    return readFileSync(join(out.path, 'junit.xml'), 'utf8')
+    const r = await execa(process.execPath, [vitestBin(), 'run', '--config', join(fixture, 'vitest.config.ts')], { cwd: fixture, env: { ...env, JUNIT_OUT: out.path, OOMLAB_REPORT_DIR: join(out.path, 'report') }, reject: false })
+    return { xml: readFileSync(join(out.path, 'junit.xml'), 'utf8'), stdout: String(r.stdout) }
   } finally {
     await out.cleanup()
   }
@@ -23,16 +23,24 @@ async function junitOf(env: Record<string, string>): Promise<string> {
 
 describe('junit.xml', () => {
   it('has one suite per kernel and one case per spec, named after it', { timeout: 60_000 }, async () => {
-    const xml = await junitOf({})
+    const { xml } = await matrixOf({})
     expect(xml.match(/<testsuite name="[^"]*"/g)).toEqual(['<testsuite name="bullseye"', '<testsuite name="sid"'])
     expect(xml.match(/<testcase classname="sid" name="[^"]*"/g)).toEqual(['<testcase classname="sid" name="01-one: the first scenario"', '<testcase classname="sid" name="02-two: the second scenario"'])
     expect(xml).toContain('<testsuites name="oom-group-lab" tests="4" failures="0"')
   })
 
   it('counts a failing spec in its kernel\'s suite, with vitest\'s message', { timeout: 60_000 }, async () => {
-    const xml = await junitOf({ FAIL_ON: 'sid/02' })
+    const { xml } = await matrixOf({ FAIL_ON: 'sid/02' })
     expect(xml).toMatch(/<testsuite name="bullseye" [^>]* tests="2" failures="0"/)
     expect(xml).toMatch(/<testsuite name="sid" [^>]* tests="2" failures="1"/)
     expect(xml).toContain("<failure message=\"expected &apos;killed&apos; to be &apos;survived&apos;")
+  })
+
+  it('comes with a plain progress line per cell done (kernel, spec, verdict), numbered of all cells', { timeout: 60_000 }, async () => {
+    const { stdout } = await matrixOf({ FAIL_ON: 'sid/02' })
+    const lines = stdout.split('\n').filter((l) => l.startsWith('oomlab: matrix:'))
+    expect(lines.map((l) => l.replace(/\(.*\)/, '(…)'))).toEqual([1, 2, 3, 4].map((n) => `oomlab: matrix: ${n} of 4 cells done (…)`))
+    expect(lines).toContainEqual(expect.stringMatching(/cells done \(sid 02-two: failed\)$/))
+    expect(lines).toContainEqual(expect.stringMatching(/cells done \(bullseye 01-one: passed\)$/))
   })
 })

@@ -20,6 +20,7 @@ import { UserError } from '../util/errors.js'
 import { isSystemdHost, scopeUnit, inScopeCommand } from '../host/scope.js'
 import { selfOwner } from '../proc/owner.js'
 import type { RunArgs } from './args.js'
+import { StatusLine } from '../util/progress.js'
 
 export interface ExperimentsOutcome {
   where: 'native' | 'vm'
@@ -36,7 +37,11 @@ export interface ExperimentsOutcome {
   summary: string
 }
 
-export const log = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
+/** The CLI's messages, and the live line of long steps (kernel download, image, snapshot) on a terminal. */
+const status = new StatusLine(process.stderr)
+export const log = status.log
+export const progress = status.progress
+export const endProgress = () => status.end()
 
 export function reportDirOf(args: RunArgs): string {
   return resolve(args.report ?? userReports('latest'))
@@ -146,8 +151,9 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
         refresh: args.refresh,
         ...(args.bootTimeoutMs !== undefined && { bootTimeoutMs: args.bootTimeoutMs }),
       },
-      { log, signal },
+      { log, progress, signal },
     )
+    status.end()
     const t1 = performance.now()
     await using prepared = await preparedFile({ default: guest })
     const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>

@@ -15,7 +15,7 @@ import { writeReport, formatTable } from '../report/write.js'
 import { cellOf, scenarioIds, type KernelRun } from '../report/matrix.js'
 import { userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
-import { log, runVitest, preparedFile } from './experiments.js'
+import { log, progress, endProgress, runVitest, preparedFile } from './experiments.js'
 import { positiveInt } from './args.js'
 
 /** 0 all passed; 1 something failed; 3 nothing failed but some scenario is unsupported on some kernel; 130 interrupted. */
@@ -88,7 +88,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
     try {
       prepared[t.name] = await prepareLabGuest(
         { ...(t.image ? { kernelImage: t.image } : { kernel: t.name }), accel, ...(memoryMiB && { memoryMiB }), ...(cpus && { cpus }) },
-        { log: (line) => log(`[${t.name}] ${line}`), signal },
+        { log: (line) => log(`[${t.name}] ${line}`), progress: (key, text, f) => progress(`${t.name} ${key}`, `[${t.name}] ${text}`, f), signal },
       )
     } catch (err) {
       if (signal.aborted) throw err
@@ -96,6 +96,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
       failures.set(t.name, errorMessage(err))
     }
   })
+  endProgress()
   const ready = targets.filter((t) => prepared[t.name])
   let r = { passed: 0, failed: 0, skipped: 0, exitCode: 0, reported: true, timedOut: false }
   if (ready.length > 0) {

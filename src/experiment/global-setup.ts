@@ -13,8 +13,10 @@ import { prepareLabGuest, type GuestChoice } from '../vm/lab-guest.js'
 import type { PreparedGuest } from '../vm/guest-os.js'
 import { UserError } from '../util/errors.js'
 import type { MachineChoice } from './machine.js'
+import { StatusLine } from '../util/progress.js'
 
-const say = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
+const status = new StatusLine(process.stderr)
+const say = status.log
 
 /**
  * A run the CLI prepared already names a JSON file here, with a prepared guest for each kernel name
@@ -59,7 +61,9 @@ export async function chooseMachine(env: NodeJS.ProcessEnv = process.env): Promi
     if (want === 'local') throw new UserError(`cannot run natively: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
     say(`running in guests, as this host cannot: ${failing[0]!.detail}`)
   }
-  return { where: 'guest', guest: await prepareLabGuest(guestChoiceFromEnv(env), { log: say }) }
+  const guest = await prepareLabGuest(guestChoiceFromEnv(env), { log: say, progress: status.progress })
+  status.end()
+  return { where: 'guest', guest }
 }
 
 export default async function setup(project: TestProject): Promise<void> {

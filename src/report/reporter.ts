@@ -5,7 +5,7 @@
  */
 import { rm, rmdir, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { Reporter, TestModule, TestSpecification } from 'vitest/node'
+import type { Reporter, TestModule, TestSpecification, Vitest } from 'vitest/node'
 import { readEvidenceDir } from './evidence.js'
 import { writeReport, formatTable } from './write.js'
 import type { KernelRun } from './matrix.js'
@@ -22,6 +22,13 @@ export default class OomlabReporter implements Reporter {
 
   /** Which projects hold experiments: ours by name, and a user's own config without projects (that named this reporter). */
   private isExperiments = (project: string) => isExperimentsProject(project) || project === ''
+
+  /** vitest's logger: on a terminal its live summary stays at the bottom, below our lines. */
+  private say: (line: string) => void = (line) => void process.stdout.write(`${line}\n`)
+
+  onInit(vitest: Vitest): void {
+    this.say = (line) => vitest.logger.log(line)
+  }
 
   async onTestRunStart(specs: ReadonlyArray<TestSpecification>): Promise<void> {
     this.projects.clear()
@@ -41,7 +48,7 @@ export default class OomlabReporter implements Reporter {
     this.cells.done++
     const kernel = this.projects.get(m.project.name)?.kernel ?? m.project.name
     const spec = specIdOf(m.moduleId)
-    process.stdout.write(`oomlab: matrix: ${this.cells.done} of ${this.cells.total} cells done (${kernel} ${spec}: ${m.state()})\n`)
+    this.say(`oomlab: matrix: ${this.cells.done} of ${this.cells.total} cells done (${kernel} ${spec}: ${m.state()})`)
   }
 
   async onTestRunEnd(_modules: ReadonlyArray<TestModule>): Promise<void> {

@@ -28,7 +28,7 @@ function header(ino: number, mode: number, uid: number, gid: number, size: numbe
 }
 
 /** Writes the entries, in order, and the trailer to `out`. Parents must come before children. */
-export async function writeCpio(out: string, entries: Iterable<CpioEntry>): Promise<number> {
+export async function writeCpio(out: string, entries: Iterable<CpioEntry>, onBytes?: (written: number) => void): Promise<number> {
   // A buffer per image: two images written at once (a matrix prepares kernels in parallel) must not share one.
   const chunk = Buffer.alloc(1 << 20)
   const fh = await open(out, 'w')
@@ -36,6 +36,7 @@ export async function writeCpio(out: string, entries: Iterable<CpioEntry>): Prom
   const put = async (b: Buffer) => {
     await fh.write(b)
     written += b.length
+    onBytes?.(written)
   }
   let ino = 1
   try {

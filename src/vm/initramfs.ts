@@ -11,6 +11,7 @@ import { execa } from 'execa'
 import { file as tmpFile } from 'tmp-promise'
 import { writeCpio, type CpioEntry } from './cpio.js'
 import { projectRoot, ownModule } from '../util/paths.js'
+import { megabytes, type Progress } from '../util/progress.js'
 import { UserError } from '../util/errors.js'
 import { which } from '../util/which.js'
 import { GUEST_BASELINE, GUEST_BUNDLE, GUEST_PROJECT, GUEST_USER } from './guest/layout.js'
@@ -279,7 +280,7 @@ export async function shellGuestTree(): Promise<ImageTree> {
  * modification times of what goes in (the host's package database, node, the project's sources and
  * lock file) names the image built last time. Assembling the tree costs ~1 s (ldd, dpkg, bundling).
  */
-export async function labImage(cache: string): Promise<Initramfs> {
+export async function labImage(cache: string, progress?: Progress): Promise<Initramfs> {
   const t0 = performance.now()
   const key = await quickKey()
   const note = join(cache, 'initramfs', `lab-inputs-${key}`)
@@ -288,7 +289,8 @@ export async function labImage(cache: string): Promise<Initramfs> {
     const path = known.trim()
     return { path, hash: basename(path).replace(/^lab-|\.cpio$/g, ''), bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
   }
-  const image = await buildInitramfs(cache, await labTree(), 'lab')
+  progress?.('image', 'guest image: bundling the agent, collecting its programs')
+  const image = await buildInitramfs(cache, await labTree(), 'lab', progress)
   await writeFile(note, `${image.path}\n`)
   return { ...image, ms: performance.now() - t0 }
 }
@@ -365,23 +367,23 @@ export interface Initramfs {
 /** Images being built by this process, by path: a matrix's kernels, prepared at once, share one build. */
 const building = new Map<string, Promise<Initramfs>>()
 
-export async function buildInitramfs(cache: string, tree: ImageTree, name = 'guest'): Promise<Initramfs> {
+export async function buildInitramfs(cache: string, tree: ImageTree, name = 'guest', progress?: Progress): Promise<Initramfs> {
   const dir = join(cache, 'initramfs')
   await mkdir(dir, { recursive: true })
   const path = join(dir, `${name}-${await tree.hash()}.cpio`)
-  const pending = building.get(path) ?? build(dir, path, tree, name).finally(() => building.delete(path))
+  const pending = building.get(path) ?? build(dir, path, tree, name, progress).finally(() => building.delete(path))
   building.set(path, pending)
   return pending
 }
 
-async function build(dir: string, path: string, tree: ImageTree, name: string): Promise<Initramfs> {
+async function build(dir: string, path: string, tree: ImageTree, name: string, progress?: Progress): Promise<Initramfs> {
   const t0 = performance.now()
   const hash = basename(path).slice(name.length + 1, -'.cpio'.length)
   const problem = await checkImage(path)
   if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
   const tmp = await tmpFile({ tmpdir: dir, prefix: `.${name}-`, postfix: '.partial' })
   try {
-    const bytes = await writeCpio(tmp.path, tree.entries.values())
+    const bytes = await writeCpio(tmp.path, tree.entries.values(), (n) => progress?.('image', `guest image: writing ${basename(path)}, ${megabytes(n)}`))
     // The record goes last: an image without one is rebuilt, so a crash in between costs a rebuild only.
     const sum = await sha256File(tmp.path)
     await rename(tmp.path, path)

@@ -13,6 +13,7 @@ import { execa } from 'execa'
 import { withDir } from 'tmp-promise'
 import { UserError, errorMessage } from '../util/errors.js'
 import { cacheDir as defaultCacheDir } from '../util/paths.js'
+import { megabytes, type Progress } from '../util/progress.js'
 
 export interface KernelImage {
   /** What the user asked for: 'bookworm', '6.1.0-50', or the image path. */
@@ -48,6 +49,8 @@ export interface ResolveKernelOptions {
   /** Ask the mirror again even when a suite name has a remembered kernel. */
   refresh?: boolean
   log?: (line: string) => void
+  /** The download's bytes, as they arrive. */
+  progress?: Progress
   signal?: AbortSignal
 }
 
@@ -149,6 +152,7 @@ interface Context {
   kernelsDir: string
   refresh: boolean
   log: (line: string) => void
+  progress: Progress
   signal?: AbortSignal
   /** Releases whose failed cache check was already logged. */
   reportedBroken: Set<string>
@@ -164,6 +168,7 @@ export async function resolveKernel(spec: string, opts: ResolveKernelOptions = {
     kernelsDir: join(opts.cacheDir ?? defaultCacheDir(), 'kernels'),
     refresh: opts.refresh ?? false,
     log: (line) => opts.log?.(`kernel ${spec}: ${line}`),
+    progress: (key, text, fraction) => opts.progress?.(key, `kernel ${spec}: ${text}`, fraction),
     signal: opts.signal,
     reportedBroken: new Set(),
   }
@@ -425,15 +430,25 @@ async function runApt(
   apt: AptSuite,
   args: string[],
   cwd?: string,
+  onLine?: (line: string) => void,
 ): Promise<AptResult> {
   ctx.signal?.throwIfAborted()
-  const result = await execa(tool, [...apt.options, ...args], {
+  const child = execa(tool, [...apt.options, ...args], {
     cwd,
     env: { LC_ALL: 'C' }, // apt's field names and messages are parsed below
     cancelSignal: ctx.signal,
     reject: false,
     stdin: 'ignore',
   })
+  if (onLine) {
+    let rest = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const lines = (rest + chunk.toString()).split('\n')
+      rest = lines.pop() ?? ''
+      for (const l of lines) onLine(l)
+    })
+  }
+  const result = await child
   if (result.isCanceled) throw ctx.signal?.reason ?? new Error('canceled')
   if (result.failed && result.code === 'ENOENT') {
     throw new UserError(`${tool} is not installed: apt-get install apt (on Debian or Ubuntu), or use --kernel-image PATH`)
@@ -443,7 +458,7 @@ async function runApt(
 
 /** The line of apt's output that says what went wrong. */
 function aptFailure(result: AptResult): string {
-  const lines = `${result.stderr}\n${result.stdout}`.split('\n').map((line) => line.trim())
+  const lines = `${result.stderr}\n${result.stdout}`.split('\n').map((line) => line.trim()).filter((line) => !line.startsWith('dlstatus:'))
   const generic = /Some index files failed to download|Download is performed unsandboxed/
   const gpg = lines.find((line) => /^W: GPG error|NO_PUBKEY|EXPKEYSIG/.test(line))
   if (gpg) return `${gpg} (a newer debian-archive-keyring may be needed)`
@@ -535,13 +550,33 @@ async function fetchKernel(ctx: Context, apt: AptSuite, pkg: PackageInfo): Promi
   )
 }
 
+/**
+ * Reads `apt-get -o APT::Status-Fd=1 download`'s output line by line: its "Get:" line gives the size, its
+ * "dlstatus:" lines the fraction done. Returns the download's state after each status line.
+ */
+export function aptDownload(): (line: string) => { fraction: number; bytes?: number } | undefined {
+  let bytes: number | undefined
+  return (line) => {
+    const size = /^Get:\d+ .*\[([\d.]+) (kB|MB)\]$/.exec(line.trim())
+    if (size) bytes = Number(size[1]) * (size[2] === 'MB' ? 1e6 : 1e3)
+    const status = /^dlstatus:\d+:([\d.]+):/.exec(line)
+    if (!status) return undefined
+    return { fraction: Math.min(1, Number(status[1]) / 100), ...(bytes !== undefined && { bytes }) }
+  }
+}
+
 /** The vmlinuz unpacked from `pkg` into its own folder under workDir, if the package has one. */
 async function downloadAndFindVmlinuz(ctx: Context, apt: AptSuite, pkg: PackageInfo, workDir: string): Promise<string | undefined> {
   const downloadDir = join(workDir, `${pkg.name}.download`)
   const rootDir = join(workDir, `${pkg.name}.root`)
   await mkdir(downloadDir)
   ctx.log(`downloading ${pkg.name} ${pkg.version}`)
-  const result = await runApt(ctx, 'apt-get', apt, ['download', `${pkg.name}=${pkg.version}`], downloadDir)
+  const download = aptDownload()
+  const onLine = (line: string) => {
+    const d = download(line)
+    if (d) ctx.progress(`download ${pkg.name}`, `downloading ${pkg.name}: ${d.bytes ? `${megabytes(d.fraction * d.bytes)} of ${megabytes(d.bytes)}` : `${(d.fraction * 100).toFixed(0)}%`}`, d.fraction)
+  }
+  const result = await runApt(ctx, 'apt-get', apt, ['-o', 'APT::Status-Fd=1', 'download', `${pkg.name}=${pkg.version}`], downloadDir, onLine)
   const debs = (await readdir(downloadDir)).filter((file) => file.endsWith('.deb'))
   if (result.failed || debs.length !== 1) {
     throw new UserError(`downloading ${pkg.name} ${pkg.version} from Debian ${apt.suite} failed: ${aptFailure(result)}`)

@@ -13,6 +13,7 @@ import { cacheLimit, enforceLimit, formatBytes, markUsed, stampsOf } from './cac
 import { cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { which } from '../util/which.js'
+import type { Progress } from '../util/progress.js'
 
 export interface GuestChoice {
   /** Suite name or Debian kernel version (default bookworm). */
@@ -28,7 +29,15 @@ export interface GuestChoice {
   bootTimeoutMs?: number
 }
 
-export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: string) => void; onConsole?: (line: string) => void; signal?: AbortSignal } = {}): Promise<PreparedGuest> {
+export interface PrepareOptions {
+  log?: (line: string) => void
+  /** Long steps as they go: the kernel's download, the image, the snapshot's boot (a live line on a terminal). */
+  progress?: Progress
+  onConsole?: (line: string) => void
+  signal?: AbortSignal
+}
+
+export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {}): Promise<PreparedGuest> {
   const log = o.log ?? (() => undefined)
   const qemu = which('qemu-system-x86_64')
   if (!qemu) throw new UserError('qemu-system-x86_64 is missing: the experiments need a VM on this host; install it with `apt-get install qemu-system-x86` (or run `bash scripts/setup.sh`)')
@@ -37,9 +46,9 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
   const t0 = performance.now()
   const kernel = choice.kernelImage
     ? await kernelFromImage(choice.kernelImage)
-    : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
+    : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.progress && { progress: o.progress }), ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
   const t1 = performance.now()
-  const image = await labImage(cache)
+  const image = await labImage(cache, o.progress)
   const t2 = performance.now()
   // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
   await markUsed(stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd: image.path }))
@@ -62,6 +71,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: { log?: (line: str
     ids,
     ready: agentReady,
     log: (line) => log(`snapshot: ${line}`),
+    ...(o.progress && { progress: o.progress }),
     bootTimeoutMs: choice.bootTimeoutMs ?? LAB_DEFAULTS.bootTimeoutMs,
     ...(o.onConsole && { onConsole: o.onConsole }),
     ...(o.signal && { signal: o.signal }),

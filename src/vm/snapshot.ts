@@ -17,6 +17,7 @@ import { execa } from 'execa'
 import { GuestVm, machineArgs, type MachineSpec } from './guest-vm.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { which } from '../util/which.js'
+import type { Progress } from '../util/progress.js'
 
 export interface Snapshot {
   path: string
@@ -47,6 +48,8 @@ export interface EnsureOptions {
   ids: SnapshotIds
   ready: Ready
   log?: (line: string) => void
+  /** The boot's seconds and the console's last line, as it goes. */
+  progress?: Progress
   onConsole?: (line: string) => void
   signal?: AbortSignal
   /** From QEMU start to `ready` done, when a snapshot has to be made. */
@@ -205,6 +208,7 @@ async function ensure(spec: MachineSpec, o: EnsureOptions, distrust?: Distrust):
     const owner = lock.owner ? `process ${lock.owner.pid} (since ${lock.owner.since})` : 'another process'
     if (!saidWaiting) o.log?.(`snapshot ${key}: ${owner} is making it; waiting`)
     saidWaiting = true
+    o.progress?.(`snapshot ${key}`, `snapshot ${key}: ${owner} is making it; waiting, ${secs(deadline - Date.now())} s left`)
     if (Date.now() >= deadline)
       throw new Error(`snapshot ${key}: ${owner} is still making it after ${Math.round((o.bootTimeoutMs + SAVE_TIMEOUT_MS + LOCK_SLACK_MS) / 1000)} s; if it is stuck, stop it (or remove ${p.lock})`)
     await sleep(LOCK_POLL_MS, undefined, o.signal ? { signal: o.signal } : {})
@@ -226,6 +230,11 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
     for (let attempt = 1; ; attempt++) {
       const tBoot = performance.now()
       vm = await GuestVm.boot(spec, { connectTimeoutMs: o.bootTimeoutMs, ram: { path: p.ramPartial, share: true }, ...hooks(o) })
+      const booting = vm
+      const tick = setInterval(() => {
+        const last = booting.consoleTail().filter((l) => l.trim()).at(-1)?.trim()
+        o.progress?.(`snapshot ${key}`, `snapshot ${key}: booting the guest, ${secs(performance.now() - tBoot)} s${last ? `: ${last}` : ''}`)
+      }, 1000)
       try {
         await readyWithin(vm, 'booted', o.ready, o.bootTimeoutMs - (performance.now() - tBoot), `the guest agent was not ready within ${o.bootTimeoutMs / 1000} s of boot`)
         break
@@ -235,6 +244,8 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
         log(`${errorMessage(err)}, with a silent console; booting it once more`)
         await vm.dispose()
         await rm(p.ramPartial, { force: true })
+      } finally {
+        clearInterval(tick)
       }
     }
     log(`agent ready after ${secs(performance.now() - t0)} s; saving`)
