@@ -6,6 +6,8 @@ import { MATRIX_DEFAULT } from '../src/cli/matrix.js'
 
 interface Step {
   run?: string
+  shell?: string
+  if?: string
   uses?: string
   with?: Record<string, unknown>
 }
@@ -37,7 +39,7 @@ describe('.github/workflows/oomlab.yml', () => {
     const lines = Object.keys(wf.jobs).flatMap((j) => runs(j).split('\n'))
     const oomlab = lines.filter((l) => /npm run (doctor|reproduce|matrix)|npm test/.test(l))
     expect(oomlab.length).toBeGreaterThanOrEqual(3)
-    for (const l of oomlab) expect(l).toMatch(/^sudo --preserve-env=PATH npm /)
+    for (const l of oomlab) expect(l).toMatch(/^sudo --preserve-env=PATH[\w,]* npm /)
     expect(lines.filter((l) => /swapoff|cgroup\.subtree_control|\/sys\/fs\/cgroup/.test(l))).toEqual([])
   })
 
@@ -46,5 +48,22 @@ describe('.github/workflows/oomlab.yml', () => {
     expect(runs('matrix')).toContain('npm run matrix -- ${{ matrix.kernel }}')
     const upload = wf.jobs.matrix!.steps.find((s) => s.uses?.startsWith('actions/upload-artifact'))
     expect(upload?.with?.path).toBe('reports/${{ matrix.kernel }}')
+  })
+
+  it('caches the kernel by its release, the image by its inputs, snapshots only under emulation and keyed by CPU model', () => {
+    const caches = wf.jobs.matrix!.steps.filter((s) => s.uses?.startsWith('actions/cache'))
+    const keyOf = (path: string) => caches.find((s) => s.with?.path === path)?.with?.key
+    expect(keyOf('.oomlab-cache/kernels')).toBe('oomlab-kernel-${{ steps.keys.outputs.kernel }}')
+    expect(keyOf('.oomlab-cache/initramfs')).toContain("hashFiles('package-lock.json', 'src/**')")
+    expect(keyOf('.oomlab-cache/snapshots')).toContain('${{ steps.keys.outputs.cpu }}')
+    expect(caches.find((s) => s.with?.path === '.oomlab-cache/snapshots')?.if).toBe("steps.keys.outputs.accel == 'tcg'")
+    expect(runs('matrix')).toContain('npm run --silent cache -- key --kernel ${{ matrix.kernel }} >> "$GITHUB_OUTPUT"')
+  })
+
+  it('fails the matrix step when the run fails, though its output goes through tee, and says which accelerator it used', () => {
+    const step = wf.jobs.matrix!.steps.find((s) => s.run?.includes('npm run matrix'))!
+    expect(step.run).toContain('| tee matrix.log')
+    expect(step.shell).toBe('bash') // GitHub's bash shell runs with -o pipefail; its default does not
+    expect(runs('matrix')).toMatch(/GITHUB_STEP_SUMMARY/)
   })
 })

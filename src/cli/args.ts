@@ -124,7 +124,8 @@ commands:
   bench       the harness against a plain shell script, kill-detection latency, boot, matrix; checks the targets
   soak        fault tests, --boots N (100) guest boots, then the specs in restored guests until --runs N (200) pass in a row
   kernels     list the kernels you can name and the ones in the cache
-  cache       what the cache holds (sizes, ages, what is stale); "cache prune" removes the stale
+  cache       what the cache holds (sizes, ages, what is stale); "cache prune" removes the stale;
+              "cache key --kernel NAME" prints kernel=<release> (CI's cache key: asks the mirror, downloads nothing)
 
 options (reproduce, test, bench):
   --vm                  always use the VM (also OOMLAB_VM=1)

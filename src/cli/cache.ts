@@ -4,6 +4,7 @@ import { qemuBuildId } from '../vm/snapshot.js'
 import { cacheDir } from '../util/paths.js'
 import { which } from '../util/which.js'
 import { UserError } from '../util/errors.js'
+import { kernelReleaseOf } from '../vm/kernels.js'
 
 const age = (ms: number, now: number) => {
   const s = Math.max(0, (now - ms) / 1000)
@@ -14,9 +15,21 @@ function table(entries: CacheEntry[], now: number): string[] {
   return entries.map((e) => `  ${e.kind.padEnd(9)} ${e.id.padEnd(36)} ${formatBytes(e.bytes).padStart(9)}  made ${age(e.madeMs, now).padStart(6)} ago, used ${age(e.usedMs, now).padStart(6)} ago  ${e.stale ? `STALE: ${e.stale}` : e.about}`)
 }
 
+/**
+ * `oomlab cache key --kernel NAME`: `kernel=<release>`, the release a name stands for now (asking the mirror
+ * for a suite): the key under which CI keeps the kernel between jobs, in the form of $GITHUB_OUTPUT.
+ */
+async function key(argv: string[]): Promise<number> {
+  const [flag, name, ...rest] = argv
+  if (flag !== '--kernel' || name === undefined || rest.length > 0) throw new UserError('usage: oomlab cache key --kernel NAME')
+  console.log(`kernel=${await kernelReleaseOf(name, { log: (line) => process.stderr.write(`oomlab: ${line}\n`) })}`)
+  return 0
+}
+
 export async function cache(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv
-  if ((sub !== undefined && sub !== 'prune') || rest.length > 0) throw new UserError(`oomlab cache [prune]: unexpected ${JSON.stringify(argv.join(' '))}`)
+  if (sub === 'key') return key(rest)
+  if ((sub !== undefined && sub !== 'prune') || rest.length > 0) throw new UserError(`oomlab cache [prune | key --kernel NAME]: unexpected ${JSON.stringify(argv.join(' '))}`)
   const dir = cacheDir()
   const limit = cacheLimit()
   const qemu = which('qemu-system-x86_64')

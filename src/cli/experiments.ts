@@ -27,6 +27,8 @@ export interface ExperimentsOutcome {
   /** Whether the specs ran at all (a guest that panicked or hung ran none). */
   ran: boolean
   kernelRelease?: string
+  /** In guests: KVM or QEMU's emulation (TCG). */
+  accel?: 'kvm' | 'tcg'
   passed: number
   failed: number
   /** Scenarios the kernel cannot run (skipped with "unsupported: <reason>"). */
@@ -161,6 +163,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
     outcome = {
       where: 'vm',
+      accel: guest.spec.accel,
       ran: r.passed + r.failed > 0,
       kernelRelease: guest.kernel.release,
       passed: r.passed,

@@ -123,6 +123,8 @@ export interface KeyedCondition {
 
 export interface MachineStats {
   kind: 'local' | 'guest'
+  /** A guest's accelerator: KVM, or QEMU's emulation (TCG). */
+  accel?: 'kvm' | 'tcg'
   /** Calls across the channel (one round trip each). */
   roundTrips?: number
   /** Host ms spent waiting on each kind of call, answer included. */

@@ -232,8 +232,27 @@ async function cachedKernelOrReport(ctx: Context, release: string): Promise<Kern
   return undefined
 }
 
-async function resolveSuite(ctx: Context, suite: string): Promise<KernelImage> {
-  ctx.log(`resolving the newest ${META_PACKAGE} in Debian ${suite}`)
+/**
+ * The kernel release a name stands for now, asking Debian's mirror for a suite (its package lists only, no
+ * download): a key for caching the kernel between CI jobs.
+ */
+export async function kernelReleaseOf(spec: string, opts: ResolveKernelOptions = {}): Promise<string> {
+  const target = parseKernelSpec(spec)
+  if (target.kind === 'abi') return `${target.abi}-${FLAVOUR}`
+  const ctx: Context = {
+    spec,
+    kernelsDir: join(opts.cacheDir ?? defaultCacheDir(), 'kernels'),
+    refresh: true,
+    log: (line) => opts.log?.(`kernel ${spec}: ${line}`),
+    progress: () => undefined,
+    signal: opts.signal,
+    reportedBroken: new Set(),
+  }
+  const { pkg } = await newestInSuite(ctx, target.suite)
+  return pkg.name.slice('linux-image-'.length)
+}
+
+async function newestInSuite(ctx: Context, suite: string): Promise<{ apt: AptSuite; pkg: PackageInfo }> {
   const apt = await updateSuite(ctx, suite)
   const meta = await showPackage(ctx, apt, META_PACKAGE)
   if (!meta) throw new UserError(`Debian ${suite} has no package ${META_PACKAGE}: try another suite or --kernel-image PATH`)
@@ -243,6 +262,12 @@ async function resolveSuite(ctx: Context, suite: string): Promise<KernelImage> {
   }
   const pkg = await showPackage(ctx, apt, imagePackage)
   if (!pkg) throw new UserError(`Debian ${suite} lists ${imagePackage} but has no such package: try again with refresh, or --kernel-image PATH`)
+  return { apt, pkg }
+}
+
+async function resolveSuite(ctx: Context, suite: string): Promise<KernelImage> {
+  ctx.log(`resolving the newest ${META_PACKAGE} in Debian ${suite}`)
+  const { apt, pkg } = await newestInSuite(ctx, suite)
   const kernel = await obtainKernel(ctx, apt, pkg)
   await writeJsonAtomic(suiteFile(ctx, suite), {
     suite,
