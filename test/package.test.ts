@@ -46,7 +46,7 @@ describe.skipIf(why !== '')(`the npm package${why ? ` (skipped: ${why})` : ''}`,
     expect(r.all).toMatch(/PASS {2}my-layout: a slice of two containers/)
     expect(r.all).toMatch(/group kill: \S+\/runtime\.slice\/web\.scope/)
     expect((await evidenceOf('my-layout')).verdict.state).toBe('pass')
-    expect(await readdir(join(user, 'reports/latest'))).toEqual(expect.arrayContaining(['summary.txt', 'report.md', 'junit.xml', 'figures', 'evidence']))
+    expect(await readdir(join(user, 'reports/latest'))).toEqual(expect.arrayContaining(['summary.txt', 'report.md', 'junit.xml', 'vitest.json', 'figures', 'evidence']))
   })
 
   it('plain npx vitest: the same spec, with its evidence', { timeout: 300_000 * T }, async () => {

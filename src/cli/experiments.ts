@@ -64,7 +64,9 @@ export async function runVitest(
   wrap: (command: string[]) => string[] = (c) => c,
   timeoutMs?: number,
 ): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
-  await using json = await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`)
+  await using temp = await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`)
+  // The experiments' results as vitest's JSON reporter says them, beside the report; the unit tests' only counted.
+  const json = project !== 'unit' && env.OOMLAB_REPORT_DIR ? { path: join(env.OOMLAB_REPORT_DIR, 'vitest.json') } : temp
   const reporters = ['default', 'json', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`)
   const [file, ...args] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...reporters, `--outputFile.json=${json.path}`, ...filters])
   const r = await execa(file!, args, {

@@ -57,7 +57,7 @@ async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
   failed += out.failed
   if (out.summary) console.log(`\n${out.summary}\n`)
   if (out.ran)
-    console.log(`oomlab: the experiments ran ${out.where === 'vm' ? `in QEMU guests (${out.accel === 'kvm' ? 'KVM' : 'TCG, no KVM'})` : 'natively'} on kernel ${out.kernelRelease ?? 'unknown'}; report in ${out.reportDir} (summary.txt, report.md, report.json, junit.xml, figures/, evidence/)`)
+    console.log(`oomlab: the experiments ran ${out.where === 'vm' ? `in QEMU guests (${out.accel === 'kvm' ? 'KVM' : 'TCG, no KVM'})` : 'natively'} on kernel ${out.kernelRelease ?? 'unknown'}; report in ${out.reportDir} (summary.txt, report.md, report.json, junit.xml, vitest.json, figures/, evidence/)`)
   if (out.failure) {
     log(`FAILED: ${out.failure}`)
     failed++

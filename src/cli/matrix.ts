@@ -123,7 +123,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
     await writeReport(reportDir, runs)
   }
   console.log(`\n${formatTable(runs)}\n`)
-  console.log(`oomlab: matrix of ${runs.length} kernel(s) in ${((performance.now() - t0) / 1000).toFixed(1)} s; report in ${reportDir} (summary.txt, report.md, report.json, junit.xml, figures/)`)
+  console.log(`oomlab: matrix of ${runs.length} kernel(s) in ${((performance.now() - t0) / 1000).toFixed(1)} s; report in ${reportDir} (summary.txt, report.md, report.json, junit.xml, vitest.json, figures/)`)
   const ids = scenarioIds(runs)
   const statuses = runs.flatMap((run) => (ids.length ? ids.map((id) => cellOf(run, id).status) : ['fail']))
   const failed = statuses.filter((s) => s === 'fail').length

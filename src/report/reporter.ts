@@ -12,7 +12,7 @@ import type { KernelRun } from './matrix.js'
 import { isExperimentsProject, reportDir, specIdOf } from './paths.js'
 
 /** The report files a run of ours writes: nothing else in the folder is touched. */
-const OURS = ['summary.txt', 'report.md', 'report.json', 'junit.xml']
+const OURS = ['summary.txt', 'report.md', 'report.json', 'junit.xml', 'vitest.json']
 
 export default class OomlabReporter implements Reporter {
   private projects = new Map<string, { kernel: string; evidenceDir: string }>()
@@ -62,7 +62,7 @@ export default class OomlabReporter implements Reporter {
     const dir = reportDir()
     await writeReport(dir, runs)
     if (runs.length > 1) process.stdout.write(`\n${formatTable(runs)}\n`)
-    process.stdout.write(`\noomlab: report in ${dir} (summary.txt, report.md, report.json, junit.xml, figures/, evidence/)\n`)
+    process.stdout.write(`\noomlab: report in ${dir} (summary.txt, report.md, report.json, junit.xml, vitest.json, figures/, evidence/)\n`)
   }
 }
 
