@@ -12,6 +12,9 @@ import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
 import { projectRoot, userReports } from '../util/paths.js'
 import { log, preparedFile, runVitest } from './experiments.js'
+import { openGuestOs } from '../vm/guest-os.js'
+import { ROOT } from '../experiment/lab.js'
+import { GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
 
 export interface SoakCount {
   kernel: string
@@ -137,3 +140,41 @@ export async function soakBoots(kernel: string, n: number, signal: AbortSignal):
   }
   return count
 }
+
+export interface FaultsOutcome {
+  passed: number
+  failed: number
+  skipped: number
+  leftovers: string[]
+  /** The guest's restore, and the whole run of the fault tests in it. */
+  restoreMs: number
+  ms: number
+  /** What the fault tests printed (its tail), kept for a failure. */
+  output: string
+}
+
+/**
+ * The native path's fault tests (test/guest: interrupts at every stage, SIGKILL and the next run's
+ * reaping, two runs at once), run for real by vitest inside a restored runner guest: a CI runner with
+ * cgroup v2, as root, its job in a cgroup of its own beside the trees the tests make.
+ */
+export async function nativeFaultsInRunner(kernel: string | undefined, signal: AbortSignal): Promise<FaultsOutcome> {
+  const say = (line: string) => log(`soak faults ${line}`)
+  const guest = await prepareLabGuest({ ...(kernel !== undefined && { kernel }), accel: 'auto', image: 'runner' }, { log: say, signal })
+  const t0 = performance.now()
+  await using os = await openGuestOs(guest, { signal, log: say })
+  const job = '/sys/fs/cgroup/runner-job'
+  const [made] = await os.run([{ op: 'mkdir', path: job }])
+  if (!made?.ok) throw new Error(`mkdir ${job} in the runner guest: ${made?.error}`)
+  const p = await os.spawn({ argv: ['node', `${GUEST_BUNDLE}/faults-runner.mjs`], cgroup: job, user: ROOT, cwd: GUEST_PROJECT, stdin: 'ignore', timeoutMs: 60_000 })
+  say(`running in a runner guest restored in ${(os.restoreMs / 1000).toFixed(2)} s (${guest.kernel.release}, ${guest.spec.cpus} vCPUs, ${guest.spec.memoryMiB} MiB)`)
+  await os.waitExit([{ pid: p.pid, startTime: p.startTime, label: 'the fault tests' }], FAULTS_DEADLINE_MS)
+  const output = await os.output(p.id)
+  const line = /^oomlab-faults (\{.*\})$/m.exec(output)
+  if (!line) throw new Error(`the fault tests ended without their result line; they printed: ${output.slice(-600)}`)
+  const r = JSON.parse(line[1]!) as { passed: number; failed: number; skipped: number; leftovers: string[] }
+  return { ...r, restoreMs: os.restoreMs, ms: performance.now() - t0, output: output.slice(-4000) }
+}
+
+/** 24 interrupted runs, a SIGKILL and its reaping, two at once: ~10 min under TCG on 2 cores. */
+const FAULTS_DEADLINE_MS = 30 * 60_000

@@ -1,7 +1,8 @@
 /**
  * oomlab soak: the harness under faults, then many runs in a row.
- *  1. In one guest, the fault tests of test/guest: a scenario interrupted with SIGINT/SIGTERM at each
- *     stage (24 trials), killed with SIGKILL and cleaned up by the next run, two runs at once.
+ *  1. In a restored runner guest (cgroup v2, root, vitest; as a CI runner), the native path's fault tests
+ *     of test/guest: a scenario interrupted with SIGINT/SIGTERM at each stage (24 trials), killed with
+ *     SIGKILL and cleaned up by the next run, two runs at once.
  *  2. The VM runner's faults: a guest kernel that panics, one that hangs, a guest that runs out of
  *     memory itself, a result channel cut off mid-frame, and the CLI interrupted with SIGINT/SIGTERM at
  *     random moments: each must be reported for what it is, with no QEMU and no temp dir left.
@@ -13,15 +14,16 @@
 import { parseArgs } from 'node:util'
 import { readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { execa } from 'execa'
 import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
 import { guestTree, buildInitramfs } from '../vm/initramfs.js'
 import { DEFAULT_KERNEL, parseKernelSpec } from '../vm/kernels.js'
 import { MATRIX_DEFAULT } from './matrix.js'
 import { positiveInt } from './args.js'
-import { soakRestored, soakBoots, distribution, type SoakCount, type BootCount } from './soak-restored.js'
-import { cacheDir, oomlabBin } from '../util/paths.js'
+import { soakRestored, soakBoots, distribution, nativeFaultsInRunner, type SoakCount, type BootCount } from './soak-restored.js'
+import { cacheDir, oomlabBin, userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 
@@ -57,7 +59,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   const kernels = v.kernels !== undefined ? v.kernels.split(',').filter(Boolean) : [defaultKernel, ...MATRIX_DEFAULT.filter((k) => k !== defaultKernel)]
   for (const k of kernels) parseKernelSpec(k)
   const kernel = v.kernel !== undefined ? { kernel: v.kernel } : {}
-  // The fault tests' guest carries vitest and the specs (the image of the boot-per-run design): built only for them.
+  // The VM runner's fault checks boot the guest that runs vitest and the specs at boot: built only for them.
   const base: VmOptions = { ...kernel, ...(!v['skip-faults'] && { initramfs: await buildInitramfs(cacheDir(), await guestTree()) }), signal, log: () => undefined }
   const checks: Check[] = []
   // Another oomlab run on this host is not this soak's business: only what a check adds counts.
@@ -86,11 +88,14 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   }
 
   if (!v['skip-faults']) {
-    await check('fault tests in the guest (interrupts x24, SIGKILL, two runs at once)', async () => {
-      const vm = await runInVm({ ...base, suite: 'faults', onConsole: (l) => process.stdout.write(`${l}\n`) })
-      const r = vm.result
-      log(`fault tests: ${r?.passed ?? 0} passed, ${r?.failed ?? 0} failed`)
-      return vmRunFailure(vm) ?? (r && r.failed > 0 ? `${r.failed} fault test(s) failed` : undefined)
+    await check('native fault tests in a restored runner guest (interrupts x24, SIGKILL, two runs at once)', async () => {
+      const r = await nativeFaultsInRunner(v.kernel, signal)
+      log(`native fault tests: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped in ${(r.ms / 1000).toFixed(1)} s (restore ${(r.restoreMs / 1000).toFixed(2)} s)${r.leftovers.length ? `; left in the guest: ${r.leftovers.join(', ')}` : ''}`)
+      if (r.failed === 0 && r.leftovers.length === 0 && r.passed > 0) return undefined
+      const kept = join(userReports('soak'), 'native-faults.txt')
+      await mkdir(dirname(kept), { recursive: true })
+      await writeFile(kept, r.output)
+      return `${r.failed} of ${r.passed + r.failed} failed${r.leftovers.length ? `, left: ${r.leftovers.join(', ')}` : ''} (their output: ${kept})`
     })
     await check('a guest kernel that panics', mustFail({ append: ['rdinit=/nonexistent'] }, /^the guest kernel panicked: Kernel panic/))
     await check('a guest that hangs before reporting', mustFail({ append: ['rdinit=/bin/sh'], bootTimeoutMs: 20_000 }, /^the guest did not start within 20 s/))

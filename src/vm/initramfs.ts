@@ -161,10 +161,13 @@ async function glibcObjects(): Promise<string[]> {
  * than natively, and transforming TypeScript in the guest cost more than the experiments themselves.
  * Shared harness code goes into chunks, so the specs see one Lab module; vitest stays a package import.
  */
-export async function bundleGuest(): Promise<Map<string, string>> {
+export async function bundleGuest(agent: 'vitest' | 'lab' = 'vitest'): Promise<Map<string, string>> {
   const { build } = await import('esbuild')
   const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => f.endsWith('.spec.ts')).sort()
-  const entryPoints: Record<string, string> = { agent: join(projectRoot, 'src/vm/guest/main.ts') }
+  const entryPoints: Record<string, string> =
+    agent === 'vitest'
+      ? { agent: join(projectRoot, 'src/vm/guest/main.ts') }
+      : { agent: join(projectRoot, 'src/vm/guest/serve.ts'), 'faults-runner': join(projectRoot, 'src/vm/guest/faults-runner.ts') }
   for (const f of specs) entryPoints[`experiments/${f.replace(/\.ts$/, '')}`] = join(projectRoot, 'experiments', f)
   // The fault tests that need a kernel of their own (oomlab soak).
   for (const f of (await readdir(join(projectRoot, 'test/guest'))).filter((x) => x.endsWith('.ts')))
@@ -341,10 +344,14 @@ async function userland(o: { allOfGlibc: boolean }): Promise<ImageTree> {
   return t
 }
 
-/** The guest that runs vitest and the specs itself (oomlab soak's fault tests). */
-export async function guestTree(): Promise<ImageTree> {
+/**
+ * The guest that runs vitest and the specs itself. With the vitest agent it runs them at boot (the
+ * boot-per-run design, kept for the VM runner's fault checks); with the lab agent it is a CI runner with
+ * cgroup v2 to snapshot and restore: the native fault tests run in it by `oomlab soak` (faults-runner).
+ */
+export async function guestTree(agent: 'vitest' | 'lab' = 'vitest'): Promise<ImageTree> {
   const t = await userland({ allOfGlibc: true })
-  for (const [path, text] of await bundleGuest()) t.data(path, text)
+  for (const [path, text] of await bundleGuest(agent)) t.data(path, text)
   await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
   await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
   const nodeModules = join(projectRoot, 'node_modules')

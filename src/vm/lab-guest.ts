@@ -4,7 +4,7 @@
  */
 import { stat } from 'node:fs/promises'
 import { resolveKernel, kernelFromImage, DEFAULT_KERNEL } from './kernels.js'
-import { labImage } from './initramfs.js'
+import { labImage, buildInitramfs, guestTree } from './initramfs.js'
 import { chooseAccel } from './accel.js'
 import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
 import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
@@ -27,7 +27,14 @@ export interface GuestChoice {
   refresh?: boolean
   /** From QEMU start to the agent ready, when a snapshot is made (default 60 s). */
   bootTimeoutMs?: number
+  /**
+   * The guest's userland: the lab's (the agent alone), or a CI runner's that also carries vitest and the
+   * native fault tests (`oomlab soak`; 1536 MiB and 2 vCPUs unless told otherwise).
+   */
+  image?: 'lab' | 'runner'
 }
+
+const RUNNER_DEFAULTS = { memoryMiB: 1536, cpus: 2 }
 
 export interface PrepareOptions {
   log?: (line: string) => void
@@ -48,7 +55,8 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     ? await kernelFromImage(choice.kernelImage)
     : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.progress && { progress: o.progress }), ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
   const t1 = performance.now()
-  const image = await labImage(cache, o.progress)
+  const image = choice.image === 'runner' ? await buildInitramfs(cache, await guestTree('lab'), 'runner', o.progress) : await labImage(cache, o.progress)
+  const defaults = choice.image === 'runner' ? RUNNER_DEFAULTS : LAB_DEFAULTS
   const t2 = performance.now()
   // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
   await markUsed(stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd: image.path }))
@@ -60,8 +68,8 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     kernel: kernel.path,
     initrd: image.path,
     accel: accel.accel,
-    memoryMiB: choice.memoryMiB ?? LAB_DEFAULTS.memoryMiB,
-    cpus: choice.cpus ?? LAB_DEFAULTS.cpus,
+    memoryMiB: choice.memoryMiB ?? defaults.memoryMiB,
+    cpus: choice.cpus ?? defaults.cpus,
     append: choice.append ?? [],
   }
   const kst = await stat(kernel.path)

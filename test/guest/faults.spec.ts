@@ -67,7 +67,7 @@ function leftovers(): string[] {
   const found: string[] = []
   for (const d of readdirSync(CGROUP)) if (d.startsWith('oomlab-')) found.push(`cgroup ${d}`)
   for (const f of readdirSync(tmpdir())) if (f.startsWith('oomlab-work-')) found.push(`temp dir ${f}`)
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p) && !before.has(p))) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8')
       if (/^State:\s+Z/m.test(status)) continue
@@ -79,6 +79,9 @@ function leftovers(): string[] {
   }
   return found
 }
+
+/** The machine's own processes before any run (a restored runner guest's agent follows the kernel log too). */
+const before = new Set(readdirSync('/proc').filter((p) => /^\d+$/.test(p)))
 
 const jitter = () => new Promise((r) => setTimeout(r, Math.floor(Math.random() * 300)))
 
