@@ -3,7 +3,8 @@ import { availableParallelism } from 'node:os'
 import { timeouts } from './src/experiment/timeouts.js'
 import { nativeCandidate } from './src/host/preflight.js'
 import { reportDir, evidenceDirOf } from './src/report/paths.js'
-import { ownModule } from './src/util/paths.js'
+import { ownModule, cacheDir } from './src/util/paths.js'
+import { join } from 'node:path'
 
 /** Experiments at once: each acts on a guest of its own, one per core (OOMLAB_JOBS to change). */
 const jobs = Number(process.env.OOMLAB_JOBS) || availableParallelism()
@@ -38,6 +39,8 @@ const experiments = (kernel?: string) => ({
 })
 
 export default defineConfig({
+  // vite's and vitest's caches in the user's cache folder, not in the project (or an installed package's folder, as root).
+  cacheDir: join(cacheDir(), 'vite'),
   test: {
     // vitest adds its GitHub Actions reporter (annotations on the failing spec) only when none is named.
     reporters: ['default', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],

@@ -51,6 +51,19 @@ describe('the status line', () => {
     expect(out.text).not.toContain('\r')
   })
 
+  it('in a log: two steps at once (two kernels prepared together) are followed apart, not as a new step per call', () => {
+    const { out, clock } = fakeTerminal(false)
+    const s = new StatusLine(out, { now: clock.now })
+    for (let i = 0; i <= 100; i++) {
+      s.progress('sid', `sid: ${i}%`, i / 100)
+      s.progress('trixie', `trixie: ${i}%`, i / 100)
+      clock.advance(50)
+    }
+    const lines = out.text.split('\n').filter(Boolean)
+    expect(lines.filter((l) => l.includes('sid:'))).toHaveLength(5)
+    expect(lines.filter((l) => l.includes('trixie:'))).toHaveLength(5)
+  })
+
   it('on a terminal: one line rewritten in place, cut to the width; a message clears it and stays', () => {
     const { out, clock } = fakeTerminal(true)
     const s = new StatusLine(out, { now: clock.now })

@@ -54,10 +54,14 @@ describe('.github/workflows/oomlab.yml', () => {
     const caches = wf.jobs.matrix!.steps.filter((s) => s.uses?.startsWith('actions/cache'))
     const keyOf = (path: string) => caches.find((s) => s.with?.path === path)?.with?.key
     expect(keyOf('.oomlab-cache/kernels')).toBe('oomlab-kernel-${{ steps.keys.outputs.kernel }}')
-    expect(keyOf('.oomlab-cache/initramfs')).toContain("hashFiles('package-lock.json', 'src/**')")
+    expect(keyOf('.oomlab-cache/initramfs')).toContain("hashFiles('package-lock.json', 'src/**', 'experiments/**')")
+    expect(keyOf('.oomlab-cache/initramfs')).toContain('${{ steps.keys.outputs.host }}')
+    // The runner's own variables are not in the env context: a key must not lean on them.
+    for (const c of caches) expect(String(c.with?.key)).not.toMatch(/env\.Image/)
     expect(keyOf('.oomlab-cache/snapshots')).toContain('${{ steps.keys.outputs.cpu }}')
     expect(caches.find((s) => s.with?.path === '.oomlab-cache/snapshots')?.if).toBe("steps.keys.outputs.accel == 'tcg'")
-    expect(runs('matrix')).toContain('npm run --silent cache -- key --kernel ${{ matrix.kernel }} >> "$GITHUB_OUTPUT"')
+    // Its apt lists go to a temp folder: root-owned files in the cached folder would break the restore.
+    expect(runs('matrix')).toContain('OOMLAB_CACHE_DIR="$RUNNER_TEMP/oomlab-key" npm run --silent cache -- key --kernel ${{ matrix.kernel }} >> "$GITHUB_OUTPUT"')
   })
 
   it('fails the matrix step when the run fails, though its output goes through tee, and says which accelerator it used', () => {

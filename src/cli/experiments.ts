@@ -3,7 +3,7 @@
  * (cgroup v2 with memory, root), otherwise in the disposable VM. Either way the evidence lands in
  * the report folder and the caller learns the kernel, the counts and any failure.
  */
-import { writeFile, readFile } from 'node:fs/promises'
+import { writeFile, readFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { execa } from 'execa'
 import { preflight, formatCheck } from '../host/preflight.js'
@@ -67,6 +67,8 @@ export async function runVitest(
   await using temp = await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`)
   // The experiments' results as vitest's JSON reporter says them, beside the report; the unit tests' only counted.
   const json = project !== 'unit' && env.OOMLAB_REPORT_DIR ? { path: join(env.OOMLAB_REPORT_DIR, 'vitest.json') } : temp
+  // The last run's results must never read as this one's (a vitest that did not start writes none).
+  await rm(json.path, { force: true })
   const reporters = ['default', 'json', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`)
   const [file, ...args] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...reporters, `--outputFile.json=${json.path}`, ...filters])
   const r = await execa(file!, args, {

@@ -1,7 +1,7 @@
 /** oomlab: reproduce the article's memory.oom.group experiments on a real kernel. */
 import { cacheLimit } from '../vm/cache.js'
 import { parseRunArgs, USAGE } from './args.js'
-import { runExperiments, runVitest, log } from './experiments.js'
+import { runExperiments, runVitest, log, endProgress } from './experiments.js'
 import { exitCodeOf } from './matrix.js'
 import { preflight, formatCheck } from '../host/preflight.js'
 import { UserError, errorMessage } from '../util/errors.js'
@@ -143,6 +143,8 @@ async function main(argv: string[]): Promise<number> {
 try {
   process.exitCode = await main(process.argv.slice(2))
 } catch (err) {
+  // A live progress line is cleared before the message, not run into it.
+  endProgress()
   if (interrupted) {
     process.stderr.write(`oomlab: interrupted\n`)
     process.exitCode = 130

@@ -7,10 +7,12 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dir as tmpDir } from 'tmp-promise'
 import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
-import { errorMessage } from '../util/errors.js'
+import { UserError, errorMessage } from '../util/errors.js'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
-import { projectRoot, userReports } from '../util/paths.js'
+import { projectRoot, packageRoot, userReports } from '../util/paths.js'
+import { existsSync } from 'node:fs'
+import { execa } from 'execa'
 import { log, preparedFile, runVitest } from './experiments.js'
 import { openGuestOs } from '../vm/guest-os.js'
 import { ROOT } from '../experiment/lab.js'
@@ -145,6 +147,8 @@ export interface FaultsOutcome {
   passed: number
   failed: number
   skipped: number
+  /** vitest itself failed, or saw errors outside the tests. */
+  broken: boolean
   leftovers: string[]
   /** The guest's restore, and the whole run of the fault tests in it. */
   restoreMs: number
@@ -160,6 +164,11 @@ export interface FaultsOutcome {
  */
 export async function nativeFaultsInRunner(kernel: string | undefined, signal: AbortSignal): Promise<FaultsOutcome> {
   const say = (line: string) => log(`soak faults ${line}`)
+  if (!existsSync(join(projectRoot, 'test/guest'))) throw new UserError('the native fault tests come with the repository (test/guest), not with the npm package: run `npm run soak` in a clone')
+  // The runner carries the CLI as npm installs it: compiled from these sources first.
+  say('building the package the runner guest carries (npm run build)')
+  const built = await execa('npm', ['run', 'build'], { cwd: packageRoot, reject: false, all: true, cancelSignal: signal })
+  if (built.exitCode !== 0) throw new Error(`npm run build failed: ${String(built.all).slice(-600)}`)
   const guest = await prepareLabGuest({ ...(kernel !== undefined && { kernel }), accel: 'auto', image: 'runner' }, { log: say, signal })
   const t0 = performance.now()
   await using os = await openGuestOs(guest, { signal, log: say })
@@ -172,7 +181,7 @@ export async function nativeFaultsInRunner(kernel: string | undefined, signal: A
   const output = await os.output(p.id)
   const line = /^oomlab-faults (\{.*\})$/m.exec(output)
   if (!line) throw new Error(`the fault tests ended without their result line; they printed: ${output.slice(-600)}`)
-  const r = JSON.parse(line[1]!) as { passed: number; failed: number; skipped: number; leftovers: string[] }
+  const r = JSON.parse(line[1]!) as { passed: number; failed: number; skipped: number; broken: boolean; leftovers: string[] }
   return { ...r, restoreMs: os.restoreMs, ms: performance.now() - t0, output: output.slice(-4000) }
 }
 

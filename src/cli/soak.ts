@@ -12,7 +12,7 @@
  *     snapshot boots, counting soft lockups (the guest kernel panics on one).
  */
 import { parseArgs } from 'node:util'
-import { readdirSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -23,7 +23,7 @@ import { DEFAULT_KERNEL, parseKernelSpec } from '../vm/kernels.js'
 import { MATRIX_DEFAULT } from './matrix.js'
 import { positiveInt } from './args.js'
 import { soakRestored, soakBoots, distribution, nativeFaultsInRunner, type SoakCount, type BootCount } from './soak-restored.js'
-import { cacheDir, oomlabBin, userReports } from '../util/paths.js'
+import { cacheDir, oomlabBin, projectRoot, userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 
@@ -59,6 +59,8 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   const kernels = v.kernels !== undefined ? v.kernels.split(',').filter(Boolean) : [defaultKernel, ...MATRIX_DEFAULT.filter((k) => k !== defaultKernel)]
   for (const k of kernels) parseKernelSpec(k)
   const kernel = v.kernel !== undefined ? { kernel: v.kernel } : {}
+  if (!v['skip-faults'] && !existsSync(join(projectRoot, 'test/guest')))
+    throw new UserError('the fault tests come with the repository (test/guest), not with the npm package: run `npm run soak` in a clone, or add --skip-faults')
   // The VM runner's fault checks boot the guest that runs vitest and the specs at boot: built only for them.
   const base: VmOptions = { ...kernel, ...(!v['skip-faults'] && { initramfs: await buildInitramfs(cacheDir(), await guestTree()) }), signal, log: () => undefined }
   const checks: Check[] = []
@@ -91,11 +93,11 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
     await check('native fault tests in a restored runner guest (interrupts x24, SIGKILL, two runs at once)', async () => {
       const r = await nativeFaultsInRunner(v.kernel, signal)
       log(`native fault tests: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped in ${(r.ms / 1000).toFixed(1)} s (restore ${(r.restoreMs / 1000).toFixed(2)} s)${r.leftovers.length ? `; left in the guest: ${r.leftovers.join(', ')}` : ''}`)
-      if (r.failed === 0 && r.leftovers.length === 0 && r.passed > 0) return undefined
+      if (r.failed === 0 && !r.broken && r.leftovers.length === 0 && r.passed > 0) return undefined
       const kept = join(userReports('soak'), 'native-faults.txt')
       await mkdir(dirname(kept), { recursive: true })
       await writeFile(kept, r.output)
-      return `${r.failed} of ${r.passed + r.failed} failed${r.leftovers.length ? `, left: ${r.leftovers.join(', ')}` : ''} (their output: ${kept})`
+      return `${r.failed} of ${r.passed + r.failed} failed${r.broken ? ', vitest itself failed' : ''}${r.leftovers.length ? `, left: ${r.leftovers.join(', ')}` : ''} (their output: ${kept})`
     })
     await check('a guest kernel that panics', mustFail({ append: ['rdinit=/nonexistent'] }, /^the guest kernel panicked: Kernel panic/))
     await check('a guest that hangs before reporting', mustFail({ append: ['rdinit=/bin/sh'], bootTimeoutMs: 20_000 }, /^the guest did not start within 20 s/))

@@ -7,6 +7,7 @@ import { inject } from 'vitest'
 import { LocalOs } from '../os/local.js'
 import { openGuestOs, type PreparedGuest } from '../vm/guest-os.js'
 import type { Os } from '../os/os.js'
+import { UserError } from '../util/errors.js'
 
 export type MachineChoice = { where: 'local' } | { where: 'guest'; guest: PreparedGuest }
 
@@ -33,8 +34,21 @@ let chosenHere: Promise<MachineChoice> | undefined
 /** Whether the run's config chose the machine (oomlab's global setup), rather than each worker. */
 export const machineProvided = () => inject('oomlabMachine') !== undefined
 
+/** The choice global setup would make, made here; a user's mistake is one line, not a stack per test. */
+async function chooseHere(): Promise<MachineChoice> {
+  const { chooseMachine } = await import('./global-setup.js')
+  try {
+    return await chooseMachine(process.env)
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err
+    const short = new Error(`oomlab: ${err.message}`)
+    short.stack = short.message
+    throw short
+  }
+}
+
 export async function openMachine(req: MachineRequest): Promise<Os> {
-  const choice = inject('oomlabMachine') ?? (await (chosenHere ??= import('./global-setup.js').then((m) => m.chooseMachine(process.env))))
+  const choice = inject('oomlabMachine') ?? (await (chosenHere ??= chooseHere()))
   if (choice.where === 'local') return new LocalOs()
   return openGuestOs(choice.guest, { log: (line) => say(`${req.label}: ${line}`), ...(req.signal && { signal: req.signal }) })
 }

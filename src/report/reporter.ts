@@ -62,7 +62,8 @@ export default class OomlabReporter implements Reporter {
     const dir = reportDir()
     await writeReport(dir, runs)
     if (runs.length > 1) process.stdout.write(`\n${formatTable(runs)}\n`)
-    process.stdout.write(`\noomlab: report in ${dir} (summary.txt, report.md, report.json, junit.xml, vitest.json, figures/, evidence/)\n`)
+    // vitest's JUnit and JSON reporters, where named, say their own files.
+    process.stdout.write(`\noomlab: report in ${dir} (summary.txt, report.md, report.json, figures/, evidence/)\n`)
   }
 }
 

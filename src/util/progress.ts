@@ -24,9 +24,11 @@ export class StatusLine {
   private readonly prefix: string
   private readonly live: boolean
   private readonly now: () => number
-  /** What the live line shows now ('' when none is drawn). */
+  /** What the live line shows now ('' when none is drawn), and when it was drawn. */
   private shown = ''
-  private last = { key: '', at: -Infinity, quarter: -1 }
+  private drawnAt = -Infinity
+  /** Each step's last state said: steps of two kernels prepared at once are followed apart. */
+  private steps = new Map<string, { at: number; quarter: number }>()
 
   constructor(
     private readonly out: { write(s: string): unknown; isTTY?: boolean; columns?: number } = process.stderr,
@@ -41,28 +43,31 @@ export class StatusLine {
   readonly progress: Progress = (key, text, fraction) => {
     const t = this.now()
     const quarter = fraction === undefined ? -1 : Math.floor(Math.min(1, Math.max(0, fraction)) * 4)
-    const newStep = key !== this.last.key
+    const prev = this.steps.get(key)
+    const same = prev !== undefined && quarter === prev.quarter
     if (this.live) {
-      if (!newStep && t - this.last.at < LIVE_EVERY_MS && quarter === this.last.quarter) return
+      if (same && t - this.drawnAt < LIVE_EVERY_MS) return
       this.draw(text)
+      this.drawnAt = t
     } else {
-      if (!newStep && quarter === this.last.quarter && t - this.last.at < PLAIN_EVERY_MS) return
+      if (same && t - prev.at < PLAIN_EVERY_MS) return
       this.out.write(`${this.prefix}${text}\n`)
     }
-    this.last = { key, at: t, quarter }
+    this.steps.set(key, { at: t, quarter })
   }
 
   /** A line that stays. The live line is cleared first; the step's next state draws it again. */
   readonly log = (line: string): void => {
     this.clear()
     this.out.write(`${this.prefix}${line}\n`)
-    this.last = { ...this.last, at: -Infinity }
+    this.drawnAt = -Infinity
   }
 
-  /** Clears the live line (the step is over). */
+  /** Clears the live line: the steps are over. */
   end(): void {
     this.clear()
-    this.last = { key: '', at: -Infinity, quarter: -1 }
+    this.steps.clear()
+    this.drawnAt = -Infinity
   }
 
   private draw(text: string): void {

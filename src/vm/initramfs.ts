@@ -10,7 +10,7 @@ import { join, dirname, resolve, basename } from 'node:path'
 import { execa } from 'execa'
 import { file as tmpFile } from 'tmp-promise'
 import { writeCpio, type CpioEntry } from './cpio.js'
-import { projectRoot, ownModule } from '../util/paths.js'
+import { projectRoot, packageRoot, ownModule } from '../util/paths.js'
 import { megabytes, type Progress } from '../util/progress.js'
 import { UserError } from '../util/errors.js'
 import { which } from '../util/which.js'
@@ -237,8 +237,9 @@ export async function bundleAgent(): Promise<Map<string, string>> {
 export async function labTree(): Promise<ImageTree> {
   const t = await userland({ allOfGlibc: false })
   for (const [path, text] of await bundleAgent()) t.data(path, text)
-  // The bench's baseline, run by the agent in a restored guest.
-  await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
+  // The bench's baseline, run by the agent in a restored guest; by content, so a fresh checkout (new
+  // mtimes) makes the same image, and CI's cache of it holds.
+  t.data(GUEST_BASELINE, await readFile(join(projectRoot, 'experiments/article.sh')), 0o755)
   return t
 }
 
@@ -355,7 +356,16 @@ export async function guestTree(agent: 'vitest' | 'lab' = 'vitest'): Promise<Ima
   await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
   await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
   const nodeModules = join(projectRoot, 'node_modules')
-  for (const pkg of await guestPackages(nodeModules)) await t.tree(join(nodeModules, pkg), join(GUEST_PROJECT, 'node_modules', pkg))
+  const roots = ['vitest']
+  if (agent === 'lab') {
+    // The CLI as npm installs it: the compiled package (`npm run build` made dist/) and what it imports.
+    const installed = join(GUEST_PROJECT, 'node_modules', 'oom-group-lab')
+    await t.file(join(packageRoot, 'package.json'), join(installed, 'package.json'))
+    await t.tree(join(packageRoot, 'bin'), join(installed, 'bin'))
+    await t.tree(join(packageRoot, 'dist'), join(installed, 'dist'), (rel) => rel.endsWith('.d.ts'))
+    roots.push('execa', 'tmp-promise', 'birpc')
+  }
+  for (const pkg of await guestPackages(nodeModules, roots)) await t.tree(join(nodeModules, pkg), join(GUEST_PROJECT, 'node_modules', pkg))
   return t
 }
 

@@ -162,8 +162,8 @@ interface Context {
  * The kernel for a suite name (DEBIAN_SUITES) or a Debian kernel ABI version ('6.1.0-50',
  * '6.12.48+deb13'), fetched into the cache when it is not there yet.
  */
-export async function resolveKernel(spec: string, opts: ResolveKernelOptions = {}): Promise<KernelImage> {
-  const ctx: Context = {
+function contextOf(spec: string, opts: ResolveKernelOptions): Context {
+  return {
     spec,
     kernelsDir: join(opts.cacheDir ?? defaultCacheDir(), 'kernels'),
     refresh: opts.refresh ?? false,
@@ -172,6 +172,10 @@ export async function resolveKernel(spec: string, opts: ResolveKernelOptions = {
     signal: opts.signal,
     reportedBroken: new Set(),
   }
+}
+
+export async function resolveKernel(spec: string, opts: ResolveKernelOptions = {}): Promise<KernelImage> {
+  const ctx = contextOf(spec, opts)
   const target = parseKernelSpec(spec)
   const cachedKernel = () =>
     target.kind === 'suite'
@@ -239,16 +243,7 @@ async function cachedKernelOrReport(ctx: Context, release: string): Promise<Kern
 export async function kernelReleaseOf(spec: string, opts: ResolveKernelOptions = {}): Promise<string> {
   const target = parseKernelSpec(spec)
   if (target.kind === 'abi') return `${target.abi}-${FLAVOUR}`
-  const ctx: Context = {
-    spec,
-    kernelsDir: join(opts.cacheDir ?? defaultCacheDir(), 'kernels'),
-    refresh: true,
-    log: (line) => opts.log?.(`kernel ${spec}: ${line}`),
-    progress: () => undefined,
-    signal: opts.signal,
-    reportedBroken: new Set(),
-  }
-  const { pkg } = await newestInSuite(ctx, target.suite)
+  const { pkg } = await newestInSuite(contextOf(spec, { ...opts, refresh: true }), target.suite)
   return pkg.name.slice('linux-image-'.length)
 }
 

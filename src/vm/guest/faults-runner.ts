@@ -1,7 +1,8 @@
 /**
  * In a restored runner guest (a CI runner with cgroup v2, as root): the native path's fault tests of
  * test/guest, run by vitest the way `oomlab soak` used to run them in a booted guest. Ends with one line,
- * `oomlab-faults {"passed":N,"failed":N,"skipped":N,"leftovers":[...]}`, and exits 1 on any failure or leftover.
+ * `oomlab-faults {"passed":N,"failed":N,"skipped":N,"broken":B,"leftovers":[...]}` (broken: vitest itself
+ * failed or saw unhandled errors), and exits 1 on any failure or leftover.
  */
 import { startVitest } from 'vitest/node'
 import { findLeftovers } from './agent.js'
@@ -35,5 +36,5 @@ for (const m of vitest.state.getTestModules())
 const broken = Number(process.exitCode ?? 0) !== 0 || vitest.state.getUnhandledErrors().length > 0
 await vitest.close()
 const leftovers = findLeftovers()
-process.stdout.write(`oomlab-faults ${JSON.stringify({ ...count, leftovers })}\n`)
+process.stdout.write(`oomlab-faults ${JSON.stringify({ ...count, broken, leftovers })}\n`)
 process.exit(count.failed > 0 || broken || count.passed === 0 || leftovers.length > 0 ? 1 : 0)
