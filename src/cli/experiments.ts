@@ -19,6 +19,8 @@ import { projectRoot, oomlabBin, ownModule, userReports, vitestBin } from '../ut
 import { UserError } from '../util/errors.js'
 import { isSystemdHost, scopeUnit, inScopeCommand } from '../host/scope.js'
 import { selfOwner } from '../proc/owner.js'
+import { reapStaleTrees } from '../os/kill.js'
+import { cgMountPoint } from '../cgroup/cgroupfs.js'
 import type { RunArgs } from './args.js'
 import { StatusLine } from '../util/progress.js'
 
@@ -63,23 +65,49 @@ export async function runVitest(
   signal: AbortSignal,
   wrap: (command: string[]) => string[] = (c) => c,
   timeoutMs?: number,
+  /**
+   * A native run: vitest in a process group of its own, and an interrupt sent to the whole group, so its
+   * workers get it too and tear their trees down (src/os/kill.ts); what is left after 10 s is killed.
+   */
+  ownGroup = false,
 ): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
-  await using temp = await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`)
-  // The experiments' results as vitest's JSON reporter says them, beside the report; the unit tests' only counted.
-  const json = project !== 'unit' && env.OOMLAB_REPORT_DIR ? { path: join(env.OOMLAB_REPORT_DIR, 'vitest.json') } : temp
+  // The experiments' results as vitest's JSON reporter says them, beside the report; the unit tests' only
+  // counted, in a temp file (none otherwise: a CLI killed outright leaves nothing in /tmp).
+  const inReport = project !== 'unit' && env.OOMLAB_REPORT_DIR ? join(env.OOMLAB_REPORT_DIR, 'vitest.json') : undefined
+  await using temp = inReport === undefined ? await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`) : undefined
+  const json = { path: inReport ?? temp!.path }
   // The last run's results must never read as this one's (a vitest that did not start writes none).
   await rm(json.path, { force: true })
   const reporters = ['default', 'json', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`)
   const [file, ...args] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...reporters, `--outputFile.json=${json.path}`, ...filters])
-  const r = await execa(file!, args, {
+  const child = execa(file!, args, {
     cwd: projectRoot,
     stdio: 'inherit',
     reject: false,
     env,
-    cancelSignal: signal,
-    forceKillAfterDelay: 5000,
+    ...(ownGroup ? { detached: true } : { cancelSignal: signal, forceKillAfterDelay: 5000 }),
     ...(timeoutMs !== undefined && { timeout: timeoutMs }),
   })
+  const toGroup = (sig: NodeJS.Signals) => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, sig)
+    } catch {
+      /* the group is gone */
+    }
+  }
+  let force: NodeJS.Timeout | undefined
+  const onAbort = () => {
+    toGroup('SIGTERM')
+    force = setTimeout(() => toGroup('SIGKILL'), 10_000)
+  }
+  if (ownGroup) signal.addEventListener('abort', onAbort, { once: true })
+  const r = await child
+  if (ownGroup) {
+    signal.removeEventListener('abort', onAbort)
+    clearTimeout(force)
+    // A worker still tearing down when vitest itself is gone: killed; its tree is then a dead run's (reapStaleTrees).
+    if (signal.aborted) toGroup('SIGKILL')
+  }
   try {
     const j = JSON.parse(await readFile(json.path, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
     return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1, reported: true, timedOut: r.timedOut }
@@ -131,7 +159,9 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     log(`running the experiments natively on kernel ${release}${unit ? `, in a delegated scope (systemd-run --scope -p Delegate=yes --unit=${unit})` : ` under ${args.cgroupRoot ?? 'the cgroup2 mount'}`}`)
     const env = { ...process.env, OOMLAB_MACHINE: 'local', ...reporting, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
     const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, oomlabBin, '__in-scope', '--', ...command]) : undefined
-    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap)
+    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap, undefined, true)
+    // Interrupted: whatever tree a killed worker could not remove goes now, not at the next run.
+    if (signal.aborted && !unit) reapStaleTrees(args.cgroupRoot ?? cgMountPoint() ?? '/sys/fs/cgroup', log)
     if (unit && !r.reported && !signal.aborted)
       throw new UserError(`the experiments did not start in the delegated scope ${unit} (systemd-run's or oomlab's message is above); name a delegated cgroup of your own with --cgroup-root instead`, 1)
     outcome = {

@@ -16,7 +16,7 @@ import { execa } from 'execa'
 import { log, preparedFile, runVitest } from './experiments.js'
 import { openGuestOs } from '../vm/guest-os.js'
 import { ROOT } from '../experiment/lab.js'
-import { GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
+import { FAULTS_RESULTS, GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
 
 export interface SoakCount {
   kernel: string
@@ -162,7 +162,7 @@ export interface FaultsOutcome {
  * reaping, two runs at once), run for real by vitest inside a restored runner guest: a CI runner with
  * cgroup v2, as root, its job in a cgroup of its own beside the trees the tests make.
  */
-export async function nativeFaultsInRunner(kernel: string | undefined, signal: AbortSignal): Promise<FaultsOutcome> {
+export async function nativeFaultsInRunner(kernel: string | undefined, signal: AbortSignal, filters: string[] = []): Promise<FaultsOutcome> {
   const say = (line: string) => log(`soak faults ${line}`)
   if (!existsSync(join(projectRoot, 'test/guest'))) throw new UserError('the native fault tests come with the repository (test/guest), not with the npm package: run `npm run soak` in a clone')
   // The runner carries the CLI as npm installs it: compiled from these sources first.
@@ -175,14 +175,21 @@ export async function nativeFaultsInRunner(kernel: string | undefined, signal: A
   const job = '/sys/fs/cgroup/runner-job'
   const [made] = await os.run([{ op: 'mkdir', path: job }])
   if (!made?.ok) throw new Error(`mkdir ${job} in the runner guest: ${made?.error}`)
-  const p = await os.spawn({ argv: ['node', `${GUEST_BUNDLE}/faults-runner.mjs`], cgroup: job, user: ROOT, cwd: GUEST_PROJECT, stdin: 'ignore', timeoutMs: 60_000 })
+  const p = await os.spawn({ argv: ['node', `${GUEST_BUNDLE}/faults-runner.mjs`, ...filters], cgroup: job, user: ROOT, cwd: GUEST_PROJECT, stdin: 'ignore', timeoutMs: 60_000 })
   say(`running in a runner guest restored in ${(os.restoreMs / 1000).toFixed(2)} s (${guest.kernel.release}, ${guest.spec.cpus} vCPUs, ${guest.spec.memoryMiB} MiB)`)
   await os.waitExit([{ pid: p.pid, startTime: p.startTime, label: 'the fault tests' }], FAULTS_DEADLINE_MS)
   const output = await os.output(p.id)
   const line = /^oomlab-faults (\{.*\})$/m.exec(output)
   if (!line) throw new Error(`the fault tests ended without their result line; they printed: ${output.slice(-600)}`)
   const r = JSON.parse(line[1]!) as { passed: number; failed: number; skipped: number; broken: boolean; leftovers: string[] }
-  return { ...r, restoreMs: os.restoreMs, ms: performance.now() - t0, output: output.slice(-4000) }
+  // Each failed test's name and message, whole, from vitest's JSON results.
+  const [results] = await os.run([{ op: 'read', path: FAULTS_RESULTS }])
+  const failures: string[] = []
+  if (results?.ok && typeof results.value === 'string') {
+    const j = JSON.parse(results.value) as { testResults: { assertionResults: { fullName: string; status: string; failureMessages: string[] }[] }[] }
+    for (const f of j.testResults) for (const a of f.assertionResults) if (a.status === 'failed') failures.push(`${a.fullName}: ${a.failureMessages.join(' | ').slice(0, 1500)}`)
+  }
+  return { ...r, restoreMs: os.restoreMs, ms: performance.now() - t0, output: [...failures, '', output.slice(-4000)].join('\n') }
 }
 
 /** 24 interrupted runs, a SIGKILL and its reaping, two at once: ~10 min under TCG on 2 cores. */

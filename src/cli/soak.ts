@@ -1,8 +1,9 @@
 /**
  * oomlab soak: the harness under faults, then many runs in a row.
- *  1. In a restored runner guest (cgroup v2, root, vitest; as a CI runner), the native path's fault tests
- *     of test/guest: a scenario interrupted with SIGINT/SIGTERM at each stage (24 trials), killed with
- *     SIGKILL and cleaned up by the next run, two runs at once.
+ *  1. In a restored runner guest (cgroup v2, root, vitest and the CLI as npm installs it; as a CI runner),
+ *     the native path's fault tests of test/guest: the Lab's scenario and `oomlab reproduce --native`, each
+ *     interrupted with SIGINT/SIGTERM at each stage, killed with SIGKILL and cleaned up by the next run, two
+ *     runs at once.
  *  2. The VM runner's faults: a guest kernel that panics, one that hangs, a guest that runs out of
  *     memory itself, a result channel cut off mid-frame, and the CLI interrupted with SIGINT/SIGTERM at
  *     random moments: each must be reported for what it is, with no QEMU and no temp dir left.
@@ -90,7 +91,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   }
 
   if (!v['skip-faults']) {
-    await check('native fault tests in a restored runner guest (interrupts x24, SIGKILL, two runs at once)', async () => {
+    await check('native fault tests in a restored runner guest (the Lab and the CLI: interrupts, SIGKILL, two runs at once)', async () => {
       const r = await nativeFaultsInRunner(v.kernel, signal)
       log(`native fault tests: ${r.passed} passed, ${r.failed} failed, ${r.skipped} skipped in ${(r.ms / 1000).toFixed(1)} s (restore ${(r.restoreMs / 1000).toFixed(2)} s)${r.leftovers.length ? `; left in the guest: ${r.leftovers.join(', ')}` : ''}`)
       if (r.failed === 0 && !r.broken && r.leftovers.length === 0 && r.passed > 0) return undefined

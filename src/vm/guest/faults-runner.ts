@@ -6,9 +6,10 @@
  */
 import { startVitest } from 'vitest/node'
 import { findLeftovers } from './agent.js'
-import { GUEST_BUNDLE } from './layout.js'
+import { GUEST_BUNDLE, FAULTS_RESULTS } from './layout.js'
 
-const vitest = await startVitest('test', [], {
+// Arguments: file filters, as vitest's own (e.g. cli-faults).
+const vitest = await startVitest('test', process.argv.slice(2), {
   config: false,
   root: GUEST_BUNDLE,
   name: 'faults',
@@ -23,7 +24,8 @@ const vitest = await startVitest('test', [], {
   hookTimeout: 180_000,
   // The specs come compiled (bundleGuest): node imports them, no transform.
   experimental: { viteModuleRunner: false, nodeLoader: false },
-  reporters: ['default'],
+  // The JSON results are read back whole by the soak: the console's output is only kept in part.
+  reporters: ['default', ['json', { outputFile: FAULTS_RESULTS }]],
 })
 const count = { passed: 0, failed: 0, skipped: 0 }
 for (const m of vitest.state.getTestModules())

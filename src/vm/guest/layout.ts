@@ -9,3 +9,6 @@ export const GUEST_CHANNEL = '/dev/ttyS1'
 export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
 /** The article's experiments as a plain shell script: the benchmark's baseline. */
 export const GUEST_BASELINE = '/oomlab/experiments/article.sh'
+
+/** The runner guest's fault tests write vitest's JSON results here (src/vm/guest/faults-runner.ts). */
+export const FAULTS_RESULTS = '/tmp/oomlab-faults.json'
