@@ -4,6 +4,7 @@ import { UserError } from '../util/errors.js'
 import { parseKernelSpec } from '../vm/kernels.js'
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { SPEC_FILE } from '../report/paths.js'
 import { cgMountPoint, cgCheckParent } from '../cgroup/cgroupfs.js'
 
 export const RUN_FLAGS = {
@@ -23,8 +24,6 @@ export const RUN_FLAGS = {
   help: { type: 'boolean', short: 'h' },
 } as const
 
-/** What a spec file of one's own is called. */
-const SPEC_FILE = /\.spec\.m?[jt]s$/
 
 export interface RunArgs {
   vm: boolean

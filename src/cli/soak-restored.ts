@@ -10,6 +10,7 @@ import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
+import { SPEC_FILE } from '../report/paths.js'
 import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
@@ -42,7 +43,7 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   const base = join(userReports('soak'), kernel)
   await rm(base, { recursive: true, force: true })
   // Enough rounds for the target after a failure or two; a kernel that keeps failing stops there.
-  const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => /\.spec\.[jt]s$/.test(f)).length
+  const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => SPEC_FILE.test(f)).length
   const maxRounds = Math.ceil(target / specs) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)

@@ -9,8 +9,11 @@ export function reportDir(env: NodeJS.ProcessEnv = process.env): string {
 /** An experiments project: `experiments`, or `experiments@<kernel>` in a matrix. */
 export const isExperimentsProject = (name: string) => name === 'experiments' || name.startsWith('experiments@')
 
+/** What a spec file is called: `*.spec.ts`, compiled `*.spec.js`, or `*.spec.mts`/`.mjs`. */
+export const SPEC_FILE = /\.spec\.m?[jt]s$/
+
 /** A spec's id, as evidence and reports name it: "experiments/02-leaf-oom-group-1.spec.ts" -> "02-leaf-oom-group-1". */
-export const specIdOf = (path: string) => path.replace(/^.*\//, '').replace(/\.spec\.m?[jt]s$/, '')
+export const specIdOf = (path: string) => path.replace(/^.*\//, '').replace(SPEC_FILE, '')
 
 /** A kernel's folder of evidence: one kernel's directly in evidence/, a matrix's one folder per kernel. */
 export function evidenceDirOf(report: string, kernel?: string): string {
