@@ -66,8 +66,9 @@ export async function runVitest(
   wrap: (command: string[]) => string[] = (c) => c,
   timeoutMs?: number,
   /**
-   * A native run: vitest in a process group of its own, and an interrupt sent to the whole group, so its
-   * workers get it too and tear their trees down (src/os/kill.ts); what is left after 10 s is killed.
+   * The experiments: vitest in a process group of its own, and an interrupt sent to the whole group, so its
+   * workers get it too and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI
+   * exits; what is left after 10 s is killed.
    */
   ownGroup = false,
 ): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
@@ -193,7 +194,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     const t1 = performance.now()
     await using prepared = await preparedFile({ default: guest })
     const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
-    const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)
+    const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs, true)
     log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
     outcome = {
       where: 'vm',

@@ -9,12 +9,15 @@ import { setGracefulCleanup } from 'tmp-promise'
 import { kernelFromImage } from '../vm/kernels.js'
 import { timeoutScale } from '../util/timeout-scale.js'
 import { workloadUser } from '../proc/spawn.js'
+import { handleSignalsHere } from '../util/signals.js'
 
 // Temp dirs go even when a second Ctrl-C ends the process at once.
 setGracefulCleanup()
 
 const controller = new AbortController()
 let interrupted = false
+// The CLI stops in order on a signal: the guests' and trees' own teardown handlers must not end it first.
+handleSignalsHere()
 for (const sig of ['SIGINT', 'SIGTERM'] as const)
   process.on(sig, () => {
     if (interrupted) process.exit(130) // a second Ctrl-C: give up at once

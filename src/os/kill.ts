@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { cgHas, cgWrite, parseKeyed, parsePids } from '../cgroup/cgroupfs.js'
 import { waitUntilEmpty } from '../cgroup/wait.js'
 import { selfOwner, parseTreeName, ownerIsGone } from '../proc/owner.js'
+import { endBySignal } from '../util/signals.js'
 
 /** Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID until empty. */
 export async function killTree(dir: string, timeoutMs: number): Promise<void> {
@@ -160,6 +161,6 @@ export function installTeardownHandlers(): void {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
     process.once(sig, () => {
       teardownAllSync()
-      process.kill(process.pid, sig)
+      endBySignal(sig)
     })
 }

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { execa, type ResultPromise } from 'execa'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
+import { endBySignal } from '../util/signals.js'
 import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, ConsoleRecord, explainSilence, lineSplitter } from './qemu.js'
 import { QmpClient, connectUnix } from './qmp.js'
 import { setprivPath } from '../proc/spawn.js'
@@ -103,7 +104,7 @@ function installVmTeardown(): void {
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
     process.once(sig, () => {
       all()
-      process.kill(process.pid, sig)
+      endBySignal(sig)
     })
 }
 
