@@ -150,6 +150,7 @@ try {
   endProgress()
   if (interrupted) {
     process.stderr.write(`oomlab: interrupted\n`)
+    if (process.env.OOMLAB_DEBUG) process.stderr.write(`${(err as Error).stack}\n`)
     process.exitCode = 130
   } else if (err instanceof UserError) {
     process.stderr.write(`oomlab: ${err.message}\n`)
