@@ -51,12 +51,16 @@ export function reportDirOf(args: RunArgs): string {
   return resolve(args.report ?? userReports('latest'))
 }
 
-/**
- * Runs vitest as a child with the given project; returns the JSON reporter's counts. `wrap` puts the
- * command inside another (the delegated scope of a native run on a systemd host).
- */
 /** On GitHub Actions, vitest's own reporter annotates the failing spec (it adds itself only when no reporter is named). */
 const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : []
+
+/**
+ * Runs vitest as a child with the given project; returns the JSON reporter's counts. `wrap` puts the
+ * command inside another (the delegated scope of a native run on a systemd host). The experiments' vitest
+ * runs in a process group of its own and an interrupt goes to the whole group, so its workers get it too
+ * and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI exits; what is left
+ * after 10 s is killed.
+ */
 
 export async function runVitest(
   project: 'unit' | 'experiments' | 'experiments@*',
@@ -65,12 +69,6 @@ export async function runVitest(
   signal: AbortSignal,
   wrap: (command: string[]) => string[] = (c) => c,
   timeoutMs?: number,
-  /**
-   * The experiments: vitest in a process group of its own, and an interrupt sent to the whole group, so its
-   * workers get it too and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI
-   * exits; what is left after 10 s is killed.
-   */
-  ownGroup = false,
 ): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
   // The experiments' results as vitest's JSON reporter says them, beside the report; the unit tests' only
   // counted, in a temp file (none otherwise: a CLI killed outright leaves nothing in /tmp).
@@ -80,6 +78,7 @@ export async function runVitest(
   // The last run's results must never read as this one's (a vitest that did not start writes none).
   await rm(json.path, { force: true })
   const reporters = ['default', 'json', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`)
+  const ownGroup = project !== 'unit'
   const [file, ...args] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...reporters, `--outputFile.json=${json.path}`, ...filters])
   const child = execa(file!, args, {
     cwd: projectRoot,
@@ -160,7 +159,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     log(`running the experiments natively on kernel ${release}${unit ? `, in a delegated scope (systemd-run --scope -p Delegate=yes --unit=${unit})` : ` under ${args.cgroupRoot ?? 'the cgroup2 mount'}`}`)
     const env = { ...process.env, OOMLAB_MACHINE: 'local', ...reporting, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
     const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, oomlabBin, '__in-scope', '--', ...command]) : undefined
-    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap, undefined, true)
+    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap)
     // Interrupted: whatever tree a killed worker could not remove goes now, not at the next run.
     if (signal.aborted && !unit) reapStaleTrees(args.cgroupRoot ?? cgMountPoint() ?? '/sys/fs/cgroup', log)
     if (unit && !r.reported && !signal.aborted)
@@ -194,7 +193,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     const t1 = performance.now()
     await using prepared = await preparedFile({ default: guest })
     const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
-    const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs, true)
+    const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)
     log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
     outcome = {
       where: 'vm',

@@ -108,7 +108,7 @@ export async function matrix(argv: string[], signal: AbortSignal): Promise<numbe
       OOMLAB_JOBS: String(jobs),
       [PREPARED_ENV]: file.path,
     } as Record<string, string>
-    r = await runVitest('experiments@*', v.spec ?? [], env, signal, undefined, undefined, true)
+    r = await runVitest('experiments@*', v.spec ?? [], env, signal)
   }
   // Kernels that could not be prepared get their column too, with the reason.
   const runs: KernelRun[] = targets.map((t) => ({ name: t.name, where: 'vm', ...(failures.has(t.name) && { failure: failures.get(t.name)! }), evidence: [] }))

@@ -233,13 +233,20 @@ export async function bundleAgent(): Promise<Map<string, string>> {
   return new Map(out.outputFiles.map((f) => [f.path, f.text]))
 }
 
+/**
+ * experiments/article.sh, the article's experiments as a plain script, at `path` in the guest: by content,
+ * so a fresh checkout (new mtimes) makes the same image, and CI's cache of it holds.
+ */
+async function addBaseline(t: ImageTree, path: string): Promise<void> {
+  t.data(path, await readFile(join(projectRoot, 'experiments/article.sh')), 0o755)
+}
+
 /** A lab guest's userland: busybox, node with the agent, stress-ng, setpriv, nohup; no vitest, no specs. */
 export async function labTree(): Promise<ImageTree> {
   const t = await userland({ allOfGlibc: false })
   for (const [path, text] of await bundleAgent()) t.data(path, text)
-  // The bench's baseline, run by the agent in a restored guest; by content, so a fresh checkout (new
-  // mtimes) makes the same image, and CI's cache of it holds.
-  t.data(GUEST_BASELINE, await readFile(join(projectRoot, 'experiments/article.sh')), 0o755)
+  // The bench's baseline, run by the agent in a restored guest.
+  await addBaseline(t, GUEST_BASELINE)
   return t
 }
 
@@ -258,7 +265,7 @@ export async function shellGuestTree(): Promise<ImageTree> {
   await t.program(hostProgram('setpriv', 'util-linux'), '/usr/bin/setpriv')
   await t.program(hostProgram('nohup', 'coreutils'), '/usr/bin/nohup')
   t.data('/etc/passwd', `root:x:0:0:root:/root:/bin/sh\n${GUEST_USER.name}:x:${GUEST_USER.uid}:${GUEST_USER.gid}::/tmp:/bin/sh\n`)
-  await t.file(join(projectRoot, 'experiments/article.sh'), '/article.sh')
+  await addBaseline(t, '/article.sh')
   const frame = (f: object) => `OOMLAB ${JSON.stringify(f)}`
   t.data(
     '/init',
@@ -354,7 +361,7 @@ export async function guestTree(agent: 'vitest' | 'lab' = 'vitest'): Promise<Ima
   const t = await userland({ allOfGlibc: true })
   for (const [path, text] of await bundleGuest(agent)) t.data(path, text)
   await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
-  await t.file(join(projectRoot, 'experiments/article.sh'), GUEST_BASELINE)
+  await addBaseline(t, GUEST_BASELINE)
   const nodeModules = join(projectRoot, 'node_modules')
   const roots = ['vitest']
   if (agent === 'lab') {
@@ -380,10 +387,10 @@ export interface Initramfs {
   ms: number
 }
 
-/** Builds the image into the cache, or reuses the one with the same hash. Keeps the newest few. */
 /** Images being built by this process, by path: a matrix's kernels, prepared at once, share one build. */
 const building = new Map<string, Promise<Initramfs>>()
 
+/** Builds the image into the cache, or reuses the one with the same hash. Keeps the newest few. */
 export async function buildInitramfs(cache: string, tree: ImageTree, name = 'guest', progress?: Progress): Promise<Initramfs> {
   const dir = join(cache, 'initramfs')
   await mkdir(dir, { recursive: true })
