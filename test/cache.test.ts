@@ -58,10 +58,9 @@ function snapshot(key: string, o: { kernel: string; release: string; image: stri
     i.startsWith('kernel:') ? `kernel:${o.release} ${o.release} (debian-kernel@lists.debian.org) #1 SMP ${st.size} ${st.mtimeMs}` : i.startsWith('initrd:') ? `initrd:${o.hash}` : i.startsWith('qemu:') ? `qemu:${o.qemu ?? QEMU}` : i,
   )
   const base = join(cache, 'snapshots', key)
-  write(`${base}.ram`, (o.mib ?? 2) * MiB)
-  write(`${base}.state`, 4096)
+  write(`${base}.state`, (o.mib ?? 2) * MiB)
   write(`${base}.json`, JSON.stringify({ ...RECORD, key, inputs, ...(!o.oldRecord && { files: { kernel: o.kernel, initrd: o.image } }) }))
-  used(`${base}.used`, o.usedAgo ?? 0, `${base}.ram`, `${base}.state`, `${base}.json`)
+  used(`${base}.used`, o.usedAgo ?? 0, `${base}.state`, `${base}.json`)
 }
 
 describe('the cache', () => {
@@ -106,7 +105,7 @@ describe('the cache', () => {
     expect(gone.map((e) => `${e.kind} ${e.id}`).sort()).toEqual(['kernel 6.1.0-40-cloud-amd64', 'snapshot 0000000000000000000000e2', 'snapshot 0000000000000000000000e4'])
     expect((await listCache(cache, QEMU)).map((e) => e.id).sort()).toEqual(['0000000000000000000000e1', '0000000000000000000000e3', '6.1.0-50-cloud-amd64', '6.12.38+deb13-cloud-amd64', 'lab-7c88eb8ef3aa49c0.cpio'])
     expect(existsSync(join(cache, 'kernels/6.1.0-40-cloud-amd64'))).toBe(false)
-    expect(existsSync(join(cache, 'snapshots/0000000000000000000000e2.ram'))).toBe(false)
+    expect(existsSync(join(cache, 'snapshots/0000000000000000000000e2.state'))).toBe(false)
     expect(existsSync(join(cache, 'initramfs/lab-inputs-1111'))).toBe(true)
     expect(existsSync(join(cache, 'initramfs/lab-inputs-2222'))).toBe(false)
   })
@@ -129,14 +128,15 @@ describe('the cache', () => {
     const r2 = await enforceLimit(cache, 1)
     expect(r2.evicted.map((e) => e.id)).toEqual(['0000000000000000000000b0'])
     expect(r2.over).toBe('everything left was used within the hour')
-    expect(existsSync(join(cache, 'snapshots/0000000000000000000000b1.ram'))).toBe(true)
+    expect(existsSync(join(cache, 'snapshots/0000000000000000000000b1.state'))).toBe(true)
     expect((await enforceLimit(cache, 0)).evicted).toEqual([])
   })
 
-  it('counts blocks on disk, not a sparse RAM file\'s length', async () => {
+  it('counts blocks on disk, not a sparse file\'s length (the RAM file snapshots had before their RAM went into the state)', async () => {
     const k = kernel('6.1.0-50-cloud-amd64', { suite: 'bookworm' })
     const img = image('7c88eb8ef3aa49c0')
     snapshot('aaaaaaaaaaaaaaaaaaaaaaaa', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', mib: 1 })
+    write(join(cache, 'snapshots/aaaaaaaaaaaaaaaaaaaaaaaa.ram'), 0)
     truncateSync(join(cache, 'snapshots/aaaaaaaaaaaaaaaaaaaaaaaa.ram'), 1024 * MiB)
     const e = (await listCache(cache, QEMU)).find((x) => x.kind === 'snapshot')!
     expect(e.bytes).toBeLessThan(2 * MiB)
@@ -144,9 +144,9 @@ describe('the cache', () => {
 
   it('never calls stale, prunes or evicts a snapshot a live process is making', async () => {
     const key = 'ffffffffffffffffffffffff'
-    write(join(cache, 'snapshots', `${key}.ram.partial`), MiB)
+    write(join(cache, 'snapshots', `${key}.state.partial`), MiB)
     write(join(cache, 'snapshots', `${key}.lock`), JSON.stringify({ pid: process.pid, start: startOf(process.pid), since: new Date().toISOString() }))
-    utimesSync(join(cache, 'snapshots', `${key}.ram.partial`), new Date(Date.now() - 2 * DAY), new Date(Date.now() - 2 * DAY))
+    utimesSync(join(cache, 'snapshots', `${key}.state.partial`), new Date(Date.now() - 2 * DAY), new Date(Date.now() - 2 * DAY))
     const [e] = await listCache(cache, QEMU)
     expect(e).toMatchObject({ kind: 'snapshot', id: key, making: true, about: 'being made now' })
     expect(e!.stale).toBeUndefined()
@@ -155,7 +155,7 @@ describe('the cache', () => {
     // Once its maker is gone, what it left is stale.
     write(join(cache, 'snapshots', `${key}.lock`), JSON.stringify({ pid: process.pid, start: 'not-this-process', since: '' }))
     expect((await pruneCache(cache, { qemuId: QEMU })).map((x) => x.id)).toEqual([key])
-    expect(existsSync(join(cache, 'snapshots', `${key}.ram.partial`))).toBe(false)
+    expect(existsSync(join(cache, 'snapshots', `${key}.state.partial`))).toBe(false)
   })
 
   it('judges a record older than its files field by the cached kernel of its release, and leaves one of a kernel from elsewhere alone', async () => {

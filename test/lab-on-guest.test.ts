@@ -72,8 +72,8 @@ describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${wh
     for (const m of [shell.member, ...sleeps]) expect(lab.fateOf(fates, m)).toHaveBeenKilledByTheOomKiller()
   })
 
-  it('restores two guests at once from one snapshot: neither sees the other\'s processes, files or kernel records, and the RAM file stays as saved', { timeout: 60_000 * T }, async () => {
-    const ram = statSync(guest.snapshot.ramPath)
+  it('restores two guests at once from one snapshot: neither sees the other\'s processes, files or kernel records, and the state file stays as saved', { timeout: 60_000 * T }, async () => {
+    const state = statSync(guest.snapshot.path)
     const [a, b] = await Promise.all([openGuestOs(guest), openGuestOs(guest)])
     try {
       const [labA, labB] = await Promise.all([Lab.open('twin a', { os: a }), Lab.open('twin b', { os: b })])
@@ -101,8 +101,8 @@ describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${wh
     } finally {
       await Promise.all([a.dispose(), b.dispose()])
     }
-    const after = statSync(guest.snapshot.ramPath)
-    expect([after.size, after.mtimeMs]).toEqual([ram.size, ram.mtimeMs])
+    const after = statSync(guest.snapshot.path)
+    expect([after.size, after.mtimeMs]).toEqual([state.size, state.mtimeMs])
   })
 
   it('fails the setup when the kernel stores another value than the one written', { timeout: 30_000 * T }, async () => {

@@ -155,6 +155,7 @@ export async function listCache(cache: string, qemuId?: string): Promise<CacheEn
   const keys = new Set((await list(snapDir)).map((f) => f.slice(0, f.indexOf('.') >>> 0)).filter((k) => SNAPSHOT_KEY.test(k)))
   for (const key of keys) {
     const base = join(snapDir, key)
+    // .ram and .ram.partial: what snapshots made before their RAM went into the state left beside it.
     const files = ['.json', '.state', '.ram', '.state.partial', '.ram.partial', '.lock', USED].map((s) => `${base}${s}`)
     const { bytes, madeMs } = await sizeOf(files)
     const making = await beingMade(cache, key)

@@ -29,23 +29,6 @@ export interface MachineSpec {
   append: string[]
 }
 
-/**
- * Guest RAM in a file. While a snapshot is made, QEMU maps it shared, so the file holds the guest's
- * memory and the saved state only the devices' (x-ignore-shared: a few hundred KB, saved in tens of ms).
- * A restored guest maps the same file private: its pages are read lazily from the page cache and
- * copied on write, so a restore loads no memory, and guests restored at once share what they read.
- * The file is never written after it is made.
- */
-export interface RamFile {
-  path: string
-  share: boolean
-}
-
-/** The arguments that put guest RAM in a file (not part of the machine's definition: the key leaves them out). */
-export function ramArgs(spec: MachineSpec, ram: RamFile): string[] {
-  return ['-object', `memory-backend-file,id=ram0,size=${spec.memoryMiB}M,mem-path=${ram.path},share=${ram.share ? 'on' : 'off'}`, '-machine', 'memory-backend=ram0']
-}
-
 export interface VmHooks {
   onConsole?: (line: string) => void
   /** Aborting stops QEMU (SIGKILL); a pending boot, restore or save then fails. */
@@ -149,8 +132,6 @@ export class GuestVm implements AsyncDisposable {
   /** Lines QEMU or its `exec:` helper (sh, cat) wrote to stderr: a failed save's reason is there. */
   private readonly stderrLines: string[] = []
   readonly exited: Promise<void>
-  /** Where the guest's RAM is, when in a file. */
-  private ram: RamFile | undefined
 
   private constructor(
     readonly spec: MachineSpec,
@@ -158,13 +139,15 @@ export class GuestVm implements AsyncDisposable {
     setpriv: string,
     extra: string[],
     private readonly hooks: VmHooks,
+    /** Handed to QEMU as its fd 3 (a state to restore). */
+    fd3?: number,
   ) {
     const args = [...machineArgs(spec), '-chardev', `socket,id=agent,path=${this.agentPath},server=on,wait=off`, '-qmp', `unix:${this.qmpPath},server=on,wait=off`, ...extra]
     // --pdeathsig: QEMU dies with this process even when it is SIGKILLed and cannot clean up.
     this.child = execa(setpriv, ['--pdeathsig', 'KILL', '--', spec.qemu, ...args], {
-      stdin: 'pipe', // never written: a pipe keeps QEMU from putting a terminal into raw mode
-      stdout: 'pipe',
-      stderr: 'pipe',
+      // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode
+      // execa passes a descriptor number through to the child (its types leave numbers out of extra fds)
+      stdio: (fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3]) as ['pipe', 'pipe', 'pipe'],
       buffer: false,
       reject: false,
       cleanup: true,
@@ -226,11 +209,10 @@ export class GuestVm implements AsyncDisposable {
   }
 
   /** Boots the machine; resolves once QMP and the agent socket are connected (the guest is still booting). */
-  static async boot(spec: MachineSpec, o: VmHooks & { connectTimeoutMs: number; ram?: RamFile }): Promise<GuestVm> {
+  static async boot(spec: MachineSpec, o: VmHooks & { connectTimeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath() // before the temp dir: if it is missing, nothing is left behind
-    const vm = new GuestVm(spec, await vmDir(), setpriv, o.ram ? ramArgs(spec, o.ram) : [], o)
-    vm.ram = o.ram
+    const vm = new GuestVm(spec, await vmDir(), setpriv, [], o)
     return vm.starting('booting', Date.now() + o.connectTimeoutMs, async (deadline) => {
       await vm.connectSockets(deadline)
     })
@@ -241,23 +223,23 @@ export class GuestVm implements AsyncDisposable {
    * lets the guest run (`cont`): the guest was stopped when saved and stays paused until told, so
    * nothing it writes after the restore can reach a socket nobody holds yet.
    */
-  static async restore(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number; ram?: RamFile }): Promise<GuestVm> {
+  static async restore(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     // Said here rather than by QEMU's shell: a missing file there looks like a damaged state.
     await stat(stateFile).catch((err: NodeJS.ErrnoException) => {
       throw new Error(`cannot restore the guest from ${stateFile}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
     })
     const setpriv = setprivPath()
-    // With RAM in a file, the migration must skip it on this side too: set before it starts (-incoming defer).
-    const incoming = o.ram ? ['-incoming', 'defer'] : ['-incoming', `exec:cat ${shellQuote(stateFile)}`]
-    const vm = new GuestVm(spec, await vmDir(), setpriv, [...(o.ram ? ramArgs(spec, o.ram) : []), ...incoming], o)
-    vm.ram = o.ram
+    // QEMU reads the state from the file itself (no `cat`, no pipe): the file is open only until QEMU has it.
+    const state = await open(stateFile, 'r')
+    let vm: GuestVm
+    try {
+      vm = new GuestVm(spec, await vmDir(), setpriv, ['-incoming', 'fd:3'], o, state.fd)
+    } finally {
+      await state.close()
+    }
     return vm.starting('restoring', Date.now() + o.timeoutMs, async (deadline) => {
       await vm.connectSockets(deadline)
-      if (o.ram) {
-        await vm.ignoreSharedRam()
-        await vm.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stateFile)}` })
-      }
       await vm.waitMigration(deadline, `the restore did not complete within ${o.timeoutMs / 1000} s`)
       await vm.waitAgentAccepted(deadline)
       await vm.qmp.execute('cont')
@@ -295,11 +277,6 @@ export class GuestVm implements AsyncDisposable {
       throw new Error(`the guest's agent socket could not be connected: ${err.message}`)
     })
     this.agentSocket.on('error', () => undefined) // a reset when QEMU dies: seen as 'close' by the caller
-  }
-
-  /** RAM in a shared file is not part of the migration stream: the file is the memory. */
-  private async ignoreSharedRam(): Promise<void> {
-    await this.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] })
   }
 
   /** QEMU accepts the agent connection from its main loop: confirm it did before the guest runs. */
@@ -340,7 +317,6 @@ export class GuestVm implements AsyncDisposable {
       await Promise.race([
         (async () => {
           await this.qmp.execute('stop')
-          if (this.ram) await this.ignoreSharedRam()
           this.stderrLines.length = 0
           // QEMU closes the pipe on completion and SIGTERMs its helper at once (SIGKILL 10 ms later):
           // cat ignores TERM so that it can write what is still in the pipe.

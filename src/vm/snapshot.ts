@@ -3,8 +3,7 @@
  * later runs restore it in a fraction of a boot (see the Snapshots section of the notes). A state
  * fits one QEMU build and one exact machine, so its file name is a hash of both.
  *
- * <cacheDir>/snapshots/<key>.ram     the guest's RAM (a sparse file QEMU maps: see RamFile in guest-vm.ts)
- * <cacheDir>/snapshots/<key>.state   the devices' saved state, renamed into place only when whole
+ * <cacheDir>/snapshots/<key>.state   the guest's saved state, its RAM in it, renamed into place only when whole
  * <cacheDir>/snapshots/<key>.json    its record, written last: no record, no snapshot
  * <cacheDir>/snapshots/<key>.lock    held by the one process making it; the others wait
  */
@@ -21,8 +20,6 @@ import type { Progress } from '../util/progress.js'
 
 export interface Snapshot {
   path: string
-  /** The guest's RAM, mapped private by each restored guest. */
-  ramPath: string
   key: string
   bytes: number
   /** True when this call made it (booted and saved the guest). */
@@ -69,8 +66,8 @@ const FRESH_LOCK_MS = 10_000
 function keyInputs(spec: MachineSpec, ids: SnapshotIds): string[] {
   const args = machineArgs(spec).map((a) => (a === spec.kernel ? `kernel:${ids.kernelId}` : a === spec.initrd ? `initrd:${ids.initrdId}` : a))
   // Under KVM the guest sees the host's CPU (-cpu host): a state may not load on another model.
-  // RAM in a file is how the state was made: a state with RAM in it is another format.
-  return [...args, 'ram:file', `qemu:${ids.qemuId}`, ...(spec.accel === 'kvm' ? [`cpu:${hostCpuModel()}`] : [])]
+  // How the state holds the RAM: in the stream (a state whose RAM was in a file beside it is another format).
+  return [...args, 'ram:stream', `qemu:${ids.qemuId}`, ...(spec.accel === 'kvm' ? [`cpu:${hostCpuModel()}`] : [])]
 }
 
 /** A key's inputs as "flag value" words, so that a difference reads "-cpu max", not "max". */
@@ -120,8 +117,6 @@ export async function qemuBuildId(qemu: string): Promise<string> {
 
 interface SnapshotRecord {
   key: string
-  /** The RAM file: checked, like the state, by size and modification time. */
-  ram: { size: number; mtimeMs: number; diskBytes: number }
   /** What the key hashes, in clear. */
   inputs: string[]
   size: number
@@ -138,8 +133,6 @@ interface Paths {
   dir: string
   state: string
   partial: string
-  ram: string
-  ramPartial: string
   record: string
   lock: string
 }
@@ -147,7 +140,7 @@ interface Paths {
 function pathsFor(cacheDir: string, key: string): Paths {
   const dir = join(cacheDir, 'snapshots')
   const base = join(dir, key)
-  return { dir, state: `${base}.state`, partial: `${base}.state.partial`, ram: `${base}.ram`, ramPartial: `${base}.ram.partial`, record: `${base}.json`, lock: `${base}.lock` }
+  return { dir, state: `${base}.state`, partial: `${base}.state.partial`, record: `${base}.json`, lock: `${base}.lock` }
 }
 
 /** A state judged bad by its user (QEMU rejected it): identified by its record's hash. */
@@ -171,9 +164,6 @@ async function check(p: Paths, key: string, distrust?: Distrust): Promise<{ reco
   if (!st) return { problem: 'its state file is missing' }
   if (st.size !== record.size) return { problem: `its state file is ${st.size} bytes, the record says ${record.size} (cut short?)` }
   if (Math.round(st.mtimeMs) !== Math.round(record.mtimeMs)) return { problem: 'its state file was modified after it was saved' }
-  const ram = await stat(p.ram).catch(() => undefined)
-  if (!ram || !record.ram) return { problem: 'its RAM file is missing' }
-  if (ram.size !== record.ram.size || Math.round(ram.mtimeMs) !== Math.round(record.ram.mtimeMs)) return { problem: 'its RAM file is not the one saved with it' }
   if (distrust && record.sha256 === distrust.sha256) return { problem: distrust.why }
   return { record }
 }
@@ -187,7 +177,7 @@ async function ensure(spec: MachineSpec, o: EnsureOptions, distrust?: Distrust):
   const key = snapshotKey(spec, o.ids)
   const p = pathsFor(o.cacheDir, key)
   await mkdir(p.dir, { recursive: true })
-  const found = (r: SnapshotRecord) => ({ snapshot: { path: p.state, ramPath: p.ram, key, bytes: r.size + r.ram.diskBytes, made: false }, sha256: r.sha256 })
+  const found = (r: SnapshotRecord) => ({ snapshot: { path: p.state, key, bytes: r.size, made: false }, sha256: r.sha256 })
   const deadline = Date.now() + o.bootTimeoutMs + SAVE_TIMEOUT_MS + LOCK_SLACK_MS
   let saidWaiting = false
   for (;;) {
@@ -220,7 +210,7 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
   const t0 = performance.now()
   const log = (line: string) => o.log?.(`snapshot ${key}: ${line}`)
   // Record first: a state without its record never counts, whatever happens next. The old state goes too, for the space.
-  for (const f of [p.record, p.state, p.partial, p.ram, p.ramPartial]) await rm(f, { force: true })
+  for (const f of [p.record, p.state, p.partial]) await rm(f, { force: true })
   const differs = because ? undefined : await howOthersDiffer(p.dir, key, keyInputs(spec, o.ids))
   log(because ? `making it again (${because}): booting the guest` : `booting the guest${differs ? ` (${differs})` : ''}`)
   let vm: GuestVm | undefined
@@ -229,7 +219,7 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
     // in an earlier session): such a boot is tried once more, and said. One that printed is not.
     for (let attempt = 1; ; attempt++) {
       const tBoot = performance.now()
-      vm = await GuestVm.boot(spec, { connectTimeoutMs: o.bootTimeoutMs, ram: { path: p.ramPartial, share: true }, ...hooks(o) })
+      vm = await GuestVm.boot(spec, { connectTimeoutMs: o.bootTimeoutMs, ...hooks(o) })
       const booting = vm
       const tick = setInterval(() => {
         const last = booting.consoleTail().filter((l) => l.trim()).at(-1)?.trim()
@@ -243,7 +233,6 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
         if (attempt > 1 || !silent || o.signal?.aborted) throw err
         log(`${errorMessage(err)}, with a silent console; booting it once more`)
         await vm.dispose()
-        await rm(p.ramPartial, { force: true })
       } finally {
         clearInterval(tick)
       }
@@ -251,16 +240,12 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
     log(`agent ready after ${secs(performance.now() - t0)} s; saving`)
     const saved = await vm.save(p.partial, { timeoutMs: SAVE_TIMEOUT_MS })
     if (saved.bytes === 0) throw new Error('QEMU saved an empty state')
-    const [sha256] = await Promise.all([sha256File(p.partial), fsync(p.partial), fsync(p.ramPartial)])
-    // RAM first, then the state: a state in place always has its RAM.
-    await rename(p.ramPartial, p.ram)
+    const [sha256] = await Promise.all([sha256File(p.partial), fsync(p.partial)])
     await rename(p.partial, p.state)
     await fsync(p.dir)
     const st = await stat(p.state)
-    const ram = await stat(p.ram)
     const record: SnapshotRecord = {
       key,
-      ram: { size: ram.size, mtimeMs: ram.mtimeMs, diskBytes: ram.blocks * 512 },
       inputs: keyInputs(spec, o.ids),
       size: st.size,
       mtimeMs: st.mtimeMs,
@@ -274,14 +259,14 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
     await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`)
     await fsync(tmp)
     await rename(tmp, p.record)
-    log(`saved in ${secs(saved.ms)} s: devices ${Math.round(st.size / 1e3)} KB, RAM ${Math.round((ram.blocks * 512) / 1e6)} MB on disk`)
+    log(`saved in ${secs(saved.ms)} s: ${Math.round(st.size / 1e6)} MB`)
     const makeMs = performance.now() - t0
-    return { snapshot: { path: p.state, ramPath: p.ram, key, bytes: st.size + ram.blocks * 512, made: true, makeMs, ...(because && { remadeBecause: because }) }, sha256 }
+    return { snapshot: { path: p.state, key, bytes: st.size, made: true, makeMs, ...(because && { remadeBecause: because }) }, sha256 }
   } catch (err) {
     await vm?.dispose()
     // Judged before the partial file goes and frees the space.
     const full = !o.signal?.aborted && (await diskFull(err, p.dir))
-    for (const f of [p.partial, p.ramPartial, `${p.record}.${process.pid}.tmp`]) await rm(f, { force: true })
+    for (const f of [p.partial, `${p.record}.${process.pid}.tmp`]) await rm(f, { force: true })
     if (o.signal?.aborted) throw err
     if (full)
       throw new UserError(`no space left in ${p.dir} for the guest snapshot (up to ~${spec.memoryMiB} MB): free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
@@ -317,7 +302,7 @@ export async function restoreFromSnapshot(spec: MachineSpec, o: EnsureOptions & 
 
 async function restoreReady(spec: MachineSpec, s: Snapshot, o: EnsureOptions & { timeoutMs: number }): Promise<GuestVm> {
   const t0 = performance.now()
-  const vm = await GuestVm.restore(spec, s.path, { timeoutMs: o.timeoutMs, ram: { path: s.ramPath, share: false }, ...hooks(o) })
+  const vm = await GuestVm.restore(spec, s.path, { timeoutMs: o.timeoutMs, ...hooks(o) })
   try {
     await readyWithin(vm, 'restored', o.ready, o.timeoutMs - (performance.now() - t0), `the guest agent did not answer within ${o.timeoutMs / 1000} s of the restore`)
     return vm
