@@ -96,4 +96,24 @@ describe.skipIf(why !== '')(`faults of a restored guest${why ? ` (skipped: ${why
     expect(r.message).toMatch(/the channel holds 15 bytes of a frame that never ended \("\{\\"t\\":\\"s\\",\\"i\\":\\"x"\)/)
     expect(r.ms).toBeLessThan(12_000 * T)
   })
+
+  it('the workload leaves a process the teardown cannot kill: named, with what it is, at the teardown\'s deadline', { timeout: 90_000 * T }, async () => {
+    os = await openGuestOs(guest)
+    lab = await Lab.open('fault', { os })
+    const cg = await lab.cgroup('x')
+    // cgroup v2 lets root move an unbound kernel thread into a cgroup, and no signal ends one: cgroup.kill skips it.
+    const s = await os.spawn({
+      argv: ['/bin/sh', '-c', `for d in /proc/[0-9]*; do [ "$(cat $d/comm)" = oom_reaper ] && echo \${d#/proc/} > ${cg.dir}/cgroup.procs && echo "moved \${d#/proc/}"; done; true`],
+      cgroup: cg.dir, user: ROOT, cwd: lab.tree.cwd, stdin: 'ignore', timeoutMs: 10_000,
+    })
+    const [, pid] = await os.waitOutput(s.id, String.raw`moved (\d+)`, 0, 'the kernel thread moved in', 10_000 * T)
+    await os.waitExit([{ pid: s.pid, startTime: s.startTime, label: 'the shell' }], 10_000 * T)
+    const t0 = performance.now()
+    const err = await os.closeTree(lab.tree).then(() => new Error('the teardown ended without an error'), (e: unknown) => e as Error)
+    const ms = performance.now() - t0
+    expect(err.message).toMatch(new RegExp(`still holds a process that SIGKILL did not end within 20 s: pid ${pid} \\(oom_reaper\\): a kernel thread, which no signal ends`))
+    // 20 s of waiting for "populated 0", then 3 s of the last-resort synchronous kill.
+    expect(ms).toBeGreaterThan(19_000)
+    expect(ms).toBeLessThan(30_000 * T)
+  })
 })

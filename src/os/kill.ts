@@ -12,23 +12,58 @@ import { waitUntilEmpty } from '../cgroup/wait.js'
 import { selfOwner, parseTreeName, ownerIsGone } from '../proc/owner.js'
 import { endBySignal } from '../util/signals.js'
 
-/** Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID until empty. */
+/**
+ * Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID
+ * until empty. A process SIGKILL cannot end (a kernel thread moved in, a task in uninterruptible sleep)
+ * fails it after `timeoutMs`, named with its state.
+ */
 export async function killTree(dir: string, timeoutMs: number): Promise<void> {
-  if (await cgHas(dir, 'cgroup.kill')) {
-    await cgWrite(dir, 'cgroup.kill', '1')
-    await waitUntilEmpty(dir, { timeoutMs })
-    return
-  }
-  // Old kernels: a process may fork while we kill, so repeat until the kernel says empty.
-  for (let round = 0; ; round++) {
-    for (const pid of subtreePids(dir)) signal(pid)
-    try {
-      await waitUntilEmpty(dir, { timeoutMs: round < 20 ? 500 : timeoutMs })
+  try {
+    if (await cgHas(dir, 'cgroup.kill')) {
+      await cgWrite(dir, 'cgroup.kill', '1')
+      await waitUntilEmpty(dir, { timeoutMs })
       return
-    } catch (err) {
-      if (round >= 20) throw err
     }
+    // Old kernels: a process may fork while we kill, so repeat until the kernel says empty.
+    for (let round = 0; ; round++) {
+      for (const pid of subtreePids(dir)) signal(pid)
+      try {
+        await waitUntilEmpty(dir, { timeoutMs: round < 20 ? 500 : timeoutMs })
+        return
+      } catch (err) {
+        if (round >= 20) throw err
+      }
+    }
+  } catch (err) {
+    const left = subtreePids(dir)
+    if (left.length === 0) throw err
+    throw new Error(`${dir} still holds ${left.length === 1 ? 'a process' : `${left.length} processes`} that SIGKILL did not end within ${timeoutMs / 1000} s: ${left.map(describeProcess).join('; ')}`)
   }
+}
+
+/** PF_KTHREAD in /proc/PID/stat's flags: kernel threads ignore every signal. */
+const PF_KTHREAD = 0x00200000
+
+/** "pid 28 (khungtaskd): a kernel thread", "pid 90 (cat): state D, uninterruptible sleep in fuse_..." */
+export function describeProcess(pid: number): string {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return `pid ${pid}: gone meanwhile`
+  }
+  const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+  const [state = '?', , , , , , flags = '0'] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  if (Number(flags) & PF_KTHREAD) return `pid ${pid} (${comm}): a kernel thread, which no signal ends`
+  const wchan = (() => {
+    try {
+      return readFileSync(`/proc/${pid}/wchan`, 'utf8').trim()
+    } catch {
+      return ''
+    }
+  })()
+  const what = state === 'D' ? 'uninterruptible sleep' : state === 'Z' ? 'a zombie' : state === 'T' || state === 't' ? 'stopped' : 'not ended'
+  return `pid ${pid} (${comm}): state ${state}, ${what}${wchan && wchan !== '0' ? ` in ${wchan}` : ''}`
 }
 
 function subtreePids(dir: string): number[] {
