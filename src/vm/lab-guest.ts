@@ -36,12 +36,6 @@ export interface GuestChoice {
 
 const RUNNER_DEFAULTS = { memoryMiB: 1536, cpus: 2 }
 
-/**
- * init_on_free=1: the boot frees ~150 MB it wrote (the unpacked initrd, poisoned), and a snapshot carries
- * every page that is not zero: zeroed on free, the state is 218 MB instead of 376 MB, and each restore
- * loads that much less. The price, zeroing what the OOM killer frees, is paid by the kernel's side of a kill.
- */
-const LAB_CMDLINE = ['init_on_free=1']
 
 export interface PrepareOptions {
   log?: (line: string) => void
@@ -77,7 +71,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     accel: accel.accel,
     memoryMiB: choice.memoryMiB ?? defaults.memoryMiB,
     cpus: choice.cpus ?? defaults.cpus,
-    append: [...LAB_CMDLINE, ...(choice.append ?? [])],
+    append: choice.append ?? [],
   }
   const kst = await stat(kernel.path)
   const ids: SnapshotIds = { kernelId: `${kernel.release} ${kernel.versionString} ${kst.size} ${kst.mtimeMs}`, initrdId: image.hash, qemuId: await qemuBuildId(qemu) }
