@@ -52,13 +52,15 @@ function image(hash: string, usedAgo = 0): string {
 /** /proc/PID/stat's start time, as a snapshot's lock records its maker. */
 const startOf = (pid: number) => { const t = readFileSync(`/proc/${pid}/stat`, 'utf8'); return t.slice(t.lastIndexOf(')') + 2).split(' ')[19] }
 
-function snapshot(key: string, o: { kernel: string; release: string; image: string; hash: string; qemu?: string; usedAgo?: number; mib?: number; oldRecord?: boolean }): void {
+function snapshot(key: string, o: { kernel: string; release: string; image: string; hash: string; qemu?: string; usedAgo?: number; mib?: number; oldRecord?: boolean; ramFile?: boolean }): void {
   const st = statSync(o.kernel)
   const inputs = RECORD.inputs.map((i) =>
-    i.startsWith('kernel:') ? `kernel:${o.release} ${o.release} (debian-kernel@lists.debian.org) #1 SMP ${st.size} ${st.mtimeMs}` : i.startsWith('initrd:') ? `initrd:${o.hash}` : i.startsWith('qemu:') ? `qemu:${o.qemu ?? QEMU}` : i,
+    i.startsWith('kernel:') ? `kernel:${o.release} ${o.release} (debian-kernel@lists.debian.org) #1 SMP ${st.size} ${st.mtimeMs}` : i.startsWith('initrd:') ? `initrd:${o.hash}` : i.startsWith('qemu:') ? `qemu:${o.qemu ?? QEMU}` : i === 'ram:stream' && o.ramFile ? 'ram:file' : i,
   )
   const base = join(cache, 'snapshots', key)
-  write(`${base}.state`, (o.mib ?? 2) * MiB)
+  // The older format: the devices' state, and the RAM in a file beside it.
+  if (o.ramFile) write(`${base}.ram`, (o.mib ?? 2) * MiB)
+  write(`${base}.state`, o.ramFile ? 4096 : (o.mib ?? 2) * MiB)
   write(`${base}.json`, JSON.stringify({ ...RECORD, key, inputs, ...(!o.oldRecord && { files: { kernel: o.kernel, initrd: o.image } }) }))
   used(`${base}.used`, o.usedAgo ?? 0, `${base}.state`, `${base}.json`)
 }
@@ -130,6 +132,19 @@ describe('the cache', () => {
     expect(r2.over).toBe('everything left was used within the hour')
     expect(existsSync(join(cache, 'snapshots/0000000000000000000000b1.state'))).toBe(true)
     expect((await enforceLimit(cache, 0)).evicted).toEqual([])
+  })
+
+  it('calls a snapshot of the older format (its RAM in a file beside the state) stale, and prunes both files', async () => {
+    const k = kernel('6.1.0-50-cloud-amd64', { suite: 'bookworm' })
+    const img = image('7c88eb8ef3aa49c0')
+    snapshot('0000000000000000000000f1', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0', ramFile: true })
+    snapshot('0000000000000000000000f2', { kernel: k, release: '6.1.0-50-cloud-amd64', image: img, hash: '7c88eb8ef3aa49c0' })
+    const old = (await listCache(cache, QEMU)).find((e) => e.id === '0000000000000000000000f1')!
+    expect(old.stale).toBe('its RAM is in a file beside the state, a format no longer restored')
+    expect(old.bytes).toBeGreaterThanOrEqual(2 * MiB)
+    expect((await pruneCache(cache, { qemuId: QEMU })).map((e) => e.id)).toEqual(['0000000000000000000000f1'])
+    for (const f of ['.ram', '.state', '.json']) expect(existsSync(join(cache, `snapshots/0000000000000000000000f1${f}`))).toBe(false)
+    expect(existsSync(join(cache, 'snapshots/0000000000000000000000f2.state'))).toBe(true)
   })
 
   it('counts blocks on disk, not a sparse file\'s length (the RAM file snapshots had before their RAM went into the state)', async () => {

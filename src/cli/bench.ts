@@ -247,7 +247,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
     killHarness: { ms: worstKill, ok: Number.isFinite(worstKill) && worstKill <= TARGETS.killHarnessMs },
   }
   const ok = failures.length === 0 && Object.values(results).every((r) => r.ok)
-  const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, runs, targets: TARGETS, results, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
+  const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, runs, targets: TARGETS, results, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), solos: solos.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
   const out = userReports('bench.json')
   await mkdir(userReports(''), { recursive: true })
   await writeFile(out, `${JSON.stringify(summary, null, 2)}\n`)

@@ -11,6 +11,7 @@ import { cgHas, cgWrite, parseKeyed, parsePids } from '../cgroup/cgroupfs.js'
 import { waitUntilEmpty } from '../cgroup/wait.js'
 import { selfOwner, parseTreeName, ownerIsGone } from '../proc/owner.js'
 import { endBySignal } from '../util/signals.js'
+import { KernelTimeoutError } from '../util/errors.js'
 
 /**
  * Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID
@@ -35,7 +36,7 @@ export async function killTree(dir: string, timeoutMs: number): Promise<void> {
       }
     }
   } catch (err) {
-    const left = subtreePids(dir)
+    const left = err instanceof KernelTimeoutError ? subtreePids(dir) : []
     if (left.length === 0) throw err
     throw new Error(`${dir} still holds ${left.length === 1 ? 'a process' : `${left.length} processes`} that SIGKILL did not end within ${timeoutMs / 1000} s: ${left.map(describeProcess).join('; ')}`)
   }

@@ -5,7 +5,7 @@
  *
  *   kernels/<release>/                 a kernel (vmlinuz, kernel.json); kernels/suites/<suite>.json names one per suite
  *   initramfs/<name>-<hash>.cpio       a guest image (+ .sha256); lab-inputs-<key> notes name the lab's image
- *   snapshots/<key>.{ram,state,json}   a saved guest (+ .lock while it is made)
+ *   snapshots/<key>.{state,json}       a saved guest (+ .lock while it is made; older caches also have a .ram beside it)
  *
  * Only names of these shapes are ever listed or removed.
  */
@@ -22,7 +22,7 @@ export interface CacheEntry {
   /** What a person reads: a snapshot's kernel, an image's size. */
   about: string
   files: string[]
-  /** Blocks on disk, not apparent sizes (a RAM file is sparse). */
+  /** Blocks on disk, not apparent sizes (the older snapshots' RAM files are sparse). */
   bytes: number
   madeMs: number
   usedMs: number
@@ -176,7 +176,9 @@ export async function listCache(cache: string, qemuId?: string): Promise<CacheEn
             ? 'its guest image is gone'
             : qemuId !== undefined && input('qemu:') !== qemuId
               ? 'made by another QEMU build'
-              : undefined
+              : record.inputs?.includes('ram:file')
+                ? 'its RAM is in a file beside the state, a format no longer restored'
+                : undefined
     const mem = record?.inputs?.[record.inputs.indexOf('-m') + 1]
     entries.push({
       kind: 'snapshot',

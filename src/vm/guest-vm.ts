@@ -225,13 +225,12 @@ export class GuestVm implements AsyncDisposable {
    */
   static async restore(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
-    // Said here rather than by QEMU's shell: a missing file there looks like a damaged state.
-    await stat(stateFile).catch((err: NodeJS.ErrnoException) => {
-      throw new Error(`cannot restore the guest from ${stateFile}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
-    })
     const setpriv = setprivPath()
     // QEMU reads the state from the file itself (no `cat`, no pipe): the file is open only until QEMU has it.
-    const state = await open(stateFile, 'r')
+    // Said here: a file QEMU cannot read would look like a damaged state.
+    const state = await open(stateFile, 'r').catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`cannot restore the guest from ${stateFile}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`)
+    })
     let vm: GuestVm
     try {
       vm = new GuestVm(spec, await vmDir(), setpriv, ['-incoming', 'fd:3'], o, state.fd)

@@ -36,7 +36,6 @@ export interface GuestChoice {
 
 const RUNNER_DEFAULTS = { memoryMiB: 1536, cpus: 2 }
 
-
 export interface PrepareOptions {
   log?: (line: string) => void
   /** Long steps as they go: the kernel's download, the image, the snapshot's boot (a live line on a terminal). */
