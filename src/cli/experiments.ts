@@ -61,7 +61,6 @@ const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions
  * and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI exits; what is left
  * after 10 s is killed.
  */
-
 export async function runVitest(
   project: 'unit' | 'experiments' | 'experiments@*',
   filters: string[],

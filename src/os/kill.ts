@@ -12,6 +12,7 @@ import { waitUntilEmpty } from '../cgroup/wait.js'
 import { selfOwner, parseTreeName, ownerIsGone } from '../proc/owner.js'
 import { endBySignal } from '../util/signals.js'
 import { KernelTimeoutError } from '../util/errors.js'
+import { readStat, readWchan } from '../proc/procfs.js'
 
 /**
  * Kills every process in the subtree: cgroup.kill where the kernel has it (5.14+), else SIGKILL each PID
@@ -47,24 +48,12 @@ const PF_KTHREAD = 0x00200000
 
 /** "pid 28 (khungtaskd): a kernel thread", "pid 90 (cat): state D, uninterruptible sleep in fuse_..." */
 export function describeProcess(pid: number): string {
-  let stat: string
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  } catch {
-    return `pid ${pid}: gone meanwhile`
-  }
-  const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-  const [state = '?', , , , , , flags = '0'] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  if (Number(flags) & PF_KTHREAD) return `pid ${pid} (${comm}): a kernel thread, which no signal ends`
-  const wchan = (() => {
-    try {
-      return readFileSync(`/proc/${pid}/wchan`, 'utf8').trim()
-    } catch {
-      return ''
-    }
-  })()
-  const what = state === 'D' ? 'uninterruptible sleep' : state === 'Z' ? 'a zombie' : state === 'T' || state === 't' ? 'stopped' : 'not ended'
-  return `pid ${pid} (${comm}): state ${state}, ${what}${wchan && wchan !== '0' ? ` in ${wchan}` : ''}`
+  const st = readStat(pid)
+  if (!st) return `pid ${pid}: gone meanwhile`
+  if (st.flags & PF_KTHREAD) return `pid ${pid} (${st.comm}): a kernel thread, which no signal ends`
+  const what = st.state === 'D' ? 'uninterruptible sleep' : st.state === 'Z' ? 'a zombie' : st.state === 'T' || st.state === 't' ? 'stopped' : 'not ended'
+  const wchan = readWchan(pid)
+  return `pid ${pid} (${st.comm}): state ${st.state}, ${what}${wchan ? ` in ${wchan}` : ''}`
 }
 
 function subtreePids(dir: string): number[] {

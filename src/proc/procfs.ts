@@ -7,6 +7,8 @@ export interface ProcStat {
   /** R, S, D, Z, T, ... (proc(5)) */
   state: string
   ppid: number
+  /** PF_* bits (include/linux/sched.h): PF_KTHREAD marks a kernel thread. */
+  flags: number
   /** Clock ticks after boot: with the PID, identifies one process even if the PID is reused. */
   startTime: number
   /** CPU time in user and kernel mode, clock ticks (USER_HZ, 100 on Linux). */
@@ -22,7 +24,7 @@ export function parseStat(text: string): ProcStat {
   const comm = text.slice(open + 1, close)
   const rest = text.slice(close + 2).split(' ')
   // rest[0] is field 3 (state); field N is rest[N - 3].
-  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), utime: Number(rest[11]), stime: Number(rest[12]), startTime: Number(rest[19]) }
+  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), flags: Number(rest[6]), utime: Number(rest[11]), stime: Number(rest[12]), startTime: Number(rest[19]) }
 }
 
 function readProcFile(pid: number, file: string): string | undefined {
@@ -36,6 +38,12 @@ function readProcFile(pid: number, file: string): string | undefined {
 export function readStat(pid: number): ProcStat | undefined {
   const text = readProcFile(pid, 'stat')
   return text === undefined ? undefined : parseStat(text)
+}
+
+/** Where a sleeping process waits in the kernel (a function name), or undefined when running or hidden. */
+export function readWchan(pid: number): string | undefined {
+  const w = readProcFile(pid, 'wchan')?.trim()
+  return w && w !== '0' ? w : undefined
 }
 
 export function readUid(pid: number): number | undefined {
