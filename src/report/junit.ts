@@ -30,7 +30,11 @@ export default class KernelJUnitReporter extends JUnitReporter {
     for (const m of modules) if (isExperimentsProject(m.project.name)) byProject.set(m.project.name, [...(byProject.get(m.project.name) ?? []), m])
     if (byProject.size === 0 || !this.vitest) return
     const kernels: { task: RunnerTestFile }[] = []
-    for (const [name, ms] of byProject) {
+    // In the run's own order of kernels and specs, not the order they happened to finish in.
+    const order = this.vitest.projects.map((p) => p.name)
+    const projects = [...byProject].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
+    for (const [name, unsorted] of projects) {
+      const ms = [...unsorted].sort((a, b) => a.moduleId.localeCompare(b.moduleId))
       const env = ms[0]!.project.config.env ?? {}
       const evidence = await readEvidenceDir(env.OOMLAB_EVIDENCE_DIR ?? join(reportDir(), 'evidence'))
       const release = evidence.find((e) => e.kernel.release)?.kernel.release
