@@ -42,6 +42,9 @@ export default defineConfig({
   // vite's and vitest's caches in the user's cache folder, not in the project (or an installed package's folder, as root).
   cacheDir: join(cacheDir(), 'vite'),
   test: {
+    // Transformed modules kept across runs (in node_modules of this install: another install, with its own
+    // lock file, would clear a shared one under a running vitest): each run otherwise transforms every file again.
+    experimental: { fsModuleCache: true },
     // vitest adds its GitHub Actions reporter (annotations on the failing spec) only when none is named.
     reporters: ['default', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...(process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : [])],
     projects: [

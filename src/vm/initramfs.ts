@@ -180,6 +180,7 @@ export async function bundleGuest(agent: 'vitest' | 'lab' = 'vitest'): Promise<M
     bundle: true,
     splitting: true,
     write: false,
+    absWorkingDir: projectRoot,
     format: 'esm',
     platform: 'node',
     target: 'node20',
@@ -224,6 +225,8 @@ export async function bundleAgent(): Promise<Map<string, string>> {
     outExtension: { '.js': '.mjs' },
     bundle: true,
     write: false,
+    // Paths in the bundle's comments are relative to this: the image is the same from any folder.
+    absWorkingDir: projectRoot,
     format: 'esm',
     platform: 'node',
     target: 'node20',
