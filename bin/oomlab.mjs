@@ -1,13 +1,45 @@
 #!/usr/bin/env node
-// From the repository, the TypeScript CLI through tsx's loader (no build step); from the installed
-// package, its compiled copy in dist/ (the package ships no sources).
-import { existsSync } from 'node:fs'
+// From the repository, the TypeScript CLI bundled by esbuild into node_modules/.cache/oomlab-cli, again only
+// when a source file changed (tsx's loader cost ~0.45 s on every start); from the installed package, its
+// compiled copy in dist/ (the package ships no sources).
+import { existsSync, readdirSync, statSync, mkdirSync, renameSync, rmSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 
-const sources = new URL('../src/cli/main.ts', import.meta.url)
-if (existsSync(sources)) {
-  const { register } = await import('tsx/esm/api')
-  register()
-  await import(sources.href)
-} else {
+const root = fileURLToPath(new URL('..', import.meta.url))
+const main = join(root, 'src/cli/main.ts')
+
+if (!existsSync(main)) {
   await import('../dist/src/cli/main.js')
+} else {
+  const key = createHash('sha256')
+  for (const f of readdirSync(join(root, 'src'), { recursive: true }).map(String).sort()) {
+    const st = statSync(join(root, 'src', f))
+    key.update(`${f} ${st.size} ${st.mtimeMs}\n`)
+  }
+  const dir = join(root, 'node_modules/.cache/oomlab-cli')
+  const bundle = join(dir, `main-${key.digest('hex').slice(0, 16)}.mjs`)
+  if (!existsSync(bundle)) {
+    const { build } = await import('esbuild')
+    mkdirSync(dir, { recursive: true })
+    const partial = `${bundle}.${process.pid}.partial`
+    await build({
+      entryPoints: [main],
+      outfile: partial,
+      bundle: true,
+      packages: 'external',
+      format: 'esm',
+      platform: 'node',
+      target: 'node20',
+      logLevel: 'warning',
+      // src/util/paths.ts finds the project (and its .ts modules) from its own URL: the only import.meta.url
+      // in the CLI's sources (test/cli-bundle.test.ts keeps it so).
+      define: { 'import.meta.url': JSON.stringify(pathToFileURL(join(root, 'src/util/paths.ts')).href) },
+    })
+    renameSync(partial, bundle)
+    // Older bundles go; another start's build in progress (.partial) is left to finish.
+    for (const f of readdirSync(dir)) if (f.endsWith('.mjs') && join(dir, f) !== bundle) rmSync(join(dir, f), { force: true })
+  }
+  await import(pathToFileURL(bundle).href)
 }
