@@ -132,7 +132,7 @@ options (reproduce, test, bench):
   --kernel NAME         Debian suite (bullseye, bookworm, bookworm-backports, trixie, sid) or version (6.1.0-50); default bookworm
   --kernel-image PATH   boot your own bzImage instead
   --accel auto|kvm|tcg  default auto: KVM only if a probe guest really boots with it
-  --memory MiB          guest memory (default 1024)      --cpus N   vCPUs per guest (default 1)
+  --memory MiB          guest memory (default 512)       --cpus N   vCPUs per guest (default 1)
   --append "ARGS"       extra guest kernel command line
   --boot-timeout SEC    deadline for a guest to boot when its snapshot is made (default 60)
   --timeout SEC         deadline for the whole run of the experiments (default: none; each test has its own)

@@ -26,10 +26,12 @@ export interface PreparedGuest {
 }
 
 /**
- * 1024 MiB: the experiments need 192M for the hog and little else; every MiB the guest touched is in
- * its state, and a smaller state restores faster.
+ * 512 MiB: the experiments' workload is bounded by their 192M memory.max, and the guest kept at least 104 MB
+ * free while spec 02 ran on each of bullseye, bookworm, trixie and sid (its MemFree sampled every 5 ms).
+ * More costs every first restore of a run: QEMU's load reads each page of guest RAM, which backs all of it
+ * with huge pages, and on a host that hands idle memory back to its hypervisor that is ~2.2 s per GiB.
  */
-export const LAB_DEFAULTS = { memoryMiB: 1024, cpus: 1, bootTimeoutMs: 60_000, restoreTimeoutMs: 30_000 }
+export const LAB_DEFAULTS = { memoryMiB: 512, cpus: 1, bootTimeoutMs: 60_000, restoreTimeoutMs: 30_000 }
 
 /** A net.Socket as the wire's line stream. */
 export function socketDuplex(s: Socket): Duplex {
