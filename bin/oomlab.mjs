@@ -20,10 +20,22 @@ if (!existsSync(main)) {
   }
   const dir = join(root, 'node_modules/.cache/oomlab-cli')
   const bundle = join(dir, `main-${key.digest('hex').slice(0, 16)}.mjs`)
-  if (!existsSync(bundle)) {
-    const { build } = await import('esbuild')
-    mkdirSync(dir, { recursive: true })
-    const partial = `${bundle}.${process.pid}.partial`
+  if (!existsSync(bundle)) await bundleCli(bundle, dir).catch(() => undefined)
+  if (existsSync(bundle)) {
+    await import(pathToFileURL(bundle).href)
+  } else {
+    // No bundle (node_modules not writable here, or esbuild failed and said why): the sources through tsx.
+    const { register } = await import('tsx/esm/api')
+    register()
+    await import(pathToFileURL(main).href)
+  }
+}
+
+async function bundleCli(bundle, dir) {
+  const { build } = await import('esbuild')
+  mkdirSync(dir, { recursive: true })
+  const partial = `${bundle}.${process.pid}.partial`
+  try {
     await build({
       entryPoints: [main],
       outfile: partial,
@@ -38,8 +50,9 @@ if (!existsSync(main)) {
       define: { 'import.meta.url': JSON.stringify(pathToFileURL(join(root, 'src/util/paths.ts')).href) },
     })
     renameSync(partial, bundle)
-    // Older bundles go; another start's build in progress (.partial) is left to finish.
-    for (const f of readdirSync(dir)) if (f.endsWith('.mjs') && join(dir, f) !== bundle) rmSync(join(dir, f), { force: true })
+  } finally {
+    rmSync(partial, { force: true })
   }
-  await import(pathToFileURL(bundle).href)
+  // Older bundles go; another start's build in progress (.partial) is left to finish.
+  for (const f of readdirSync(dir)) if (f.endsWith('.mjs') && join(dir, f) !== bundle) rmSync(join(dir, f), { force: true })
 }
