@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 stress-ng busybox-static util-linux coreutils cpio debian-archive-keyring apt ca-certificates)
+packages=(qemu-system-x86 stress-ng busybox-static util-linux coreutils cpio xz-utils zstd debian-archive-keyring apt ca-certificates)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

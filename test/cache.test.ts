@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync, existsSync, statSync, truncateSync, utimesSync
 import { join } from 'node:path'
 import { dir, type DirectoryResult } from 'tmp-promise'
 import { cacheLimit, enforceLimit, IN_USE_MS, listCache, pruneCache } from '../src/vm/cache.js'
+import { pruneOldImages } from '../src/vm/initramfs.js'
 
 const RECORD = JSON.parse(readFileSync(new URL('./fixtures/cache/snapshot-record.json', import.meta.url), 'utf8')) as { inputs: string[]; files?: object }
 const QEMU = RECORD.inputs.find((i) => i.startsWith('qemu:'))!.slice(5)
@@ -204,5 +205,28 @@ describe('the cache', () => {
     expect(cacheLimit('2.5G')).toBe(2.5 * 1024 ** 3)
     expect(cacheLimit('0')).toBe(0)
     expect(() => cacheLimit('lots')).toThrow('OOMLAB_CACHE_LIMIT="lots": expected a size such as 4G, 500M or 0 (no limit)')
+  })
+})
+
+describe('a new guest image', () => {
+  it('replaces older ones of its name but the newest two, never one another run used within the hour', async () => {
+    const dir = join(cache, 'initramfs')
+    const image = (hex: string, madeAgo: number, usedAgo: number) => {
+      const f = join(dir, `lab-${hex.repeat(16)}.cpio`)
+      write(f, 1024)
+      write(`${f}.sha256`, 'x')
+      const made = new Date(Date.now() - madeAgo)
+      utimesSync(f, made, made)
+      used(`${f}.used`, usedAgo)
+      return f
+    }
+    const fresh = image('a', 0, 0)
+    const second = image('b', 60_000, 60_000)
+    const third = image('e', 120_000, 120_000)
+    const booting = image('c', 3 * IN_USE_MS, 5 * 60_000) // made long ago, a soak in another checkout still boots it
+    const old = image('d', 4 * IN_USE_MS, 4 * IN_USE_MS)
+    await pruneOldImages(dir, 'lab', `lab-${'a'.repeat(16)}.cpio`)
+    expect([fresh, second, third, booting].map((f) => existsSync(f))).toEqual([true, true, true, true])
+    expect([old, `${old}.sha256`, `${old}.used`].map((f) => existsSync(f))).toEqual([false, false, false])
   })
 })

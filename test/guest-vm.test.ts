@@ -358,4 +358,13 @@ setInterval(() => undefined, 1000)
     expect(snapshotKey({ ...spec, memoryMiB: 512 }, ids)).not.toBe(snapshotKey(spec, ids))
     expect(snapshotKey(spec, { ...ids, qemuId: 'other' })).not.toBe(snapshotKey(spec, ids))
   })
+
+  it('puts the agent on a virtio-serial port when asked, and keys that snapshot apart', () => {
+    const virtio = { ...spec, channel: 'virtio' as const }
+    const args = machineArgs(virtio)
+    expect(args).toEqual(expect.arrayContaining(['-device', 'virtio-serial-pci,id=oomlab-vs', '-device', 'virtserialport,bus=oomlab-vs.0,chardev=agent,name=oomlab']))
+    expect(args).not.toContain('chardev:agent')
+    expect(args[args.indexOf('-append') + 1]).toMatch(/ oomlab\.channel=virtio$/)
+    expect(snapshotKey(virtio, ids)).not.toBe(snapshotKey(spec, ids))
+  })
 })

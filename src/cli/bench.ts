@@ -255,14 +255,14 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
     killHarness: { ms: worstKill, ok: Number.isFinite(worstKill) && worstKill <= TARGETS.killHarnessMs },
   }
   const ok = failures.length === 0 && Object.values(results).every((r) => r.ok)
-  const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, runs, targets: TARGETS, results, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), solos: solos.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
+  const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, channel: g.spec.channel ?? 'serial', runs, targets: TARGETS, results, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), solos: solos.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
   const out = userReports('bench.json')
   await mkdir(userReports(''), { recursive: true })
   await writeFile(out, `${JSON.stringify(summary, null, 2)}\n`)
 
   const lines = [
     '',
-    `oomlab bench: kernel ${g.kernel.release} (${g.spec.accel}), ${runs} run(s) each; medians`,
+    `oomlab bench: kernel ${g.kernel.release} (${g.spec.accel}, agent over ${g.spec.channel === 'virtio' ? 'virtio-serial' : 'the UART'}), ${runs} run(s) each; medians`,
     '',
     ` npm start (3 article specs)    ${sec(results.start.ms).padEnd(10)} target <= ${sec(TARGETS.startMs)}: ${met(results.start.ok)}  (runs ${range(starts.map((r) => r.ms))})`,
     ` vs the shell script booted     ${`${results.startVsShell.ratio.toFixed(2)}x`.padEnd(10)} target <= ${TARGETS.startVsShell}x: ${met(results.startVsShell.ok)}  (article.sh 1-3 in a fresh minimal guest, whole QEMU run: ${sec(shellBootMs)})`,

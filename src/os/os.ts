@@ -125,6 +125,8 @@ export interface MachineStats {
   kind: 'local' | 'guest'
   /** A guest's accelerator: KVM, or QEMU's emulation (TCG). */
   accel?: 'kvm' | 'tcg'
+  /** How a guest's agent is reached: a virtio-serial port, or the second UART. */
+  channel?: 'serial' | 'virtio'
   /** Calls across the channel (one round trip each). */
   roundTrips?: number
   /** Host ms spent waiting on each kind of call, answer included. */

@@ -71,7 +71,7 @@ export class GuestOs extends RemoteOs {
   override stats(): MachineStats {
     const stat = this.vm.pid !== undefined ? readStat(this.vm.pid) : undefined
     const incident = this.vm.incident()
-    return { ...super.stats(), accel: this.vm.spec.accel, restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: { tail: this.vm.consoleTail(), ...(incident && { incident }) } }
+    return { ...super.stats(), accel: this.vm.spec.accel, channel: this.vm.spec.channel ?? 'serial', restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: { tail: this.vm.consoleTail(), ...(incident && { incident }) } }
   }
 
   override async dispose(): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * A long-lived QEMU guest as a disposable object: booted, or restored from a saved state, with a
- * QMP socket to control it and a byte stream to the guest's second serial port (/dev/ttyS1) for
- * an agent. Unlike bootGuest (one run, a report at the end), the caller talks to the guest while
+ * QMP socket to control it and a byte stream to its agent (a virtio-serial port, or the second
+ * UART). Unlike bootGuest (one run, a report at the end), the caller talks to the guest while
  * it runs. QEMU dies with this process (pdeathsig) and with dispose(); nothing is left behind.
  */
 import type { Socket } from 'node:net'
@@ -27,7 +27,12 @@ export interface MachineSpec {
   cpus: number
   /** Kernel command-line words after BASE_CMDLINE. */
   append: string[]
+  /** The agent's channel: a virtio-serial port where the kernel has the driver (the initrd its modules), else the second UART. */
+  channel?: 'serial' | 'virtio'
 }
+
+/** What tells the guest's /init and agent to use the virtio-serial port. */
+export const VIRTIO_CHANNEL_WORD = 'oomlab.channel=virtio'
 
 export interface VmHooks {
   onConsole?: (line: string) => void
@@ -49,9 +54,11 @@ export function machineArgs(spec: MachineSpec): string[] {
     '-nic', 'none',
     '-kernel', spec.kernel,
     '-initrd', spec.initrd,
-    '-append', [...BASE_CMDLINE, ...spec.append].join(' '),
+    '-append', [...BASE_CMDLINE, ...spec.append, ...(spec.channel === 'virtio' ? [VIRTIO_CHANNEL_WORD] : [])].join(' '),
     '-serial', 'stdio', // ttyS0: the console
-    '-serial', 'chardev:agent', // ttyS1: the agent's channel
+    ...(spec.channel === 'virtio'
+      ? ['-device', 'virtio-serial-pci,id=oomlab-vs', '-device', 'virtserialport,bus=oomlab-vs.0,chardev=agent,name=oomlab']
+      : ['-serial', 'chardev:agent']), // ttyS1
   ]
 }
 
@@ -197,7 +204,7 @@ export class GuestVm implements AsyncDisposable {
     return this.child.pid
   }
 
-  /** Connected to the guest's /dev/ttyS1. */
+  /** Connected to the agent's channel in the guest. */
   get agent(): Socket {
     if (!this.agentSocket) throw new Error('the agent socket is not connected yet')
     return this.agentSocket

@@ -3,13 +3,14 @@
  * /init and the shell tools, node, stress-ng and setpriv with their shared libraries, and the
  * project with the packages its tests need. Cached by a hash of everything that goes in.
  */
-import { lstat, readlink, readdir, stat, readFile, writeFile, mkdir, rename, unlink } from 'node:fs/promises'
+import { appendFile, copyFile, lstat, readlink, readdir, stat, readFile, writeFile, mkdir, rename, unlink } from 'node:fs/promises'
 import { realpathSync, createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { join, dirname, resolve, basename } from 'node:path'
 import { execa } from 'execa'
 import { file as tmpFile } from 'tmp-promise'
 import { writeCpio, type CpioEntry } from './cpio.js'
+import { IN_USE_MS } from './cache.js'
 import { projectRoot, packageRoot, ownModule } from '../util/paths.js'
 import { megabytes, type Progress } from '../util/progress.js'
 import { UserError } from '../util/errors.js'
@@ -415,7 +416,7 @@ async function build(dir: string, path: string, tree: ImageTree, name: string, p
     const sum = await sha256File(tmp.path)
     await rename(tmp.path, path)
     await writeFile(`${path}.sha256`, `${sum}  ${bytes}  ${(await stat(path)).mtimeMs}\n`)
-    await pruneOld(dir, name, basename(path))
+    await pruneOldImages(dir, name, basename(path))
     return { path, hash, bytes, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC')
@@ -424,6 +425,40 @@ async function build(dir: string, path: string, tree: ImageTree, name: string, p
   } finally {
     await tmp.cleanup().catch(() => undefined)
   }
+}
+
+/**
+ * The image with a kernel's virtio modules appended as a second archive (the kernel unpacks both): one
+ * file per image and modules, as QEMU takes one -initrd. Made beside the image, checked like it.
+ */
+export async function imageWithModules(cache: string, image: Initramfs, modulesCpio: string): Promise<Initramfs> {
+  const t0 = performance.now()
+  const modules = await readFile(modulesCpio)
+  const hash = createHash('sha256').update(image.hash).update(modules).digest('hex').slice(0, 16)
+  const path = join(cache, 'initramfs', `labmod-${hash}.cpio`)
+  const pending =
+    building.get(path) ??
+    (async (): Promise<Initramfs> => {
+      const problem = await checkImage(path)
+      if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
+      const tmp = await tmpFile({ tmpdir: dirname(path), prefix: '.labmod-', postfix: '.partial' })
+      try {
+        await copyFile(image.path, tmp.path)
+        await appendFile(tmp.path, modules)
+        const sum = await sha256File(tmp.path)
+        await rename(tmp.path, path)
+        const st = await stat(path)
+        await writeFile(`${path}.sha256`, `${sum}  ${st.size}  ${st.mtimeMs}\n`)
+        return { path, hash, bytes: st.size, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new UserError(`no space left in ${dirname(path)} for the guest image: free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
+        throw err
+      } finally {
+        await tmp.cleanup().catch(() => undefined)
+      }
+    })().finally(() => building.delete(path))
+  building.set(path, pending)
+  return pending
 }
 
 /**
@@ -448,9 +483,23 @@ async function sha256File(path: string): Promise<string> {
   return h.digest('hex')
 }
 
-async function pruneOld(dir: string, name: string, keep: string): Promise<void> {
+/**
+ * Removes this name's older images but the newest two, and never one used within the hour: another
+ * run (another checkout of the project) may be booting from it.
+ */
+export async function pruneOldImages(dir: string, name: string, keep: string): Promise<void> {
   const images = (await readdir(dir)).filter((f) => f.startsWith(`${name}-`) && f.endsWith('.cpio') && f !== keep)
-  const withTimes = await Promise.all(images.map(async (f) => ({ f, t: (await stat(join(dir, f))).mtimeMs })))
-  withTimes.sort((a, b) => b.t - a.t)
-  for (const { f } of withTimes.slice(2)) for (const p of [f, `${f}.sha256`, `${f}.used`]) await unlink(join(dir, p)).catch(() => undefined)
+  const withTimes = await Promise.all(
+    images.map(async (f) => {
+      const made = (await stat(join(dir, f))).mtimeMs
+      const used = (await stat(join(dir, `${f}.used`)).catch(() => undefined))?.mtimeMs ?? made
+      return { f, made, used }
+    }),
+  )
+  withTimes.sort((a, b) => b.made - a.made)
+  const now = Date.now()
+  for (const { f, used } of withTimes.slice(2)) {
+    if (now - used < IN_USE_MS) continue
+    for (const p of [f, `${f}.sha256`, `${f}.used`]) await unlink(join(dir, p)).catch(() => undefined)
+  }
 }

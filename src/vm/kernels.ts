@@ -14,6 +14,7 @@ import { withDir } from 'tmp-promise'
 import { UserError, errorMessage } from '../util/errors.js'
 import { cacheDir as defaultCacheDir } from '../util/paths.js'
 import { megabytes, type Progress } from '../util/progress.js'
+import { findVirtio, writeModulesCpio, type VirtioSupport } from './virtio.js'
 
 export interface KernelImage {
   /** What the user asked for: 'bookworm', '6.1.0-50', or the image path. */
@@ -31,6 +32,10 @@ export interface KernelImage {
   debianPackage?: string
   /** Package version, e.g. '6.1.158-1'. */
   debianVersion?: string
+  /** How a guest of this kernel gets virtio-serial, the agent's fast channel (unknown for a bzImage given by path: the UART then). */
+  virtio?: VirtioSupport['kind']
+  /** For kind 'modules': a cpio of the modules to load, to go after the guest's image. */
+  virtioModules?: string
 }
 
 export const DEBIAN_SUITES: readonly { name: string; suite: string; note: string }[] = [
@@ -313,9 +318,12 @@ function reportBrokenCache(ctx: Context, release: string, reason: string | undef
 // ---------------------------------------------------------------------------------------------
 // Cache: <kernelsDir>/<release>/{vmlinuz,kernel.json} and <kernelsDir>/suites/<suite>.json
 
-interface CachedKernelRecord extends KernelImage {
+interface CachedKernelRecord extends Omit<KernelImage, 'virtio'> {
   sha256: string
   fetchedAt: string
+  /** Absent in records of oomlab before the virtio channel: such a kernel is fetched again. */
+  virtio?: VirtioSupport
+  virtioModulesBytes?: number
 }
 
 interface RememberedSuite {
@@ -347,25 +355,37 @@ async function checkCachedKernel(ctx: Context, release: string): Promise<CacheCh
   const inspection = await inspectBzImage(path)
   if (!inspection.ok) return { ok: false, reason: inspection.reason }
   if (inspection.release !== record.release) return { ok: false, reason: `holds release ${inspection.release}` }
-  const { sha256: _sha, fetchedAt: _at, ...kernel } = record
-  return { ok: true, kernel: { ...kernel, path } }
+  if (!record.virtio) return { ok: false, reason: 'has no record of its virtio modules (cached by an older oomlab)' }
+  const modules = join(dir, VIRTIO_CPIO)
+  if (record.virtio.kind === 'modules' && (await stat(modules).catch(() => undefined))?.size !== record.virtioModulesBytes)
+    return { ok: false, reason: `has no intact ${VIRTIO_CPIO}` }
+  const { sha256: _sha, fetchedAt: _at, virtio, virtioModulesBytes: _b, ...kernel } = record
+  return { ok: true, kernel: { ...kernel, path, virtio: virtio.kind, ...(virtio.kind === 'modules' && { virtioModules: modules }) } }
 }
 
-/** Puts the vmlinuz and then its record in place; a crash between the two fails the sha256 check. */
-async function storeKernel(ctx: Context, vmlinuz: string, kernel: Omit<KernelImage, 'path'>): Promise<KernelImage> {
+/** The modules a guest loads for virtio-serial, beside the vmlinuz. */
+const VIRTIO_CPIO = 'virtio.cpio'
+
+/** Puts the vmlinuz (and virtio modules) and then its record in place; a crash before the record fails the checks. */
+async function storeKernel(ctx: Context, vmlinuz: string, kernel: Omit<KernelImage, 'path' | 'virtio'>, virtio: VirtioSupport, modulesCpio?: string): Promise<KernelImage> {
   const dir = releaseDir(ctx, kernel.release)
   await mkdir(dir, { recursive: true })
   const path = join(dir, 'vmlinuz')
-  const temp = tempNameFor(path)
-  try {
-    await copyFile(vmlinuz, temp)
-    await rename(temp, path)
-  } finally {
-    await rm(temp, { force: true })
+  const modules = join(dir, VIRTIO_CPIO)
+  for (const [from, to] of [[vmlinuz, path], ...(modulesCpio ? [[modulesCpio, modules]] : [])] as [string, string][]) {
+    const temp = tempNameFor(to)
+    try {
+      await copyFile(from, temp)
+      await rename(temp, to)
+    } finally {
+      await rm(temp, { force: true })
+    }
   }
-  const stored: KernelImage = { ...kernel, path }
+  const stored: KernelImage = { ...kernel, path, virtio: virtio.kind, ...(modulesCpio && { virtioModules: modules }) }
   await writeJsonAtomic(join(dir, 'kernel.json'), {
     ...stored,
+    virtio,
+    ...(modulesCpio && { virtioModulesBytes: (await stat(modules)).size }),
     sha256: await sha256File(path),
     fetchedAt: new Date().toISOString(),
   } satisfies CachedKernelRecord)
@@ -554,16 +574,37 @@ async function fetchKernel(ctx: Context, apt: AptSuite, pkg: PackageInfo): Promi
       if (!inspection.ok) {
         throw new UserError(`the vmlinuz in ${pkg.name} ${pkg.version} ${inspection.reason}: try another kernel or --kernel-image PATH`)
       }
-      const kernel = await storeKernel(ctx, vmlinuz, {
-        name: ctx.spec,
-        release: inspection.release,
-        versionString: inspection.versionString,
-        source: 'debian',
-        suite: apt.suite,
-        debianPackage: pkg.name,
-        debianVersion: pkg.version,
-      })
-      ctx.log(`${kernel.release} ready at ${kernel.path}`)
+      const roots = async () => (await readdir(workDir)).filter((f) => f.endsWith('.root')).map((f) => join(workDir, f))
+      let virtio = await findVirtio(await roots())
+      // sid splits the rest too: modules.builtin comes in linux-base-<ver> (400 kB), the modules in linux-modules-<ver>.
+      for (const prefix of ['linux-base-', 'linux-modules-']) {
+        if (virtio && virtio.support.kind !== 'absent') break
+        const name = pkg.depends.find((dep) => dep.startsWith(prefix))
+        const more = name ? await showPackage(ctx, apt, name) : undefined
+        if (!more) continue
+        ctx.log(`${pkg.name}'s ${prefix === 'linux-base-' ? 'list of built-in drivers comes' : 'modules come'} in ${more.name}`)
+        await downloadAndExtract(ctx, apt, more, workDir)
+        virtio = await findVirtio(await roots())
+      }
+      const support: VirtioSupport = virtio?.support ?? { kind: 'absent', why: 'its packages hold no modules.builtin' }
+      let modulesCpio: string | undefined
+      if (virtio && support.kind === 'modules') await writeModulesCpio(virtio, (modulesCpio = join(workDir, VIRTIO_CPIO)))
+      const kernel = await storeKernel(
+        ctx,
+        vmlinuz,
+        {
+          name: ctx.spec,
+          release: inspection.release,
+          versionString: inspection.versionString,
+          source: 'debian',
+          suite: apt.suite,
+          debianPackage: pkg.name,
+          debianVersion: pkg.version,
+        },
+        support,
+        modulesCpio,
+      )
+      ctx.log(`${kernel.release} ready at ${kernel.path} (virtio-serial: ${support.kind === 'modules' ? `modules ${support.modules.join(', ')}` : support.kind === 'absent' ? `none, ${support.why}: the agent uses the UART` : 'built in'})`)
       return kernel
     },
     { unsafeCleanup: true, prefix: 'oomlab-kernel-' },
@@ -587,6 +628,11 @@ export function aptDownload(): (line: string) => { fraction: number; bytes?: num
 
 /** The vmlinuz unpacked from `pkg` into its own folder under workDir, if the package has one. */
 async function downloadAndFindVmlinuz(ctx: Context, apt: AptSuite, pkg: PackageInfo, workDir: string): Promise<string | undefined> {
+  return findVmlinuz(await downloadAndExtract(ctx, apt, pkg, workDir))
+}
+
+/** Downloads `pkg` and unpacks it into workDir/<name>.root; returns that folder. */
+async function downloadAndExtract(ctx: Context, apt: AptSuite, pkg: PackageInfo, workDir: string): Promise<string> {
   const downloadDir = join(workDir, `${pkg.name}.download`)
   const rootDir = join(workDir, `${pkg.name}.root`)
   await mkdir(downloadDir)
@@ -602,7 +648,7 @@ async function downloadAndFindVmlinuz(ctx: Context, apt: AptSuite, pkg: PackageI
     throw new UserError(`downloading ${pkg.name} ${pkg.version} from Debian ${apt.suite} failed: ${aptFailure(result)}`)
   }
   await extractDeb(ctx, join(downloadDir, debs[0]!), rootDir)
-  return findVmlinuz(rootDir)
+  return rootDir
 }
 
 async function extractDeb(ctx: Context, deb: string, into: string): Promise<void> {

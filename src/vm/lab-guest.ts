@@ -4,7 +4,7 @@
  */
 import { stat } from 'node:fs/promises'
 import { resolveKernel, kernelFromImage, DEFAULT_KERNEL } from './kernels.js'
-import { labImage, buildInitramfs, guestTree } from './initramfs.js'
+import { labImage, buildInitramfs, guestTree, imageWithModules } from './initramfs.js'
 import { chooseAccel } from './accel.js'
 import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
 import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
@@ -32,6 +32,11 @@ export interface GuestChoice {
    * native fault tests (`oomlab soak`; 1536 MiB and 2 vCPUs unless told otherwise).
    */
   image?: 'lab' | 'runner'
+  /**
+   * The agent's channel: 'auto' is virtio-serial where the kernel has it (Debian's kernels), else the
+   * second UART; 'serial' is the UART always. The runner guest always uses the UART.
+   */
+  channel?: 'auto' | 'serial'
 }
 
 const RUNNER_DEFAULTS = { memoryMiB: 1536, cpus: 2 }
@@ -55,11 +60,13 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     ? await kernelFromImage(choice.kernelImage)
     : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.progress && { progress: o.progress }), ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
   const t1 = performance.now()
-  const image = choice.image === 'runner' ? await buildInitramfs(cache, await guestTree('lab'), 'runner', o.progress) : await labImage(cache, o.progress)
+  const plainImage = choice.image === 'runner' ? await buildInitramfs(cache, await guestTree('lab'), 'runner', o.progress) : await labImage(cache, o.progress)
+  const channel = choice.image !== 'runner' && channelWanted(choice) === 'auto' && (kernel.virtio === 'builtin' || kernel.virtio === 'modules') ? 'virtio' : 'serial'
+  const image = channel === 'virtio' && kernel.virtioModules ? await imageWithModules(cache, plainImage, kernel.virtioModules) : plainImage
   const defaults = choice.image === 'runner' ? RUNNER_DEFAULTS : LAB_DEFAULTS
   const t2 = performance.now()
   // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
-  await markUsed(stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd: image.path }))
+  await markUsed([...new Set([image.path, plainImage.path].flatMap((initrd) => stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd })))])
   log(`guest image: ${image.reused ? 'reused' : 'built'} ${(image.bytes / 1e6).toFixed(0)} MB in ${(image.ms / 1000).toFixed(1)} s`)
   const accel = await chooseAccel({ want: choice.accel ?? 'auto', cache, kernel: kernel.path, qemu, log, ...(o.signal && { signal: o.signal }) })
   const t3 = performance.now()
@@ -71,6 +78,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     memoryMiB: choice.memoryMiB ?? defaults.memoryMiB,
     cpus: choice.cpus ?? defaults.cpus,
     append: choice.append ?? [],
+    channel,
   }
   const kst = await stat(kernel.path)
   const ids: SnapshotIds = { kernelId: `${kernel.release} ${kernel.versionString} ${kst.size} ${kst.mtimeMs}`, initrdId: image.hash, qemuId: await qemuBuildId(qemu) }
@@ -99,6 +107,14 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
   }
 }
 
+/** The channel asked for: the choice's, else OOMLAB_CHANNEL's ('serial' keeps the agent on the UART, to compare or to work around a kernel). */
+function channelWanted(choice: GuestChoice): 'auto' | 'serial' {
+  if (choice.channel) return choice.channel
+  const env = process.env.OOMLAB_CHANNEL
+  if (env === undefined || env === '' || env === 'auto' || env === 'serial') return env === 'serial' ? 'serial' : 'auto'
+  throw new UserError(`OOMLAB_CHANNEL=${JSON.stringify(env)}: expected auto (virtio-serial where the kernel has it) or serial (the second UART)`)
+}
+
 /** Marks what this run uses, then evicts the least recently used entries past OOMLAB_CACHE_LIMIT, naming them. */
 async function keepCacheBounded(cache: string, used: string[], log: (line: string) => void): Promise<void> {
   await markUsed(used)
@@ -114,6 +130,8 @@ async function keepCacheBounded(cache: string, used: string[], log: (line: strin
 /** Makes the prepared guest's snapshot again, into another cache folder (the bench); returns its ms. */
 export async function remakeSnapshotIn(g: PreparedGuest, dir: string, o: { signal?: AbortSignal; onConsole?: (line: string) => void } = {}): Promise<number> {
   const t0 = performance.now()
+  // A long soak of boots keeps its kernel and image marked used: no other run prunes them meanwhile.
+  await markUsed(stampsOf(g.cacheDir, { kernelPath: g.spec.kernel, release: g.kernel.release, initrd: g.spec.initrd }))
   const s = await ensureSnapshot(g.spec, { cacheDir: dir, ids: g.ids, ready: agentReady, bootTimeoutMs: g.bootTimeoutMs, ...(o.signal && { signal: o.signal }), ...(o.onConsole && { onConsole: o.onConsole }) })
   return s.makeMs ?? performance.now() - t0
 }

@@ -11,8 +11,15 @@ mount -t cgroup2 ${cg2opts:+-o "$cg2opts"} cgroup2 /sys/fs/cgroup
 # What systemd does on a host: let child cgroups use the memory controller.
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 ip link set lo up
-# ttyS1 is the result channel: raw, so the bytes reach the host unchanged.
-stty -F /dev/ttyS1 raw -echo
+# The agent's channel: a virtio-serial port when the kernel command line says so (the modules, where the
+# kernel has virtio as modules, come in a second archive), else ttyS1, raw so bytes pass unchanged.
+if grep -q 'oomlab\.channel=virtio' /proc/cmdline; then
+	if [ -f /oomlab-modules/order ]; then
+		for m in $(cat /oomlab-modules/order); do insmod "/oomlab-modules/$m.ko" || echo "oomlab: insmod $m failed"; done
+	fi
+else
+	stty -F /dev/ttyS1 raw -echo
+fi
 OOMLAB_INIT_READY=$(cut -d' ' -f1 /proc/uptime)
 export OOMLAB_INIT_READY
 echo "oomlab: /init ready at $OOMLAB_INIT_READY s of guest uptime"
