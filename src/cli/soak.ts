@@ -27,14 +27,18 @@ import { soakRestored, soakBoots, distribution, nativeFaultsInRunner, type SoakC
 import { cacheDir, oomlabBin, projectRoot, userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
+import { readStat } from '../proc/procfs.js'
 
 const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--boots N (100)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
 
 /** QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). */
 async function hostLeftovers(): Promise<string[]> {
   const found = readdirSync(tmpdir()).filter((f) => /^oomlab-(qemu|kernel|bench)-/.test(f)).map((f) => `temp dir ${join(tmpdir(), f)}`)
-  const ps = await execa('pgrep', ['-a', '-f', 'qemu-system-x86_64 .*oomlab-qemu-'], { reject: false })
-  for (const line of String(ps.stdout).split('\n').filter(Boolean)) found.push(`QEMU ${line.split(' ')[0]}`)
+  // This soak's QEMUs only (its children: setpriv execs QEMU): another oomlab run's, started or stopping
+  // meanwhile (two soaks side by side, both stopped with Ctrl-C), are not this check's leftovers.
+  const ps = await execa('pgrep', ['-f', 'qemu-system-x86_64 .*oomlab-(qemu|vm)-'], { reject: false })
+  for (const pid of String(ps.stdout).split('\n').filter(Boolean).map(Number))
+    if (readStat(pid)?.ppid === process.pid) found.push(`QEMU ${pid}`)
   return found
 }
 
@@ -122,7 +126,8 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
     await check(`${boots} snapshot boots on ${defaultKernel}`, async () => {
       const c = await soakBoots(defaultKernel, boots, signal)
       bootCounts.push(c)
-      return c.failed === 0 ? undefined : `${c.failed} of ${c.boots} failed: ${c.failures.slice(0, 3).join('; ')}`
+      if (c.failed > 0) return `${c.failed} of ${c.boots} failed: ${c.failures.slice(0, 3).join('; ')}`
+      return c.boots < boots ? `interrupted after ${c.boots} of ${boots} boots (none failed)` : undefined
     })
   const counts: SoakCount[] = []
   for (const k of kernels) {
