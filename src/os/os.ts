@@ -4,9 +4,10 @@
  * cgroup as a uid/gid, signals, process exits, waits on kernfs events, and the kernel log.
  *
  * Two implementations: LocalOs acts on the machine this process runs on (native runs, and the agent
- * inside a guest); RemoteOs forwards each call to that agent over the guest's serial port. Every
- * argument and result is plain JSON, and each call is one round trip: a Lab step batches its file
- * operations into one `run`, and waits happen on the machine, their outcome pushed back once.
+ * inside a guest); RemoteOs forwards each call to that agent over the guest's channel (a virtio-serial
+ * port, or the second UART). Every argument and result is plain JSON, and each call is one round trip:
+ * a Lab step batches its file operations into one `run`, and waits happen on the machine, their
+ * outcome pushed back once.
  */
 import type { KmsgRecord } from '../kmsg/record.js'
 import type { Marker } from '../kmsg/reader.js'

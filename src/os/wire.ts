@@ -1,7 +1,7 @@
 /**
  * The wire between RemoteOs and the agent: birpc's request/answer messages, one JSON object per line
- * on a byte stream (a unix socket on the host, the guest's second serial port inside). Every frame is
- * validated before birpc sees it; errors cross the wire with their class and fields.
+ * on a byte stream (a unix socket on the host, a virtio-serial port or the second UART inside). Every
+ * frame is validated before birpc sees it; errors cross the wire with their class and fields.
  */
 import { createBirpc, type BirpcReturn } from 'birpc'
 import { KernelTimeoutError, UserError, Unsupported } from '../util/errors.js'
