@@ -46,6 +46,7 @@ const CASES: [string[], RegExp, Record<string, string>?][] = [
   [['cache', 'bogus'], /^oomlab cache \[prune \| key --kernel NAME\]: unexpected "bogus"$/],
   [['cache'], /^OOMLAB_CACHE_LIMIT="lots": expected a size such as 4G, 500M or 0 \(no limit\)$/, { OOMLAB_CACHE_LIMIT: 'lots' }],
   [['soak', '--others', 'x'], /^--others "x": expected a whole number from 0 to 5000$/],
+  [['soak', '--boot-cpus', '0'], /^--boot-cpus "0": expected a whole number from 1 to 8$/],
   [['matrix', '--jobs', 'many'], /^--jobs "many"/],
   [['matrix', 'etch'], /^unknown kernel "etch"/],
   [['matrix', '--spec', '../x'], /^--spec "\.\.\/x"/],

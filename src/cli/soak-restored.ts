@@ -115,10 +115,10 @@ export interface BootCount {
  * into a temp cache, removed after). The boot-per-run design saw one soft lockup in early userspace in 31
  * runs; the guest kernel panics on one (softlockup_panic=1), so a boot that hits it fails with its report.
  */
-export async function soakBoots(kernel: string, n: number, signal: AbortSignal): Promise<BootCount> {
+export async function soakBoots(kernel: string, n: number, signal: AbortSignal, cpus?: number): Promise<BootCount> {
   const count: BootCount = { kernel, boots: 0, failed: 0, guestSeconds: 0, failures: [] }
   const say = (line: string) => log(`soak boots [${kernel}] ${line}`)
-  const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: () => undefined, signal })
+  const guest = await prepareLabGuest({ kernel, accel: 'auto', ...(cpus !== undefined && { cpus }) }, { log: () => undefined, signal })
   const base = join(userReports('soak'), `${kernel}-boots`)
   await rm(base, { recursive: true, force: true })
   for (let i = 1; i <= n && !signal.aborted; i++) {
