@@ -586,9 +586,16 @@ async function fetchKernel(ctx: Context, apt: AptSuite, pkg: PackageInfo): Promi
         await downloadAndExtract(ctx, apt, more, workDir)
         virtio = await findVirtio(await roots())
       }
-      const support: VirtioSupport = virtio?.support ?? { kind: 'absent', why: 'its packages hold no modules.builtin' }
+      let support: VirtioSupport = virtio?.support ?? { kind: 'absent', why: 'its packages hold no modules.builtin' }
       let modulesCpio: string | undefined
-      if (virtio && support.kind === 'modules') await writeModulesCpio(virtio, (modulesCpio = join(workDir, VIRTIO_CPIO)))
+      if (virtio && support.kind === 'modules') {
+        // The modules are a speed-up, not a need: without them (no xz to unpack them) the agent uses the UART.
+        modulesCpio = join(workDir, VIRTIO_CPIO)
+        await writeModulesCpio(virtio, modulesCpio).catch((err: unknown) => {
+          support = { kind: 'absent', why: errorMessage(err) }
+          modulesCpio = undefined
+        })
+      }
       const kernel = await storeKernel(
         ctx,
         vmlinuz,
