@@ -15,6 +15,7 @@ import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, ConsoleRecord, explainSilence, lineSp
 import { QmpClient, connectUnix } from './qmp.js'
 import { setprivPath } from '../proc/spawn.js'
 import { selfOwner, ownerIsGone } from '../proc/owner.js'
+import { VIRTIO_CHANNEL_WORD } from './guest/layout.js'
 import { readdirSync, rmSync, lstatSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 
@@ -30,9 +31,6 @@ export interface MachineSpec {
   /** The agent's channel: a virtio-serial port where the kernel has the driver (the initrd its modules), else the second UART. */
   channel?: 'serial' | 'virtio'
 }
-
-/** What tells the guest's /init and agent to use the virtio-serial port. */
-export const VIRTIO_CHANNEL_WORD = 'oomlab.channel=virtio'
 
 export interface VmHooks {
   onConsole?: (line: string) => void

@@ -399,32 +399,12 @@ export async function buildInitramfs(cache: string, tree: ImageTree, name = 'gue
   const dir = join(cache, 'initramfs')
   await mkdir(dir, { recursive: true })
   const path = join(dir, `${name}-${await tree.hash()}.cpio`)
-  const pending = building.get(path) ?? build(dir, path, tree, name, progress).finally(() => building.delete(path))
-  building.set(path, pending)
-  return pending
-}
-
-async function build(dir: string, path: string, tree: ImageTree, name: string, progress?: Progress): Promise<Initramfs> {
-  const t0 = performance.now()
-  const hash = basename(path).slice(name.length + 1, -'.cpio'.length)
-  const problem = await checkImage(path)
-  if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
-  const tmp = await tmpFile({ tmpdir: dir, prefix: `.${name}-`, postfix: '.partial' })
-  try {
-    const bytes = await writeCpio(tmp.path, tree.entries.values(), (n) => progress?.('image', `guest image: writing ${basename(path)}, ${megabytes(n)}`))
-    // The record goes last: an image without one is rebuilt, so a crash in between costs a rebuild only.
-    const sum = await sha256File(tmp.path)
-    await rename(tmp.path, path)
-    await writeFile(`${path}.sha256`, `${sum}  ${bytes}  ${(await stat(path)).mtimeMs}\n`)
-    await pruneOldImages(dir, name, basename(path))
-    return { path, hash, bytes, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOSPC')
-      throw new UserError(`no space left in ${dir} for the guest image (~${Math.round(tree.bytes() / 1e6)} MB): free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
-    throw err
-  } finally {
-    await tmp.cleanup().catch(() => undefined)
-  }
+  return ensureImage(path, {
+    hash: basename(path).slice(name.length + 1, -'.cpio'.length),
+    about: ` (~${Math.round(tree.bytes() / 1e6)} MB)`,
+    write: (tmp) => writeCpio(tmp, tree.entries.values(), (n) => progress?.('image', `guest image: writing ${basename(path)}, ${megabytes(n)}`)),
+    made: () => pruneOldImages(dir, name, basename(path)),
+  })
 }
 
 /**
@@ -432,33 +412,59 @@ async function build(dir: string, path: string, tree: ImageTree, name: string, p
  * file per image and modules, as QEMU takes one -initrd. Made beside the image, checked like it.
  */
 export async function imageWithModules(cache: string, image: Initramfs, modulesCpio: string): Promise<Initramfs> {
-  const t0 = performance.now()
   const modules = await readFile(modulesCpio)
   const hash = createHash('sha256').update(image.hash).update(modules).digest('hex').slice(0, 16)
-  const path = join(cache, 'initramfs', `labmod-${hash}.cpio`)
-  const pending =
-    building.get(path) ??
-    (async (): Promise<Initramfs> => {
-      const problem = await checkImage(path)
-      if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
-      const tmp = await tmpFile({ tmpdir: dirname(path), prefix: '.labmod-', postfix: '.partial' })
-      try {
-        await copyFile(image.path, tmp.path)
-        await appendFile(tmp.path, modules)
-        const sum = await sha256File(tmp.path)
-        await rename(tmp.path, path)
-        const st = await stat(path)
-        await writeFile(`${path}.sha256`, `${sum}  ${st.size}  ${st.mtimeMs}\n`)
-        return { path, hash, bytes: st.size, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new UserError(`no space left in ${dirname(path)} for the guest image: free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
-        throw err
-      } finally {
-        await tmp.cleanup().catch(() => undefined)
-      }
-    })().finally(() => building.delete(path))
+  return ensureImage(join(cache, 'initramfs', `labmod-${hash}.cpio`), {
+    hash,
+    about: '',
+    write: async (tmp) => {
+      await copyFile(image.path, tmp)
+      await appendFile(tmp, modules)
+    },
+  })
+}
+
+interface ImageRecipe {
+  hash: string
+  /** After "for the guest image" in a full disk's message, e.g. " (~137 MB)". */
+  about: string
+  write: (tmp: string) => Promise<unknown>
+  /** After a new image is in place. */
+  made?: () => Promise<void>
+}
+
+/**
+ * The image at `path`: reused when whole (checkImage), else written by `write` into a temp file beside it
+ * and renamed into place. One build per path in this process (a matrix's kernels, prepared at once, share it).
+ */
+function ensureImage(path: string, o: ImageRecipe): Promise<Initramfs> {
+  const pending = building.get(path) ?? makeImage(path, o).finally(() => building.delete(path))
   building.set(path, pending)
   return pending
+}
+
+async function makeImage(path: string, o: ImageRecipe): Promise<Initramfs> {
+  const t0 = performance.now()
+  const { hash } = o
+  const problem = await checkImage(path)
+  if (problem === undefined) return { path, hash, bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
+  const dir = dirname(path)
+  const tmp = await tmpFile({ tmpdir: dir, prefix: `.${basename(path, '.cpio')}-`, postfix: '.partial' })
+  try {
+    await o.write(tmp.path)
+    // The record goes last: an image without one is rebuilt, so a crash in between costs a rebuild only.
+    const sum = await sha256File(tmp.path)
+    await rename(tmp.path, path)
+    const st = await stat(path)
+    await writeFile(`${path}.sha256`, `${sum}  ${st.size}  ${st.mtimeMs}\n`)
+    await o.made?.()
+    return { path, hash, bytes: st.size, reused: false, ms: performance.now() - t0, ...(problem !== 'absent' && { rebuiltBecause: problem }) }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new UserError(`no space left in ${dir} for the guest image${o.about}: free some, or point OOMLAB_CACHE_DIR elsewhere`, 1)
+    throw err
+  } finally {
+    await tmp.cleanup().catch(() => undefined)
+  }
 }
 
 /**

@@ -372,15 +372,8 @@ async function storeKernel(ctx: Context, vmlinuz: string, kernel: Omit<KernelIma
   await mkdir(dir, { recursive: true })
   const path = join(dir, 'vmlinuz')
   const modules = join(dir, VIRTIO_CPIO)
-  for (const [from, to] of [[vmlinuz, path], ...(modulesCpio ? [[modulesCpio, modules]] : [])] as [string, string][]) {
-    const temp = tempNameFor(to)
-    try {
-      await copyFile(from, temp)
-      await rename(temp, to)
-    } finally {
-      await rm(temp, { force: true })
-    }
-  }
+  await replaceAtomically(path, (temp) => copyFile(vmlinuz, temp))
+  if (modulesCpio) await replaceAtomically(modules, (temp) => copyFile(modulesCpio, temp))
   const stored: KernelImage = { ...kernel, path, virtio: virtio.kind, ...(modulesCpio && { virtioModules: modules }) }
   await writeJsonAtomic(join(dir, 'kernel.json'), {
     ...stored,
@@ -707,15 +700,20 @@ function tempNameFor(path: string): string {
   return join(dirname(path), `.${randomBytes(6).toString('hex')}.tmp`)
 }
 
-async function writeFileAtomic(path: string, data: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true })
+/** Writes `path` through a temp file beside it, renamed over it: a reader sees the old file or the new, whole. */
+async function replaceAtomically(path: string, write: (temp: string) => Promise<void>): Promise<void> {
   const temp = tempNameFor(path)
   try {
-    await writeFile(temp, data)
+    await write(temp)
     await rename(temp, path)
   } finally {
     await rm(temp, { force: true })
   }
+}
+
+async function writeFileAtomic(path: string, data: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true })
+  await replaceAtomically(path, (temp) => writeFile(temp, data))
 }
 
 async function writeJsonAtomic(path: string, value: unknown): Promise<void> {

@@ -6,6 +6,8 @@ export const GUEST_BUNDLE = '/oomlab/.oomlab/guest'
 export const GUEST_AGENT = `${GUEST_BUNDLE}/agent.mjs`
 /** The result channel: the second serial port, a file on the host. */
 export const GUEST_CHANNEL = '/dev/ttyS1'
+/** On the kernel command line: the agent talks over a virtio-serial port instead (vm/virtio.ts). */
+export const VIRTIO_CHANNEL_WORD = 'oomlab.channel=virtio'
 export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
 /** The article's experiments as a plain shell script: the benchmark's baseline. */
 export const GUEST_BASELINE = '/oomlab/experiments/article.sh'

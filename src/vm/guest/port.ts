@@ -7,7 +7,7 @@ import { createWriteStream, openSync, read, readFileSync, readdirSync, watch } f
 import { StringDecoder } from 'node:string_decoder'
 import { ReadStream } from 'node:tty'
 import type { Duplex } from '../../os/wire.js'
-import { GUEST_CHANNEL } from './layout.js'
+import { GUEST_CHANNEL, VIRTIO_CHANNEL_WORD } from './layout.js'
 
 /** How long the virtio port may take to appear after /init loaded its modules. */
 const PORT_WAIT_MS = 20_000
@@ -15,7 +15,7 @@ const PORT_WAIT_MS = 20_000
 const UNCONNECTED_RETRY_MS = 20
 
 export async function openAgentPort(say: (line: string) => void): Promise<Duplex> {
-  return /(^|\s)oomlab\.channel=virtio(\s|$)/.test(readFileSync('/proc/cmdline', 'utf8')) ? virtioPort(await virtioPortPath(), say) : uart()
+  return readFileSync('/proc/cmdline', 'utf8').trim().split(/\s+/).includes(VIRTIO_CHANNEL_WORD) ? virtioPort(await virtioPortPath(), say) : uart()
 }
 
 function uart(): Duplex {
@@ -38,24 +38,19 @@ async function virtioPortPath(): Promise<string> {
   const found = find()
   if (found) return `/dev/${found}`
   return new Promise((resolve, reject) => {
-    const watcher = watch('/dev', () => {
-      const f = find()
-      if (!f) return
+    const settle = (f: string | undefined) => {
       clearTimeout(timer)
       watcher.close()
-      resolve(`/dev/${f}`)
-    })
-    const timer = setTimeout(() => {
-      watcher.close()
-      reject(new Error(`no virtio-serial port appeared in /dev within ${PORT_WAIT_MS / 1000} s (the kernel command line asks for oomlab.channel=virtio)`))
-    }, PORT_WAIT_MS)
-    // It may have come between the first look and the watch.
-    const f = find()
-    if (f) {
-      clearTimeout(timer)
-      watcher.close()
-      resolve(`/dev/${f}`)
+      if (f) resolve(`/dev/${f}`)
+      else reject(new Error(`no virtio-serial port appeared in /dev within ${PORT_WAIT_MS / 1000} s (the kernel command line asks for ${VIRTIO_CHANNEL_WORD})`))
     }
+    const look = () => {
+      const f = find()
+      if (f) settle(f)
+    }
+    const watcher = watch('/dev', look)
+    const timer = setTimeout(() => settle(undefined), PORT_WAIT_MS)
+    look() // it may have come between the first look and the watch
   })
 }
 
