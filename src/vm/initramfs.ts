@@ -408,17 +408,53 @@ export async function buildInitramfs(cache: string, tree: ImageTree, name = 'gue
 }
 
 /**
+ * The image compressed with zstd, for kernels that unpack it (see zstdInitrd). The kernel frees the
+ * initrd's pages once it has unpacked them and fills them with a poison byte, so they are not zero and
+ * every snapshot's state holds them: 42 MB compressed instead of 130 MB takes ~90 MB off each state,
+ * which every restore loads. Made beside the image, checked like it; named after it with a "z".
+ */
+export async function zstdImage(cache: string, image: Initramfs): Promise<Initramfs> {
+  const hash = createHash('sha256').update(image.hash).update(ZSTD_ARGS.join(' ')).digest('hex').slice(0, 16)
+  const name = `${basename(image.path).replace(/-[0-9a-f]{16}\.cpio$/, '')}z`
+  return ensureImage(join(cache, 'initramfs', `${name}-${hash}.cpio`), {
+    hash,
+    about: '',
+    write: async (tmp) => {
+      // To stdout: given an output file, zstd would copy the image's times onto it.
+      const r = await execa('zstd', [...ZSTD_ARGS, '-c', image.path], { reject: false, stdin: 'ignore', stdout: { file: tmp } })
+      if (r.failed) throw new UserError(`could not compress the guest image with zstd: ${r.code === 'ENOENT' ? 'zstd is not installed; install it with `apt-get install zstd` (or run `bash scripts/setup.sh`)' : String(r.stderr).trim() || `exit ${r.exitCode}`}`)
+    },
+  })
+}
+
+/** Level 3 (zstd's default), on all cores. */
+const ZSTD_ARGS = ['-q', '-3', '-T0']
+
+/**
+ * Whether a kernel unpacks a zstd initramfs: CONFIG_RD_ZSTD, in Linux since 5.9 and set in Debian's
+ * kernels (bullseye's 5.10 and every later one boot it). A kernel given by path may lack it: its image stays plain.
+ */
+export function zstdInitrd(kernel: { source: 'debian' | 'file'; release: string }): boolean {
+  const [major = 0, minor = 0] = kernel.release.split(/[.-]/).map(Number)
+  return kernel.source === 'debian' && (major > 5 || (major === 5 && minor >= 9))
+}
+
+/**
  * The image with a kernel's virtio modules appended as a second archive (the kernel unpacks both): one
  * file per image and modules, as QEMU takes one -initrd. Made beside the image, checked like it.
  */
 export async function imageWithModules(cache: string, image: Initramfs, modulesCpio: string): Promise<Initramfs> {
   const modules = await readFile(modulesCpio)
-  const hash = createHash('sha256').update(image.hash).update(modules).digest('hex').slice(0, 16)
+  const hash = createHash('sha256').update(image.hash).update(modules).update('aligned').digest('hex').slice(0, 16)
   return ensureImage(join(cache, 'initramfs', `labmod-${hash}.cpio`), {
     hash,
     about: '',
     write: async (tmp) => {
       await copyFile(image.path, tmp)
+      // The kernel takes a plain archive only at a 4-byte boundary ("invalid magic at start of compressed
+      // archive" otherwise, and the rest is lost); zeros between archives are skipped. A plain image
+      // ends aligned, a compressed one anywhere.
+      await appendFile(tmp, Buffer.alloc((4 - ((await stat(image.path)).size % 4)) % 4))
       await appendFile(tmp, modules)
     },
   })

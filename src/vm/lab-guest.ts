@@ -4,7 +4,7 @@
  */
 import { stat } from 'node:fs/promises'
 import { resolveKernel, kernelFromImage, DEFAULT_KERNEL } from './kernels.js'
-import { labImage, buildInitramfs, guestTree, imageWithModules } from './initramfs.js'
+import { labImage, buildInitramfs, guestTree, imageWithModules, zstdImage, zstdInitrd } from './initramfs.js'
 import { chooseAccel } from './accel.js'
 import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
 import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
@@ -62,11 +62,12 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
   const t1 = performance.now()
   const plainImage = choice.image === 'runner' ? await buildInitramfs(cache, await guestTree('lab'), 'runner', o.progress) : await labImage(cache, o.progress)
   const channel = choice.image !== 'runner' && channelWanted(choice) === 'auto' && (kernel.virtio === 'builtin' || kernel.virtio === 'modules') ? 'virtio' : 'serial'
-  const image = channel === 'virtio' && kernel.virtioModules ? await imageWithModules(cache, plainImage, kernel.virtioModules) : plainImage
+  const packed = zstdInitrd(kernel) ? await zstdImage(cache, plainImage) : plainImage
+  const image = channel === 'virtio' && kernel.virtioModules ? await imageWithModules(cache, packed, kernel.virtioModules) : packed
   const defaults = choice.image === 'runner' ? RUNNER_DEFAULTS : LAB_DEFAULTS
   const t2 = performance.now()
   // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
-  await markUsed([...new Set([image.path, plainImage.path].flatMap((initrd) => stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd })))])
+  await markUsed([...new Set([image.path, packed.path, plainImage.path].flatMap((initrd) => stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd })))])
   log(`guest image: ${image.reused ? 'reused' : 'built'} ${(image.bytes / 1e6).toFixed(0)} MB in ${(image.ms / 1000).toFixed(1)} s`)
   const accel = await chooseAccel({ want: choice.accel ?? 'auto', cache, kernel: kernel.path, qemu, log, ...(o.signal && { signal: o.signal }) })
   const t3 = performance.now()

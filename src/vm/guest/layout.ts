@@ -9,6 +9,8 @@ export const GUEST_CHANNEL = '/dev/ttyS1'
 /** On the kernel command line: the agent talks over a virtio-serial port instead (vm/virtio.ts). */
 export const VIRTIO_CHANNEL_WORD = 'oomlab.channel=virtio'
 export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
+/** Where /init mounts cgroup2 (init.sh). */
+export const GUEST_CGROUP_ROOT = '/sys/fs/cgroup'
 /** The article's experiments as a plain shell script: the benchmark's baseline. */
 export const GUEST_BASELINE = '/oomlab/experiments/article.sh'
 
