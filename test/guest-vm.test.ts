@@ -408,3 +408,23 @@ setInterval(() => undefined, 1000)
     expect(snapshotKey(virtio, ids)).not.toBe(snapshotKey(spec, ids))
   })
 })
+
+describe('the compressed guest image', () => {
+  it('says in one line what to install when zstd is missing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oomlab-zstdtest-'))
+    const path = process.env.PATH
+    try {
+      mkdirSync(join(dir, 'initramfs'))
+      writeFileSync(join(dir, 'initramfs', 'echo-0123456789abcdef.cpio'), 'not really a cpio')
+      process.env.PATH = dir // no zstd there
+      const image = { path: join(dir, 'initramfs', 'echo-0123456789abcdef.cpio'), hash: '0123456789abcdef', bytes: 17, reused: false, ms: 0 }
+      const err = await zstdImage(dir, image).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(UserError)
+      expect((err as Error).message).toBe('could not compress the guest image with zstd: zstd is not installed; install it with `apt-get install zstd` (or run `bash scripts/setup.sh`)')
+      expect(readdirSync(join(dir, 'initramfs'))).toEqual(['echo-0123456789abcdef.cpio']) // no partial file left
+    } finally {
+      process.env.PATH = path
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
