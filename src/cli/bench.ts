@@ -95,7 +95,7 @@ async function shellGuestRun(g: PreparedGuest, signal: AbortSignal): Promise<{ m
   return { ms: run.totalMs, ...(failure && { failure }) }
 }
 
-/** Runs article.sh's scenario N on the guest, from a cgroup of `cwd`'s choosing; host ms from start to its exit. */
+/** Runs article.sh's scenario N on the guest, started in `cgroup` as root in `cwd`; host ms from start to its exit. */
 async function runArticleSh(os: GuestOs, n: number, cgroup: string, cwd: string): Promise<number> {
   const t0 = performance.now()
   const s = await os.spawn({ argv: ['/bin/sh', '-c', `/bin/sh ${GUEST_BASELINE} ${n}; echo "exit=$?"`], cgroup, user: ROOT, cwd, stdin: 'ignore', timeoutMs: 20_000 })
@@ -133,13 +133,20 @@ export async function shellCells(guests: readonly PreparedGuest[], perGuest: num
   const cells = guests.flatMap((g) => Array.from({ length: perGuest }, (_, i) => ({ g, n: (i % 3) + 1 })))
   const t0 = performance.now()
   let next = 0
+  let failing = false
   const worker = async () => {
-    while (next < cells.length && !signal.aborted) {
+    while (next < cells.length && !signal.aborted && !failing) {
       const { g, n } = cells[next++]!
-      await shellCell(g, n, signal)
+      await shellCell(g, n, signal).catch((err: unknown) => {
+        failing = true
+        throw err
+      })
     }
   }
-  await Promise.all(Array.from({ length: Math.min(jobs, cells.length) }, worker))
+  // Every cell's guest gone before this returns, even when one failed.
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(jobs, cells.length) }, worker))
+  const failed = settled.find((r) => r.status === 'rejected')
+  if (failed) throw failed.reason
   return performance.now() - t0
 }
 
