@@ -58,6 +58,25 @@ describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${wh
     expect(lab.log.records.filter((r) => r.message.startsWith(`${tag} `)).map((r) => r.message)).toEqual(Array.from({ length: 1000 }, (_, i) => `${tag} ${i + 1}`))
   })
 
+  it('traces on the kernel log\'s clock: a record written between two trace markers is stamped between them', { timeout: 60_000 * T }, async () => {
+    const lab = await open('trace clock')
+    expect(await os!.tracePopulated(true)).toBe(true)
+    const tag = `oomlab-clock-check-${lab.tree.name}`
+    const writer = await lab.cgroup('writer')
+    const markers = '/sys/kernel/tracing/trace_marker'
+    const s = await os!.spawn({ argv: ['/bin/sh', '-c', `echo ${tag}-before > ${markers}; echo "<5>${tag}" > /dev/kmsg; echo ${tag}-after > ${markers}; echo written`], cgroup: writer.dir, user: ROOT, cwd: lab.tree.cwd, stdin: 'ignore', timeoutMs: 10_000 })
+    await os!.waitOutput(s.id, 'written', 0, 'the writer to finish', 30_000 * T)
+    await os!.kernelLogBarrier()
+    const trace = await os!.readTrace()
+    const at = (word: string) => Number(new RegExp(String.raw`\s(\d+\.\d{6}): tracing_mark_write: ${tag}-${word}$`, 'm').exec(trace)?.[1]) * 1e6
+    const record = lab.log.records.find((r) => r.message === tag)
+    expect(record, 'the record in the kernel log').toBeDefined()
+    expect([at('before'), at('after')].every(Number.isFinite), trace).toBe(true)
+    expect([at('before'), record!.usec, at('after')]).toEqual([...[at('before'), record!.usec, at('after')]].sort((a, b) => a - b))
+    expect(at('after') - at('before')).toBeLessThan(20_000)
+    await os!.tracePopulated(false)
+  })
+
   it('judges who survived only after the group kill is in: fates() right after the first "Killed process" record', { timeout: 120_000 * T }, async () => {
     const lab = await open('fates after the barrier', slowConsole)
     await lab.cgroup('test01')
