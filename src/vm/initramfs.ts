@@ -454,7 +454,7 @@ export async function imageWithModules(cache: string, image: Initramfs, modulesC
       // The kernel takes a plain archive only at a 4-byte boundary ("invalid magic at start of compressed
       // archive" otherwise, and the rest is lost); zeros between archives are skipped. A plain image
       // ends aligned, a compressed one anywhere.
-      await appendFile(tmp, Buffer.alloc((4 - ((await stat(image.path)).size % 4)) % 4))
+      await appendFile(tmp, Buffer.alloc((4 - (image.bytes % 4)) % 4))
       await appendFile(tmp, modules)
     },
   })
