@@ -20,6 +20,7 @@ import { UserError } from '../util/errors.js'
 import { isSystemdHost, scopeUnit, inScopeCommand } from '../host/scope.js'
 import { selfOwner } from '../proc/owner.js'
 import { reapStaleTrees } from '../os/kill.js'
+import { groupEnded } from '../proc/group.js'
 import { cgMountPoint } from '../cgroup/cgroupfs.js'
 import type { RunArgs } from './args.js'
 import { StatusLine } from '../util/progress.js'
@@ -61,6 +62,9 @@ const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions
  * and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI exits; what is left
  * after 10 s is killed.
  */
+/** How long an interrupted vitest's workers have to tear down before they are killed. */
+const STOP_GRACE_MS = 10_000
+
 export async function runVitest(
   project: 'unit' | 'experiments' | 'experiments@*',
   filters: string[],
@@ -95,17 +99,26 @@ export async function runVitest(
     }
   }
   let force: NodeJS.Timeout | undefined
+  let forceAt = Infinity
   const onAbort = () => {
     toGroup('SIGTERM')
-    force = setTimeout(() => toGroup('SIGKILL'), 10_000)
+    forceAt = performance.now() + STOP_GRACE_MS
+    force = setTimeout(() => toGroup('SIGKILL'), STOP_GRACE_MS)
   }
   if (ownGroup) signal.addEventListener('abort', onAbort, { once: true })
   const r = await child
   if (ownGroup) {
     signal.removeEventListener('abort', onAbort)
     clearTimeout(force)
-    // A worker still tearing down when vitest itself is gone: killed; its tree is then a dead run's (reapStaleTrees).
-    if (signal.aborted) toGroup('SIGKILL')
+    // vitest exits 1 ms after a signal, its forks still tearing down their trees: they get the rest of the
+    // grace; then they are killed, and are dead (not just signalled) before the caller reaps their trees.
+    if (signal.aborted && child.pid !== undefined) {
+      const left = await groupEnded(child.pid, Math.max(0, forceAt - performance.now()))
+      if (left.length > 0) {
+        toGroup('SIGKILL')
+        await groupEnded(child.pid, 2000)
+      }
+    }
   }
   try {
     const j = JSON.parse(await readFile(json.path, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }

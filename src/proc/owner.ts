@@ -4,7 +4,7 @@
  */
 import { readlinkSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
-import { readStat } from './procfs.js'
+import { readStat, liveness } from './procfs.js'
 import { UserError } from '../util/errors.js'
 
 /**
@@ -40,7 +40,10 @@ export function parseTreeName(name: string): TreeOwner | undefined {
   return m ? { pid: Number(m[1]), startTime: parseInt(m[2]!, 36), pidns: parseInt(m[3]!, 36) } : undefined
 }
 
-/** Whether the owner is gone: no process with its PID, or a later one with another start time. */
+/**
+ * Whether the owner is gone: no process with its PID, a later one with another start time, or a zombie (killed,
+ * not yet reaped by its parent: it will never tear its tree down).
+ */
 export function ownerIsGone(o: TreeOwner): boolean {
-  return readStat(o.pid)?.startTime !== o.startTime
+  return liveness(o) !== 'alive'
 }
