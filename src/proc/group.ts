@@ -4,7 +4,7 @@
  * children, so their exits are seen in /proc.
  */
 import { readdirSync } from 'node:fs'
-import { readStat, livenessFrom, type ProcIdentity } from './procfs.js'
+import { readStat, liveness, livenessFrom, type ProcIdentity } from './procfs.js'
 
 /** The live processes of a process group (zombies are dead: they only wait for their parent to reap them). */
 export function groupMembers(pgid: number): ProcIdentity[] {
@@ -17,13 +17,18 @@ export function groupMembers(pgid: number): ProcIdentity[] {
   return found
 }
 
-/** Resolves once no process of the group is alive, looked at every 10 ms; or after `timeoutMs`, with those still alive. */
+/**
+ * Resolves once no process of the group is alive; or after `timeoutMs`, with those still alive. The group is
+ * listed from /proc once, then its members are looked at every 10 ms, and it is listed again before it is called empty.
+ */
 export function groupEnded(pgid: number, timeoutMs: number): Promise<ProcIdentity[]> {
   return new Promise((resolve) => {
     const deadline = performance.now() + timeoutMs
+    let members = groupMembers(pgid)
     const check = () => {
-      const left = groupMembers(pgid)
-      if (left.length === 0 || performance.now() >= deadline) resolve(left)
+      members = members.filter((p) => liveness(p) === 'alive')
+      if (members.length === 0) members = groupMembers(pgid)
+      if (members.length === 0 || performance.now() >= deadline) resolve(members)
       else setTimeout(check, 10)
     }
     check()
