@@ -1,13 +1,12 @@
 import { defineConfig } from 'vitest/config'
-import { availableParallelism } from 'node:os'
 import { timeouts } from './src/experiment/timeouts.js'
 import { nativeCandidate } from './src/host/preflight.js'
 import { reportDir, evidenceDirOf } from './src/report/paths.js'
 import { ownModule, cacheDir } from './src/util/paths.js'
+import { experimentJobs } from './src/util/jobs.js'
 import { join } from 'node:path'
 
-/** Experiments at once: each acts on a guest of its own, one per core (OOMLAB_JOBS to change). */
-const jobs = Number(process.env.OOMLAB_JOBS) || availableParallelism()
+const jobs = experimentJobs()
 /** A kernel matrix (`oomlab matrix`): one project of experiments per kernel, in one run. */
 const kernels = (process.env.OOMLAB_KERNELS ?? '').split(',').filter(Boolean)
 const report = reportDir()

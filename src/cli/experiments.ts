@@ -3,7 +3,7 @@
  * (cgroup v2 with memory, root), otherwise in the disposable VM. Either way the evidence lands in
  * the report folder and the caller learns the kernel, the counts and any failure.
  */
-import { writeFile, readFile, rm } from 'node:fs/promises'
+import { writeFile, readFile, readdir, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { execa } from 'execa'
 import { preflight, formatCheck } from '../host/preflight.js'
@@ -24,6 +24,10 @@ import { groupEnded } from '../proc/group.js'
 import { cgMountPoint } from '../cgroup/cgroupfs.js'
 import type { RunArgs } from './args.js'
 import { StatusLine } from '../util/progress.js'
+import { WarmGuests } from '../vm/warm.js'
+import { LAB_DEFAULTS } from '../vm/guest-os.js'
+import { experimentJobs } from '../util/jobs.js'
+import { SPEC_FILE } from '../report/paths.js'
 
 export interface ExperimentsOutcome {
   where: 'native' | 'vm'
@@ -135,6 +139,16 @@ export async function preparedFile(guests: Record<string, PreparedGuest>): Promi
   return f
 }
 
+/** OOMLAB_RESTORE_AHEAD=0: each experiment restores its own guest (to compare, or to rule the lease out). */
+const restoreAhead = () => process.env.OOMLAB_RESTORE_AHEAD !== '0'
+
+/** How many spec files the run will have: its own, or the article's that vitest's filters (substrings of the path) select. */
+async function specCount(filters: string[], specs: string[]): Promise<number> {
+  if (specs.length > 0) return specs.length
+  const files = (await readdir(join(projectRoot, 'experiments')).catch(() => [] as string[])).filter((f) => SPEC_FILE.test(f))
+  return filters.length === 0 ? files.length : files.filter((f) => filters.some((x) => `experiments/${f}`.includes(x))).length
+}
+
 /** Spec files of one's own replace the article's in the experiments project (vitest.config.ts). */
 export const SPECS_ENV = 'OOMLAB_SPECS'
 const specsEnv = (specs: string[]) => (specs.length > 0 ? { [SPECS_ENV]: JSON.stringify(specs) } : {})
@@ -203,7 +217,10 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     )
     status.end()
     const t1 = performance.now()
-    await using prepared = await preparedFile({ default: guest })
+    // The first guests are loaded while vitest starts; each experiment claims one (src/vm/warm.ts).
+    const ahead = restoreAhead() ? Math.min(experimentJobs(), await specCount(args.filters, args.specs)) : 0
+    await using warm = ahead > 0 ? await WarmGuests.start(guest.spec, guest.snapshot, ahead, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, log, signal }) : undefined
+    await using prepared = await preparedFile({ default: { ...guest, ...(warm && { warm: warm.socketPath }) } })
     const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
     const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)
     log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)

@@ -132,8 +132,12 @@ export interface MachineStats {
   roundTrips?: number
   /** Host ms spent waiting on each kind of call, answer included. */
   callMs?: Record<string, number>
-  /** Host ms from the guest's restore to its agent answering. */
+  /** Host ms from the guest's restore to its agent answering (a guest restored ahead: its load and its resume). */
   restoreMs?: number
+  /** Host ms the experiment waited for its guest (less than restoreMs for a guest restored ahead, while vitest started). */
+  waitedMs?: number
+  /** The guest was loaded ahead by the CLI and claimed by this experiment (src/vm/warm.ts). */
+  restoredAhead?: boolean
   /** Host CPU ms its QEMU used so far (restore included): what emulating the guest costs the host. */
   qemuCpuMs?: number
   /** CPU ms the experiment cost on the machine: the agent's (or this process's) own, and the machine's in all. */

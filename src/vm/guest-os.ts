@@ -4,8 +4,10 @@
  */
 import type { Socket } from 'node:net'
 import { readStat } from '../proc/procfs.js'
-import { GuestVm, type MachineSpec } from './guest-vm.js'
-import { restoreFromSnapshot, type Snapshot, type SnapshotIds } from './snapshot.js'
+import { GuestVm, type MachineSpec, type VmHooks } from './guest-vm.js'
+import { claimLoaded, type Leased } from './warm.js'
+import { errorMessage } from '../util/errors.js'
+import { readyWithin, restoreFromSnapshot, type Snapshot, type SnapshotIds } from './snapshot.js'
 import { RemoteOs } from '../os/remote.js'
 import type { Duplex } from '../os/wire.js'
 import type { MachineStats } from '../os/os.js'
@@ -23,6 +25,8 @@ export interface PreparedGuest {
   bootTimeoutMs: number
   /** How long each step took (ms). */
   timings: { kernelMs: number; imageMs: number; accelMs: number; snapshotMs: number }
+  /** The socket of a process holding guests of this snapshot restored ahead (src/vm/warm.ts), if one does. */
+  warm?: string
 }
 
 /**
@@ -54,8 +58,11 @@ export async function agentReady(vm: GuestVm, phase: 'booted' | 'restored'): Pro
 
 /** An Os on a freshly restored guest; disposing of it stops the guest. */
 export class GuestOs extends RemoteOs {
-  /** Host ms from the restore's start to the agent answering. */
+  /** Host ms from the restore's start to the agent answering (for a guest restored ahead: its load, then its resume here). */
   restoreMs = 0
+  /** Host ms the experiment waited for its guest: the restore, or for a guest restored ahead, only its resume. */
+  waitedMs = 0
+  restoredAhead = false
 
   constructor(
     readonly vm: GuestVm,
@@ -71,7 +78,7 @@ export class GuestOs extends RemoteOs {
   override stats(): MachineStats {
     const stat = this.vm.pid !== undefined ? readStat(this.vm.pid) : undefined
     const incident = this.vm.incident()
-    return { ...super.stats(), accel: this.vm.spec.accel, channel: this.vm.spec.channel ?? 'serial', restoreMs: Math.round(this.restoreMs), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: { tail: this.vm.consoleTail(), ...(incident && { incident }) } }
+    return { ...super.stats(), accel: this.vm.spec.accel, channel: this.vm.spec.channel ?? 'serial', restoreMs: Math.round(this.restoreMs), waitedMs: Math.round(this.waitedMs), ...(this.restoredAhead && { restoredAhead: true }), ...(stat && { qemuCpuMs: (stat.utime + stat.stime) * 10 }), console: { tail: this.vm.consoleTail(), ...(incident && { incident }) } }
   }
 
   override async dispose(): Promise<void> {
@@ -83,20 +90,52 @@ export class GuestOs extends RemoteOs {
 /** `scale` multiplies the deadlines of answers (default OOMLAB_TIMEOUT_SCALE): the fault tests shorten them. */
 export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) => void; onConsole?: (line: string) => void; signal?: AbortSignal; scale?: number } = {}): Promise<GuestOs> {
   const t0 = performance.now()
-  const { vm, snapshot } = await restoreFromSnapshot(g.spec, {
-    cacheDir: g.cacheDir,
-    ids: g.ids,
-    ready: agentReady,
-    bootTimeoutMs: g.bootTimeoutMs,
-    timeoutMs: LAB_DEFAULTS.restoreTimeoutMs * timeoutScale(),
-    ...(o.log && { log: o.log }),
-    ...(o.onConsole && { onConsole: o.onConsole }),
-    ...(o.signal && { signal: o.signal }),
-  })
+  const timeoutMs = LAB_DEFAULTS.restoreTimeoutMs * timeoutScale()
+  const hooks = { ...(o.onConsole && { onConsole: o.onConsole }), ...(o.signal && { signal: o.signal }) }
+  const ahead = g.warm ? await resumeAhead(g, g.warm, { ...hooks, timeoutMs, ...(o.log && { log: o.log }) }) : undefined
+  const { vm, snapshot } = ahead
+    ? { vm: ahead.vm, snapshot: g.snapshot }
+    : await restoreFromSnapshot(g.spec, {
+        cacheDir: g.cacheDir,
+        ids: g.ids,
+        ready: agentReady,
+        bootTimeoutMs: g.bootTimeoutMs,
+        timeoutMs,
+        ...hooks,
+        ...(o.log && { log: o.log }),
+      })
   if (snapshot.remadeBecause) o.log?.(`snapshot remade: ${snapshot.remadeBecause}`)
   // Each restore marks what it needs as used, so that a long run keeps it past the cache's idle hour.
   void markUsed(stampsOf(g.cacheDir, { kernelPath: g.spec.kernel, release: g.kernel.release, initrd: g.spec.initrd, snapshotKey: snapshot.key }))
   const os = new GuestOs(vm, g.kernel.release, o.scale)
-  os.restoreMs = performance.now() - t0
+  os.waitedMs = performance.now() - t0
+  os.restoreMs = os.waitedMs + (ahead?.loadMs ?? 0)
+  os.restoredAhead = ahead !== undefined
   return os
+}
+
+/**
+ * A guest restored ahead, claimed, resumed and its agent answering; undefined when none is left (or it
+ * fails: then the experiment restores its own, and the log says why).
+ */
+async function resumeAhead(g: PreparedGuest, socket: string, o: VmHooks & { timeoutMs: number; log?: (line: string) => void }): Promise<Leased | undefined> {
+  const t0 = performance.now()
+  let leased: Leased | { none: string }
+  try {
+    leased = await claimLoaded(socket, g.snapshot.key, g.spec, o)
+  } catch (err) {
+    if (o.signal?.aborted) throw err
+    o.log?.(`a guest restored ahead could not be resumed (${errorMessage(err)}); restoring one`)
+    return undefined
+  }
+  if ('none' in leased) return undefined
+  try {
+    await readyWithin(leased.vm, 'restored', agentReady, o.timeoutMs - (performance.now() - t0), `the guest agent did not answer within ${o.timeoutMs / 1000} s of the resume`)
+    return leased
+  } catch (err) {
+    await leased.vm.dispose()
+    if (o.signal?.aborted) throw err
+    o.log?.(`a guest restored ahead did not answer (${errorMessage(err)}); restoring one`)
+    return undefined
+  }
 }

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net'
 import { open, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { execa, type ResultPromise } from 'execa'
+import { execa } from 'execa'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
 import { endBySignal } from '../util/signals.js'
 import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, ConsoleRecord, explainSilence, lineSplitter } from './qemu.js'
@@ -99,7 +99,7 @@ function installVmTeardown(): void {
 const VM_DIR = 'oomlab-vm-'
 
 /** A guest's temp folder (its sockets), named after its owner: a run killed outright leaves it to the next. */
-async function vmDir(): Promise<DirectoryResult> {
+export async function ownedTempDir(): Promise<DirectoryResult> {
   const o = selfOwner()
   return tmpDir({ prefix: `${VM_DIR}${o.pid}-${o.startTime.toString(36)}-${o.pidns.toString(36)}-`, unsafeCleanup: true })
 }
@@ -123,8 +123,54 @@ export function reapStaleVmDirs(say: (line: string) => void = () => undefined): 
   return reaped
 }
 
+/**
+ * The QEMU process behind a guest: spawned by this process, or restored ahead by another and leased
+ * to this one (src/vm/warm.ts). Its output comes a line at a time to the sinks given when it starts.
+ */
+export interface QemuProcess {
+  readonly pid: number | undefined
+  /** QEMU's exit code or signal, once it is gone (and its last lines delivered). */
+  readonly exited: Promise<number | string | undefined>
+  /** SIGKILL, or for a leased guest, asks its holder to. */
+  kill(): void
+}
+
+export interface QemuSinks {
+  out: (line: string) => void
+  err: (line: string) => void
+}
+
+/** QEMU as a child of this process; it dies with this process (pdeathsig) even when that is SIGKILLed. */
+export function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: QemuSinks, fd3?: number): QemuProcess {
+  const child = execa(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], {
+    // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode
+    // execa passes a descriptor number through to the child (its types leave numbers out of extra fds)
+    stdio: (fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3]) as ['pipe', 'pipe', 'pipe'],
+    buffer: false,
+    reject: false,
+    cleanup: true,
+  })
+  const out = lineSplitter(sinks.out)
+  const err = lineSplitter(sinks.err)
+  child.stdout!.on('data', out.push)
+  child.stderr!.on('data', err.push)
+  return {
+    pid: child.pid,
+    exited: child.then((r) => {
+      out.flush()
+      err.flush()
+      return r.exitCode ?? r.signal ?? (r.failed ? String(r.shortMessage ?? 'failed') : undefined)
+    }),
+    kill: () => void child.kill('SIGKILL'),
+  }
+}
+
+/** Where a guest's QEMU comes from: started here on these arguments, or a process already running. */
+type Start = { args: string[]; fd3?: number } | { process: (sinks: QemuSinks) => QemuProcess }
+
 export class GuestVm implements AsyncDisposable {
-  private readonly child: ResultPromise
+  private readonly proc: QemuProcess
+  private readonly leased: boolean
   private readonly console = new ConsoleRecord()
   private exitCode: number | string | undefined
   private gone = false
@@ -140,35 +186,27 @@ export class GuestVm implements AsyncDisposable {
 
   private constructor(
     readonly spec: MachineSpec,
-    private readonly work: DirectoryResult,
+    private readonly work: Pick<DirectoryResult, 'path' | 'cleanup'>,
     setpriv: string,
-    extra: string[],
+    start: Start,
     private readonly hooks: VmHooks,
-    /** Handed to QEMU as its fd 3 (a state to restore). */
-    fd3?: number,
   ) {
-    const args = [...machineArgs(spec), '-chardev', `socket,id=agent,path=${this.agentPath},server=on,wait=off`, '-qmp', `unix:${this.qmpPath},server=on,wait=off`, ...extra]
-    // --pdeathsig: QEMU dies with this process even when it is SIGKILLed and cannot clean up.
-    this.child = execa(setpriv, ['--pdeathsig', 'KILL', '--', spec.qemu, ...args], {
-      // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode
-      // execa passes a descriptor number through to the child (its types leave numbers out of extra fds)
-      stdio: (fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3]) as ['pipe', 'pipe', 'pipe'],
-      buffer: false,
-      reject: false,
-      cleanup: true,
-    })
-    const out = lineSplitter((l) => this.onLine(l))
-    const err = lineSplitter((l) => {
-      this.stderrLines.push(l)
-      if (this.stderrLines.length > STDERR_LINES) this.stderrLines.shift()
-      this.onLine(l)
-    })
-    this.child.stdout!.on('data', out.push)
-    this.child.stderr!.on('data', err.push)
-    this.exited = this.child.then((r) => {
-      out.flush()
-      err.flush()
-      this.exitCode = r.exitCode ?? r.signal ?? (r.failed ? String(r.shortMessage ?? 'failed') : undefined)
+    const sinks: QemuSinks = {
+      out: (l) => this.onLine(l),
+      err: (l) => {
+        this.stderrLines.push(l)
+        if (this.stderrLines.length > STDERR_LINES) this.stderrLines.shift()
+        this.onLine(l)
+      },
+    }
+    this.leased = 'process' in start
+    if ('process' in start) this.proc = start.process(sinks)
+    else {
+      const args = [...machineArgs(spec), '-chardev', `socket,id=agent,path=${this.agentPath},server=on,wait=off`, '-qmp', `unix:${this.qmpPath},server=on,wait=off`, ...start.args]
+      this.proc = spawnQemu(setpriv, spec.qemu, args, sinks, start.fd3)
+    }
+    this.exited = this.proc.exited.then((code) => {
+      this.exitCode = code
       this.gone = true
       this.qmpClient?.close()
       this.agentSocket?.destroy()
@@ -181,8 +219,9 @@ export class GuestVm implements AsyncDisposable {
 
   /** For a signal or exit, when nothing can be awaited: QEMU killed, the temp folder removed. */
   teardownSync(): void {
-    this.child.kill('SIGKILL')
-    rmSync(this.work.path, { recursive: true, force: true })
+    this.proc.kill()
+    // A leased guest's folder is its holder's, who removes it once QEMU is gone.
+    if (!this.leased) rmSync(this.work.path, { recursive: true, force: true })
   }
 
   private get agentPath() {
@@ -199,7 +238,12 @@ export class GuestVm implements AsyncDisposable {
   }
 
   get pid(): number | undefined {
-    return this.child.pid
+    return this.proc.pid
+  }
+
+  /** QEMU's exit code or signal; undefined while it runs. */
+  get exitStatus(): number | string | undefined {
+    return this.gone ? (this.exitCode ?? 'exited') : undefined
   }
 
   /** Connected to the agent's channel in the guest. */
@@ -217,7 +261,7 @@ export class GuestVm implements AsyncDisposable {
   static async boot(spec: MachineSpec, o: VmHooks & { connectTimeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath() // before the temp dir: if it is missing, nothing is left behind
-    const vm = new GuestVm(spec, await vmDir(), setpriv, [], o)
+    const vm = new GuestVm(spec, await ownedTempDir(), setpriv, { args: [] }, o)
     return vm.starting('booting', Date.now() + o.connectTimeoutMs, async (deadline) => {
       await vm.connectSockets(deadline)
     })
@@ -229,6 +273,16 @@ export class GuestVm implements AsyncDisposable {
    * nothing it writes after the restore can reach a socket nobody holds yet.
    */
   static async restore(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
+    const deadline = Date.now() + o.timeoutMs
+    const vm = await GuestVm.load(spec, stateFile, o)
+    return vm.starting('restoring', deadline, (deadline) => vm.resume(deadline))
+  }
+
+  /**
+   * The first half of a restore: QEMU started on the state and the state loaded, the guest still paused
+   * and its agent not connected. `handOff` then leaves QMP to whoever resumes it (src/vm/warm.ts).
+   */
+  static async load(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath()
     // QEMU reads the state from the file itself (no `cat`, no pipe): the file is open only until QEMU has it.
@@ -238,16 +292,41 @@ export class GuestVm implements AsyncDisposable {
     })
     let vm: GuestVm
     try {
-      vm = new GuestVm(spec, await vmDir(), setpriv, ['-incoming', 'fd:3'], o, state.fd)
+      vm = new GuestVm(spec, await ownedTempDir(), setpriv, { args: ['-incoming', 'fd:3'], fd3: state.fd }, o)
     } finally {
       await state.close()
     }
     return vm.starting('restoring', Date.now() + o.timeoutMs, async (deadline) => {
-      await vm.connectSockets(deadline)
+      await vm.connectQmp(deadline)
       await vm.waitMigration(deadline, `the restore did not complete within ${o.timeoutMs / 1000} s`)
-      await vm.waitAgentAccepted(deadline)
-      await vm.qmp.execute('cont')
     })
+  }
+
+  /** Closes this process's QMP connection (QEMU's QMP socket takes one client at a time). */
+  async handOff(): Promise<void> {
+    const s = this.qmpClient
+    this.qmpClient = undefined
+    await s?.closed()
+  }
+
+  /**
+   * A loaded guest whose QEMU another process holds, resumed here: its folder (sockets) is that
+   * process's, and so are QEMU's life and death (`process`: its output, exit and kill, over a lease).
+   */
+  static async resumeLoaded(spec: MachineSpec, dir: string, process: (sinks: QemuSinks) => QemuProcess, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
+    const vm = new GuestVm(spec, { path: dir, cleanup: async () => undefined }, '', { process }, o)
+    return vm.starting('resuming', Date.now() + o.timeoutMs, async (deadline) => {
+      await vm.connectQmp(deadline)
+      await vm.waitMigration(deadline, `the restored state was not loaded within ${o.timeoutMs / 1000} s`)
+      await vm.resume(deadline)
+    })
+  }
+
+  /** The second half of a restore: the agent connected, then the guest let run. */
+  private async resume(deadline: number): Promise<void> {
+    await this.connectAgent(deadline)
+    await this.waitAgentAccepted(deadline)
+    await this.qmp.execute('cont')
   }
 
   /** Runs a start-up phase; on any failure QEMU is stopped, the temp dir removed, and one line says why. */
@@ -273,10 +352,18 @@ export class GuestVm implements AsyncDisposable {
   }
 
   private async connectSockets(deadline: number): Promise<void> {
+    await this.connectQmp(deadline)
+    await this.connectAgent(deadline)
+  }
+
+  private async connectQmp(deadline: number): Promise<void> {
     const timeoutMs = Math.max(0, deadline - Date.now())
     this.qmpClient = await QmpClient.connect(this.qmpPath, { timeoutMs, ...(this.hooks.signal && { signal: this.hooks.signal }) }).catch((err: Error) => {
       throw new Error(`could not connect to QEMU's QMP socket: ${err.message}`)
     })
+  }
+
+  private async connectAgent(deadline: number): Promise<void> {
     this.agentSocket = await connectUnix(this.agentPath, deadline, this.hooks.signal).catch((err: Error) => {
       throw new Error(`the guest's agent socket could not be connected: ${err.message}`)
     })
@@ -392,7 +479,7 @@ export class GuestVm implements AsyncDisposable {
   }
 
   private kill(): void {
-    if (!this.gone) this.child.kill('SIGKILL')
+    if (!this.gone) this.proc.kill()
   }
 
   /** Idempotent: QEMU killed and awaited, sockets closed, the temp dir removed. */

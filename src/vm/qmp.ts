@@ -101,6 +101,13 @@ export class QmpClient {
     this.socket.destroy()
   }
 
+  /** Closes the connection and resolves once the socket is closed. */
+  closed(): Promise<void> {
+    const done = new Promise<void>((resolve) => (this.socket.closed ? resolve() : this.socket.once('close', () => resolve())))
+    this.close()
+    return done
+  }
+
   private onLine(line: string): void {
     let msg: unknown
     try {

@@ -317,7 +317,7 @@ function hooks(o: EnsureOptions) {
 }
 
 /** The caller's handshake, bounded: a deadline, or QEMU gone, ends it with one line. */
-async function readyWithin(vm: GuestVm, phase: 'booted' | 'restored', ready: Ready, ms: number, late: string): Promise<void> {
+export async function readyWithin(vm: GuestVm, phase: 'booted' | 'restored', ready: Ready, ms: number, late: string): Promise<void> {
   const handshake = ready(vm, phase)
   handshake.catch(() => undefined) // it may fail after the race is decided (the socket closes on dispose)
   let timer: NodeJS.Timeout | undefined
