@@ -140,7 +140,7 @@ export async function preparedFile(guests: Record<string, PreparedGuest>): Promi
 }
 
 /** OOMLAB_RESTORE_AHEAD=0: each experiment restores its own guest (to compare, or to rule the lease out). */
-const restoreAhead = () => process.env.OOMLAB_RESTORE_AHEAD !== '0'
+export const restoreAhead = () => process.env.OOMLAB_RESTORE_AHEAD !== '0'
 
 /** How many spec files the run will have: its own, or the article's that vitest's filters (substrings of the path) select. */
 async function specCount(filters: string[], specs: string[]): Promise<number> {

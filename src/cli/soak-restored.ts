@@ -14,8 +14,10 @@ import { SPEC_FILE } from '../report/paths.js'
 import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
-import { log, preparedFile, runVitest } from './experiments.js'
-import { openGuestOs } from '../vm/guest-os.js'
+import { log, preparedFile, restoreAhead, runVitest } from './experiments.js'
+import { LAB_DEFAULTS, openGuestOs } from '../vm/guest-os.js'
+import { WarmGuests } from '../vm/warm.js'
+import { experimentJobs } from '../util/jobs.js'
 import { ROOT } from '../experiment/lab.js'
 import { FAULTS_RESULTS, GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
 
@@ -30,12 +32,14 @@ export interface SoakCount {
   failed: number
   unsupported: number
   restoreMs: number[]
+  /** Spec runs whose guest was restored ahead and leased. */
+  ahead: number
   failures: string[]
 }
 
 
 export async function soakRestored(kernel: string, target: number, signal: AbortSignal): Promise<SoakCount> {
-  const count: SoakCount = { kernel, target, bestStreak: 0, streak: 0, runs: 0, failed: 0, unsupported: 0, restoreMs: [], failures: [] }
+  const count: SoakCount = { kernel, target, bestStreak: 0, streak: 0, runs: 0, failed: 0, unsupported: 0, restoreMs: [], ahead: 0, failures: [] }
   const say = (line: string) => log(`soak [${kernel}] ${line}`)
   const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: say, signal })
   count.release = guest.kernel.release
@@ -47,7 +51,10 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   const maxRounds = Math.ceil(target / specs) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)
-    const env = { ...process.env, OOMLAB_REPORT_DIR: dir, OOMLAB_EVIDENCE_DIR: join(dir, 'evidence'), [PREPARED_ENV]: prepared.path } as Record<string, string>
+    // As `oomlab reproduce` runs them: the first guests restored ahead and leased (src/vm/warm.ts), the others restored by the workers.
+    await using warm = restoreAhead() ? await WarmGuests.start(guest.spec, guest.snapshot, Math.min(experimentJobs(), specs), { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, log: say, signal }) : undefined
+    await using roundFile = warm ? await preparedFile({ default: { ...guest, warm: warm.socketPath } }) : undefined
+    const env = { ...process.env, OOMLAB_REPORT_DIR: dir, OOMLAB_EVIDENCE_DIR: join(dir, 'evidence'), [PREPARED_ENV]: (roundFile ?? prepared).path } as Record<string, string>
     const r = await runVitest('experiments', [], env, signal)
     if (signal.aborted) break
     const evidence = await readEvidenceDir(join(dir, 'evidence'))
@@ -55,6 +62,7 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
     for (const e of evidence) {
       count.runs++
       if (e.machine?.restoreMs !== undefined) count.restoreMs.push(e.machine.restoreMs)
+      if (e.machine?.restoredAhead) count.ahead++
       if (e.verdict.state === 'unsupported') {
         count.unsupported++
         continue

@@ -147,7 +147,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   for (const c of bootCounts)
     console.log(`  ${c.kernel}: ${c.boots} snapshot boots, ${c.failed} failed, ${Math.round(c.guestSeconds)} guest-seconds of booting${c.failed === 0 && c.guestSeconds > 0 ? ` (no soft lockup: its rate per guest-second is below ${(3 / c.guestSeconds).toExponential(1)}, 95%)` : ''}`)
   for (const c of counts)
-    console.log(`  ${c.kernel} (${c.release ?? '?'}): ${c.streak} in a row of ${c.target} asked; ${c.runs} spec runs, ${c.failed} failed${c.unsupported ? `, ${c.unsupported} unsupported` : ''}; restore to agent answering: ${distribution(c.restoreMs)}`)
+    console.log(`  ${c.kernel} (${c.release ?? '?'}): ${c.streak} in a row of ${c.target} asked; ${c.runs} spec runs, ${c.failed} failed${c.unsupported ? `, ${c.unsupported} unsupported` : ''}; ${c.ahead} of them in guests restored ahead; restore to agent answering: ${distribution(c.restoreMs)}`)
   for (const c of failed) console.log(`  FAIL ${c.name}: ${c.detail}`)
   if (signal.aborted) return 130
   return failed.length === 0 ? 0 : 1
