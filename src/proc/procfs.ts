@@ -9,6 +9,8 @@ export interface ProcStat {
   ppid: number
   /** Process group: a `detached` child's group holds it and everything it started but did not move out. */
   pgrp: number
+  /** Session: with the kernel's autogroups, what the scheduler shares the CPU between. */
+  session: number
   /** PF_* bits (include/linux/sched.h): PF_KTHREAD marks a kernel thread. */
   flags: number
   /** Clock ticks after boot: with the PID, identifies one process even if the PID is reused. */
@@ -26,7 +28,7 @@ export function parseStat(text: string): ProcStat {
   const comm = text.slice(open + 1, close)
   const rest = text.slice(close + 2).split(' ')
   // rest[0] is field 3 (state); field N is rest[N - 3].
-  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), pgrp: Number(rest[2]), flags: Number(rest[6]), utime: Number(rest[11]), stime: Number(rest[12]), startTime: Number(rest[19]) }
+  return { pid, comm, state: rest[0] ?? '?', ppid: Number(rest[1]), pgrp: Number(rest[2]), session: Number(rest[3]), flags: Number(rest[6]), utime: Number(rest[11]), stime: Number(rest[12]), startTime: Number(rest[19]) }
 }
 
 function readProcFile(pid: number, file: string): string | undefined {

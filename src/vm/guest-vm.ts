@@ -18,6 +18,7 @@ import { selfOwner, ownerIsGone } from '../proc/owner.js'
 import { VIRTIO_CHANNEL_WORD } from './guest/layout.js'
 import { readdirSync, rmSync, lstatSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { which } from '../util/which.js'
 
 export interface MachineSpec {
   qemu: string
@@ -140,9 +141,16 @@ export interface QemuSinks {
   err: (line: string) => void
 }
 
-/** QEMU as a child of this process; it dies with this process (pdeathsig) even when that is SIGKILLed. */
+/**
+ * QEMU as a child of this process; it dies with this process (pdeathsig) even when that is SIGKILLed.
+ * It runs in a session of its own: with the kernel's autogroups (sched_autogroup_enabled) a session is
+ * what the scheduler shares the CPU between, so a guest gets its share whichever process started it.
+ * (Guests restored ahead by the CLI, in the CLI's session while vitest has its own, ran the experiments
+ * whose workload keeps going, 01 and 11 together on sid, 3-8 times slower than in the workers' session.)
+ */
 export function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: QemuSinks, fd3?: number): QemuProcess {
-  const child = execa(setpriv, ['--pdeathsig', 'KILL', '--', qemu, ...args], {
+  // setsid execs QEMU in place (it is no group leader here), so the pid and the pdeathsig stay QEMU's.
+  const child = execa(setpriv, ['--pdeathsig', 'KILL', '--', setsidPath(), qemu, ...args], {
     // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode
     // execa passes a descriptor number through to the child (its types leave numbers out of extra fds)
     stdio: (fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3]) as ['pipe', 'pipe', 'pipe'],
@@ -163,6 +171,13 @@ export function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: 
     }),
     kill: () => void child.kill('SIGKILL'),
   }
+}
+
+let setsidFound: string | undefined
+function setsidPath(): string {
+  setsidFound ??= which('setsid')
+  if (!setsidFound) throw new Error('setsid (util-linux) is missing: QEMU runs in a session of its own; install util-linux')
+  return setsidFound
 }
 
 /** Where a guest's QEMU comes from: started here on these arguments, or a process already running. */
@@ -261,6 +276,7 @@ export class GuestVm implements AsyncDisposable {
   static async boot(spec: MachineSpec, o: VmHooks & { connectTimeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath() // before the temp dir: if it is missing, nothing is left behind
+    setsidPath()
     const vm = new GuestVm(spec, await ownedTempDir(), setpriv, { args: [] }, o)
     return vm.starting('booting', Date.now() + o.connectTimeoutMs, async (deadline) => {
       await vm.connectSockets(deadline)
@@ -285,6 +301,7 @@ export class GuestVm implements AsyncDisposable {
   static async load(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath()
+    setsidPath()
     // QEMU reads the state from the file itself (no `cat`, no pipe): the file is open only until QEMU has it.
     // Said here: a file QEMU cannot read would look like a damaged state.
     const state = await open(stateFile, 'r').catch((err: NodeJS.ErrnoException) => {
