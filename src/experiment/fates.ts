@@ -34,13 +34,15 @@ export interface Fate {
 /**
  * The role of a process found in the tree. stress-ng's own processes are told apart by their
  * parents (the shell starts stress-ng, stress-ng the vm stressor, the stressor its workers); any
- * other process, whatever its name, is "other" and shown as such.
+ * other process, whatever its name, is "other" and shown as such. stress-ng is also the stressor's
+ * parent (`stressNgPid`, as /proc says when the tree is read): a stress-ng first seen after the group
+ * kill took its shell has been re-parented, and only that still ties it to the run.
  */
-export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { stressorPid: number | undefined; shellPids: readonly number[] }): Role {
+export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { stressorPid: number | undefined; shellPids: readonly number[]; stressNgPid?: number | undefined }): Role {
   if (!p.comm.startsWith('stress-ng')) return 'other'
   if (p.pid === known.stressorPid) return 'stress-ng vm stressor'
   if (known.stressorPid !== undefined && p.ppid === known.stressorPid) return 'stress-ng vm worker'
-  if (known.shellPids.includes(p.ppid)) return 'stress-ng'
+  if (known.shellPids.includes(p.ppid) || (known.stressNgPid !== undefined && p.pid === known.stressNgPid)) return 'stress-ng'
   return 'other'
 }
 

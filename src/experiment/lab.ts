@@ -346,10 +346,11 @@ export class Lab implements AsyncDisposable {
   async discover(): Promise<void> {
     const s = await this.refresh()
     const shellPids = this.members.filter((m) => m.role === 'shell').map((m) => m.pid)
+    const stressNgPid = [...s.procs.values()].flat().find((p) => p.pid === this.stressorPid)?.ppid
     for (const cg of this.cgroups)
       for (const p of s.procs.get(cg.name) ?? []) {
         if (this.members.some((m) => m.pid === p.pid)) continue
-        const m: Member = { pid: p.pid, startTime: p.startTime, role: roleOf(p, { stressorPid: this.stressorPid, shellPids }), cgroup: cg.name, comm: p.comm }
+        const m: Member = { pid: p.pid, startTime: p.startTime, role: roleOf(p, { stressorPid: this.stressorPid, shellPids, stressNgPid }), cgroup: cg.name, comm: p.comm }
         refreshMember(m, p)
         this.members.push(m)
       }
