@@ -139,8 +139,14 @@ export async function preparedFile(guests: Record<string, PreparedGuest>): Promi
   return f
 }
 
-/** OOMLAB_RESTORE_AHEAD=0: each experiment restores its own guest (to compare, or to rule the lease out). */
-export const restoreAhead = () => process.env.OOMLAB_RESTORE_AHEAD !== '0'
+/**
+ * The run's first guests, loaded while vitest starts (as many as it has workers, no more than `specs`);
+ * each experiment claims one (src/vm/warm.ts). None with OOMLAB_RESTORE_AHEAD=0 (to compare, or to rule the lease out).
+ */
+export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<WarmGuests | undefined> {
+  const count = process.env.OOMLAB_RESTORE_AHEAD === '0' ? 0 : Math.min(experimentJobs(), specs)
+  return count > 0 ? WarmGuests.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
+}
 
 /** How many spec files the run will have: its own, or the article's that vitest's filters (substrings of the path) select. */
 async function specCount(filters: string[], specs: string[]): Promise<number> {
@@ -217,9 +223,7 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     )
     status.end()
     const t1 = performance.now()
-    // The first guests are loaded while vitest starts; each experiment claims one (src/vm/warm.ts).
-    const ahead = restoreAhead() ? Math.min(experimentJobs(), await specCount(args.filters, args.specs)) : 0
-    await using warm = ahead > 0 ? await WarmGuests.start(guest.spec, guest.snapshot, ahead, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, log, signal }) : undefined
+    await using warm = await restoreGuestsAhead(guest, await specCount(args.filters, args.specs), { log, signal })
     await using prepared = await preparedFile({ default: { ...guest, ...(warm && { warm: warm.socketPath }) } })
     const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
     const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)

@@ -14,10 +14,8 @@ import { SPEC_FILE } from '../report/paths.js'
 import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
-import { log, preparedFile, restoreAhead, runVitest } from './experiments.js'
-import { LAB_DEFAULTS, openGuestOs } from '../vm/guest-os.js'
-import { WarmGuests } from '../vm/warm.js'
-import { experimentJobs } from '../util/jobs.js'
+import { log, preparedFile, restoreGuestsAhead, runVitest } from './experiments.js'
+import { openGuestOs } from '../vm/guest-os.js'
 import { ROOT } from '../experiment/lab.js'
 import { FAULTS_RESULTS, GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
 
@@ -52,7 +50,7 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)
     // As `oomlab reproduce` runs them: the first guests restored ahead and leased (src/vm/warm.ts), the others restored by the workers.
-    await using warm = restoreAhead() ? await WarmGuests.start(guest.spec, guest.snapshot, Math.min(experimentJobs(), specs), { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, log: say, signal }) : undefined
+    await using warm = await restoreGuestsAhead(guest, specs, { log: say, signal })
     await using roundFile = warm ? await preparedFile({ default: { ...guest, warm: warm.socketPath } }) : undefined
     const env = { ...process.env, OOMLAB_REPORT_DIR: dir, OOMLAB_EVIDENCE_DIR: join(dir, 'evidence'), [PREPARED_ENV]: (roundFile ?? prepared).path } as Record<string, string>
     const r = await runVitest('experiments', [], env, signal)

@@ -148,7 +148,7 @@ export interface QemuSinks {
  * (Guests restored ahead by the CLI, in the CLI's session while vitest has its own, ran the experiments
  * whose workload keeps going, 01 and 11 together on sid, 3-8 times slower than in the workers' session.)
  */
-export function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: QemuSinks, fd3?: number): QemuProcess {
+function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: QemuSinks, fd3?: number): QemuProcess {
   // setsid execs QEMU in place (it is no group leader here), so the pid and the pdeathsig stay QEMU's.
   const child = execa(setpriv, ['--pdeathsig', 'KILL', '--', setsidPath(), qemu, ...args], {
     // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode

@@ -144,11 +144,6 @@ export class WarmGuests implements AsyncDisposable {
     return warm
   }
 
-  /** Guests loaded, or being loaded, that no worker has claimed. */
-  get unclaimed(): number {
-    return this.guests.filter((a) => !a.claimed).length
-  }
-
   private serve(s: Socket): void {
     let held: Ahead | undefined
     s.on('error', () => undefined)
@@ -206,7 +201,7 @@ export class WarmGuests implements AsyncDisposable {
 }
 
 /**
- * Claims a guest loaded ahead and resumes it here. Undefined (with why) when the holder has none for this
+ * Claims a guest loaded ahead and resumes it here. `{ none: why }` when the holder has none for this
  * snapshot, or is gone; a guest that fails to resume is disposed of and the failure thrown.
  */
 export async function claimLoaded(socketPath: string, key: string, spec: MachineSpec, o: VmHooks & { timeoutMs: number }): Promise<Leased | { none: string }> {
@@ -222,10 +217,10 @@ export async function claimLoaded(socketPath: string, key: string, spec: Machine
   let deliver: ((msg: Holder) => void) | undefined
   let answered!: (msg: Holder | { none: string }) => void
   const answer = new Promise<Holder | { none: string }>((resolve) => (answered = resolve))
-  let first = true
+  let replied = false
   frames(s, parseHolder, (msg) => {
-    if (first) {
-      first = false
+    if (!replied) {
+      replied = true
       return answered(msg)
     }
     if (deliver) deliver(msg)
@@ -234,13 +229,13 @@ export async function claimLoaded(socketPath: string, key: string, spec: Machine
   s.once('close', () => answered({ none: 'the process holding them closed the lease' }))
   const timer = setTimeout(() => answered({ none: `no answer within ${o.timeoutMs / 1000} s` }), o.timeoutMs)
   send(s, { claim: key })
-  const first_ = await answer
+  const reply = await answer
   clearTimeout(timer)
-  if (!('guest' in first_)) {
+  if (!('guest' in reply)) {
     s.destroy()
-    return 'none' in first_ ? first_ : { none: 'the holder answered out of turn' }
+    return 'none' in reply ? reply : { none: 'the holder answered out of turn' }
   }
-  const { pid, dir, loadMs } = first_.guest
+  const { pid, dir, loadMs } = reply.guest
   const lease = (sinks: QemuSinks): QemuProcess => {
     let ended!: (code: number | string | undefined) => void
     const exited = new Promise<number | string | undefined>((resolve) => (ended = resolve))
