@@ -13,7 +13,8 @@ const main = join(root, 'src/cli/main.ts')
 if (!existsSync(main)) {
   await import('../dist/src/cli/main.js')
 } else {
-  const key = createHash('sha256')
+  // The bundle has this checkout's root in it: a copy of the checkout (cp -a keeps names, sizes and mtimes) gets its own.
+  const key = createHash('sha256').update(`${root}\n`)
   for (const f of readdirSync(join(root, 'src'), { recursive: true }).map(String).sort()) {
     const st = statSync(join(root, 'src', f))
     key.update(`${f} ${st.size} ${st.mtimeMs}\n`)

@@ -5,7 +5,7 @@
  *   experiment('my layout', async ({ lab }) => { ... })
  *
  * Run them with `npx oomlab reproduce ./my-layout.spec.ts` (report and evidence in ./reports/latest), or
- * with plain `npx vitest` (evidence in ./reports/latest/evidence; natively, or in a restored guest).
+ * with plain `npx vitest` (evidence in ./reports/vitest/evidence; natively, or in a restored guest).
  */
 export { experiment, expect } from './experiment/fixtures.js'
 export { Lab, Cgroup, Shell, ROOT, type CgroupSettings, type Member, type Fate, type Role, type Credentials } from './experiment/lab.js'

@@ -1,10 +1,6 @@
-// Who is who in the tree, and what a run of ours leaves in a report folder it clears.
+// Who is who in the tree.
 import { describe, it, expect } from 'vitest'
-import { mkdirSync, writeFileSync, readdirSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
-import { tmpdir } from 'node:os'
 import { roleOf } from '../src/experiment/fates.js'
-import { clearReport } from '../src/report/reporter.js'
 
 describe('roles', () => {
   // PIDs as in a 6.1 run of spec 02 (test/fixtures/oom/6.1.0-50-cloud-amd64): shell 140, stress-ng 143, stressor 144, worker 145.
@@ -25,21 +21,5 @@ describe('roles', () => {
     expect(roleOf({ pid: 150, ppid: 1, comm: 'stress-ng-vm' }, known)).toBe('other')
     expect(roleOf({ pid: 151, ppid: 1, comm: 'stress-ng' }, known)).toBe('other')
     expect(roleOf({ pid: 152, ppid: 140, comm: 'cat' }, known)).toBe('other')
-  })
-})
-
-describe('clearing a report folder', () => {
-  it('removes the last run\'s report files, figures and evidence, and nothing else', async () => {
-    const dir = join(tmpdir(), `oomlab-unit-report-${process.pid}`)
-    try {
-      mkdirSync(join(dir, 'figures'), { recursive: true })
-      mkdirSync(join(dir, 'evidence', 'sid'), { recursive: true })
-      for (const f of ['summary.txt', 'report.md', 'report.json', 'junit.xml', 'figures/01-x.svg', 'evidence/sid/01-x.json', 'notes-of-mine.txt', 'figures/my-drawing.png'])
-        writeFileSync(join(dir, f), 'x')
-      await clearReport(dir)
-      expect(readdirSync(dir, { recursive: true }).map(String).sort()).toEqual(['figures', 'figures/my-drawing.png', 'notes-of-mine.txt'])
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
   })
 })

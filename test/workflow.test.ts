@@ -2,7 +2,7 @@
 import { describe, it, expect } from 'vitest'
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
-import { MATRIX_DEFAULT } from '../src/cli/matrix.js'
+import { MATRIX_DEFAULT } from '../src/cli/args.js'
 
 interface Step {
   run?: string

@@ -30,7 +30,7 @@ import { oomlabBin, projectRoot, userReports, cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 import { positiveInt } from './args.js'
-import { MATRIX_DEFAULT } from './matrix.js'
+import { MATRIX_DEFAULT } from './args.js'
 
 export const TARGETS = {
   /** `npm start`, the whole command. */

@@ -1,50 +1,29 @@
 /**
- * Running the experiment specs where they can run: natively when the host passes preflight
- * (cgroup v2 with memory, root), otherwise in the disposable VM. Either way the evidence lands in
- * the report folder and the caller learns the kernel, the counts and any failure.
+ * Running the experiments of a resolved run: take its report folder, prepare each kernel's guest (or the
+ * delegated scope natively), hand vitest the run's configuration, and tell what this run produced, counted
+ * from vitest's own results.
  */
-import { writeFile, readFile, readdir, rm } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { execa } from 'execa'
-import { preflight, formatCheck } from '../host/preflight.js'
+import { file as tmpFile } from 'tmp-promise'
 import { prepareLabGuest } from '../vm/lab-guest.js'
 import type { PreparedGuest } from '../vm/guest-os.js'
-import { file as tmpFile } from 'tmp-promise'
-import { PREPARED_ENV } from '../experiment/global-setup.js'
-import { readEvidenceDir } from '../report/evidence.js'
-import { formatSummary } from '../report/summary.js'
-import { writeReport } from '../report/write.js'
-import { DEFAULT_KERNEL } from '../vm/kernels.js'
-import { projectRoot, oomlabBin, ownModule, userReports, vitestBin } from '../util/paths.js'
-import { UserError } from '../util/errors.js'
-import { isSystemdHost, scopeUnit, inScopeCommand } from '../host/scope.js'
-import { selfOwner } from '../proc/owner.js'
+import { WarmGuests } from '../vm/warm.js'
+import { LAB_DEFAULTS } from '../vm/guest-os.js'
+import { projectRoot, oomlabBin, ownModule, vitestBin } from '../util/paths.js'
+import { UserError, errorMessage } from '../util/errors.js'
+import { inScopeCommand } from '../host/scope.js'
 import { reapStaleTrees } from '../os/kill.js'
 import { groupEnded } from '../proc/group.js'
 import { cgMountPoint } from '../cgroup/cgroupfs.js'
-import type { RunArgs } from './args.js'
 import { StatusLine } from '../util/progress.js'
-import { WarmGuests } from '../vm/warm.js'
-import { LAB_DEFAULTS } from '../vm/guest-os.js'
-import { experimentJobs } from '../util/jobs.js'
-import { SPEC_FILE } from '../report/paths.js'
-
-export interface ExperimentsOutcome {
-  where: 'native' | 'vm'
-  /** Whether the specs ran at all (a guest that panicked or hung ran none). */
-  ran: boolean
-  kernelRelease?: string
-  /** In guests: KVM or QEMU's emulation (TCG). */
-  accel?: 'kvm' | 'tcg'
-  passed: number
-  failed: number
-  /** Scenarios the kernel cannot run (skipped with "unsupported: <reason>"). */
-  unsupported: number
-  /** Why the run as a whole failed (guest panic, hang, interrupt), beyond failed specs. */
-  failure?: string
-  reportDir: string
-  summary: string
-}
+import { bounded } from '../util/pool.js'
+import { reportPaths } from '../report/paths.js'
+import { claimReportDir, defaultReportRoot, pointLatest, pruneRuns, runDirOf } from '../report/folder.js'
+import type { KernelRun } from '../report/matrix.js'
+import type { Tally } from '../report/results.js'
+import { RUN_ENV, writeRunConfig, type RunConfig } from '../run/config.js'
+import { collectRuns, readTally, writeRunReport } from '../run/report.js'
 
 /** The CLI's messages, and the live line of long steps (kernel download, image, snapshot) on a terminal. */
 const status = new StatusLine(process.stderr)
@@ -52,42 +31,34 @@ export const log = status.log
 export const progress = status.progress
 export const endProgress = () => status.end()
 
-export function reportDirOf(args: RunArgs): string {
-  return resolve(args.report ?? userReports('latest'))
-}
-
 /** On GitHub Actions, vitest's own reporter annotates the failing spec (it adds itself only when no reporter is named). */
 const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions'] : []
 
-/**
- * Runs vitest as a child with the given project; returns the JSON reporter's counts. `wrap` puts the
- * command inside another (the delegated scope of a native run on a systemd host). The experiments' vitest
- * runs in a process group of its own and an interrupt goes to the whole group, so its workers get it too
- * and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI exits; what is left
- * after 10 s is killed.
- */
 /** How long an interrupted vitest's workers have to tear down before they are killed. */
 const STOP_GRACE_MS = 10_000
 
+export interface VitestExit {
+  exitCode: number
+  timedOut: boolean
+}
+
+/**
+ * Runs vitest as a child. `wrap` puts the command inside another (the delegated scope of a native run on a
+ * systemd host). The experiments' vitest runs in a process group of its own and an interrupt goes to the
+ * whole group, so its workers get it too and tear down their trees (src/os/kill.ts) or guests before the
+ * CLI exits; what is left after 10 s is killed.
+ */
 export async function runVitest(
-  project: 'unit' | 'experiments' | 'experiments@*',
-  filters: string[],
+  project: 'unit' | 'experiments*',
+  args: string[],
   env: Record<string, string>,
   signal: AbortSignal,
   wrap: (command: string[]) => string[] = (c) => c,
   timeoutMs?: number,
-): Promise<{ passed: number; failed: number; skipped: number; exitCode: number; reported: boolean; timedOut: boolean }> {
-  // The experiments' results as vitest's JSON reporter says them, beside the report; the unit tests' only
-  // counted, in a temp file (none otherwise: a CLI killed outright leaves nothing in /tmp).
-  const inReport = project !== 'unit' && env.OOMLAB_REPORT_DIR ? join(env.OOMLAB_REPORT_DIR, 'vitest.json') : undefined
-  await using temp = inReport === undefined ? await tempJson(`oomlab-vitest-${project.replace(/\W/g, '-')}-`) : undefined
-  const json = { path: inReport ?? temp!.path }
-  // The last run's results must never read as this one's (a vitest that did not start writes none).
-  await rm(json.path, { force: true })
-  const reporters = ['default', 'json', ownModule('src/report/reporter'), ownModule('src/report/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`)
+): Promise<VitestExit> {
   const ownGroup = project !== 'unit'
-  const [file, ...args] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...reporters, `--outputFile.json=${json.path}`, ...filters])
-  const child = execa(file!, args, {
+  const [file, ...rest] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...args])
+  const child = execa(file!, rest, {
     cwd: projectRoot,
     stdio: 'inherit',
     reject: false,
@@ -124,148 +95,145 @@ export async function runVitest(
       }
     }
   }
+  return { exitCode: r.exitCode ?? 1, timedOut: r.timedOut }
+}
+
+/** The unit tests, counted from vitest's JSON reporter (in a temp file that goes with the run). */
+export async function runUnitTests(signal: AbortSignal): Promise<{ passed: number; failed: number; skipped: number }> {
+  const json = await tmpFile({ prefix: 'oomlab-unit-', postfix: '.json' })
   try {
-    const j = JSON.parse(await readFile(json.path, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number }
-    return { passed: j.numPassedTests, failed: j.numFailedTests, skipped: j.numPendingTests, exitCode: r.exitCode ?? 1, reported: true, timedOut: r.timedOut }
-  } catch {
-    return { passed: 0, failed: 0, skipped: 0, exitCode: r.exitCode ?? 1, reported: false, timedOut: r.timedOut }
+    const r = await runVitest('unit', ['--reporter=default', '--reporter=json', `--outputFile.json=${json.path}`], process.env as Record<string, string>, signal)
+    try {
+      const j = JSON.parse(await readFile(json.path, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number; numFailedTestSuites: number }
+      // A test file that failed outside its tests (an import error) counts as one failure.
+      const failed = j.numFailedTests + (j.numFailedTests === 0 && j.numFailedTestSuites > 0 ? j.numFailedTestSuites : 0)
+      return { passed: j.numPassedTests, failed: failed || (r.exitCode !== 0 ? 1 : 0), skipped: j.numPendingTests }
+    } catch {
+      return { passed: 0, failed: 1, skipped: 0 }
+    }
+  } finally {
+    await json.cleanup()
   }
 }
 
-/** The prepared guests, for vitest's global setup, in a temp file that goes with the run. */
-export async function preparedFile(guests: Record<string, PreparedGuest>): Promise<{ path: string } & AsyncDisposable> {
-  const f = await tempJson('oomlab-prepared-')
-  await writeFile(f.path, JSON.stringify(guests))
-  return f
+export interface RunOutcome {
+  config: RunConfig
+  tally: Tally
+  runs: KernelRun[]
+  /** Kernels whose guest could not be prepared, with why. */
+  failures: Map<string, string>
+  /** Why the run as a whole failed (vitest died, timed out, interrupted), beyond failed tests. */
+  failure?: string
+  interrupted: boolean
+  /** Per kernel, how long preparing took (guests). */
+  timings: string[]
+}
+
+/** Each kernel's guest prepared (fetched, snapshotted), `jobs` at a time; a kernel that cannot be is named, the others go on. */
+async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ prepared: Record<string, PreparedGuest>; failures: Map<string, string> }> {
+  const m = config.machine
+  const prepared: Record<string, PreparedGuest> = {}
+  const failures = new Map<string, string>()
+  if (m.kind !== 'guest') return { prepared, failures }
+  const many = config.kernels.length > 1
+  await bounded(config.kernels, config.jobs, async (k) => {
+    const tag = many ? `[${k.name}] ` : ''
+    try {
+      prepared[k.name] = await prepareLabGuest(
+        {
+          ...(k.image !== undefined ? { kernelImage: k.image } : { kernel: k.name }),
+          accel: m.accel,
+          ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }),
+          ...(m.cpus !== undefined && { cpus: m.cpus }),
+          append: [...m.append, ...(k.append ?? [])],
+          refresh: m.refresh,
+          ...(m.bootTimeoutMs !== undefined && { bootTimeoutMs: m.bootTimeoutMs }),
+        },
+        { log: (line) => log(`${tag}${line}`), progress: (key, text, f) => progress(`${k.name} ${key}`, `${tag}${text}`, f), signal },
+      )
+    } catch (err) {
+      if (signal.aborted || (!many && err instanceof UserError)) throw err
+      log(`${tag}FAILED: ${errorMessage(err)}`)
+      failures.set(k.name, errorMessage(err))
+    }
+  })
+  endProgress()
+  return { prepared, failures }
 }
 
 /**
- * The run's first guests, loaded while vitest starts (as many as it has workers, no more than `specs`);
- * each experiment claims one (src/vm/warm.ts). None with OOMLAB_RESTORE_AHEAD=0 (to compare, or to rule the lease out).
+ * The run's first guests, loaded while vitest starts (as many as it has workers, no more than its specs);
+ * each experiment claims one (src/vm/warm.ts). Only for a run on one kernel; none with OOMLAB_RESTORE_AHEAD=0.
  */
-export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<WarmGuests | undefined> {
-  const count = process.env.OOMLAB_RESTORE_AHEAD === '0' ? 0 : Math.min(experimentJobs(), specs)
+export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jobs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<WarmGuests | undefined> {
+  const count = process.env.OOMLAB_RESTORE_AHEAD === '0' ? 0 : Math.min(jobs, specs)
   return count > 0 ? WarmGuests.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
 }
 
-/** How many spec files the run will have: its own, or the article's that vitest's filters (substrings of the path) select. */
-async function specCount(filters: string[], specs: string[]): Promise<number> {
-  if (specs.length > 0) return specs.length
-  const files = (await readdir(join(projectRoot, 'experiments')).catch(() => [] as string[])).filter((f) => SPEC_FILE.test(f))
-  return filters.length === 0 ? files.length : files.filter((f) => filters.some((x) => `experiments/${f}`.includes(x))).length
-}
-
-/** Spec files of one's own replace the article's in the experiments project (vitest.config.ts). */
-export const SPECS_ENV = 'OOMLAB_SPECS'
-const specsEnv = (specs: string[]) => (specs.length > 0 ? { [SPECS_ENV]: JSON.stringify(specs) } : {})
-
-/** A temp JSON file that goes when disposed of (and at exit). */
-async function tempJson(prefix: string): Promise<{ path: string } & AsyncDisposable> {
-  const f = await tmpFile({ prefix, postfix: '.json' })
-  return { path: f.path, [Symbol.asyncDispose]: () => f.cleanup() }
-}
-
-/** Native or VM? Native only when every preflight check passes and no VM was asked for. */
-async function canRunNatively(args: RunArgs): Promise<boolean> {
-  if (args.vm) return false
-  const failing = (await preflight(undefined, args.cgroupRoot)).filter((c) => !c.ok)
-  if (failing.length === 0) return true
-  if (args.native) throw new UserError(`cannot run natively: ${formatCheck(failing[0]!).replace(/^FAIL\s+/, '')}`)
-  log(`running in a VM, as this host cannot: ${failing[0]!.detail}`)
-  return false
-}
-
-export async function runExperiments(args: RunArgs, signal: AbortSignal): Promise<ExperimentsOutcome> {
-  const reportDir = reportDirOf(args)
-  const evidenceDir = join(reportDir, 'evidence')
-  // Where it can run is decided first: a user who cannot run it is told why, not that the report is not theirs.
-  const native = await canRunNatively(args)
-  // The report is the reporter's (src/report/reporter.ts): it clears the last run's and writes this one's.
-  const reporting = { OOMLAB_REPORT_DIR: reportDir, OOMLAB_EVIDENCE_DIR: evidenceDir, ...specsEnv(args.specs) }
-
-  let outcome: Omit<ExperimentsOutcome, 'summary' | 'reportDir'>
-  if (native) {
-    const release = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim()
-    // On a systemd host the run gets a scope of its own, unless the user named a cgroup.
-    const unit = args.cgroupRoot === undefined && isSystemdHost() ? scopeUnit(selfOwner()) : undefined
-    log(`running the experiments natively on kernel ${release}${unit ? `, in a delegated scope (systemd-run --scope -p Delegate=yes --unit=${unit})` : ` under ${args.cgroupRoot ?? 'the cgroup2 mount'}`}`)
-    const env = { ...process.env, OOMLAB_MACHINE: 'local', ...reporting, ...(args.cgroupRoot !== undefined && { OOMLAB_CGROUP_PARENT: args.cgroupRoot }) }
-    const wrap = unit ? (command: string[]) => inScopeCommand(unit, [process.execPath, oomlabBin, '__in-scope', '--', ...command]) : undefined
-    const r = await runVitest('experiments', args.filters, env as Record<string, string>, signal, wrap)
-    // Interrupted: whatever tree a killed worker could not remove goes now, not at the next run.
-    if (signal.aborted && !unit) reapStaleTrees(args.cgroupRoot ?? cgMountPoint() ?? '/sys/fs/cgroup', log)
-    if (unit && !r.reported && !signal.aborted)
-      throw new UserError(`the experiments did not start in the delegated scope ${unit} (systemd-run's or oomlab's message is above); name a delegated cgroup of your own with --cgroup-root instead`, 1)
-    outcome = {
-      where: 'native',
-      ran: r.passed + r.failed > 0,
-      kernelRelease: release,
-      passed: r.passed,
-      failed: r.failed,
-      unsupported: r.skipped,
-      ...(signal.aborted ? { failure: 'interrupted' } : r.exitCode !== 0 && r.failed === 0 ? { failure: `vitest exited with ${r.exitCode}` } : {}),
+/**
+ * The whole run: its folder taken (a second run on it is refused), guests prepared, vitest run with the
+ * configuration, and the report written from this run's results only. `prepared` skips preparing (the soak
+ * prepares once for many rounds).
+ */
+export async function runExperiments(config: RunConfig, signal: AbortSignal, o: { prepared?: Record<string, PreparedGuest> } = {}): Promise<RunOutcome> {
+  using folder = claimReportDir(config.report, config.id)
+  const t0 = performance.now()
+  const timings: string[] = []
+  let failures = new Map<string, string>()
+  let failure: string | undefined
+  let exit: VitestExit | undefined
+  if (config.machine.kind === 'guest') {
+    const p = o.prepared ? { prepared: o.prepared, failures } : await prepareGuests(config, signal)
+    failures = p.failures
+    config.prepared = p.prepared
+    for (const [name, g] of Object.entries(p.prepared))
+      timings.push(`${name}: kernel ${(g.timings.kernelMs / 1000).toFixed(1)} s, image ${(g.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(g.timings.snapshotMs / 1000).toFixed(1)} s (${g.snapshot.made ? 'made' : 'reused'})`)
+    const names = Object.keys(p.prepared)
+    if (names.length > 0) {
+      const one = config.kernels.length === 1 ? p.prepared[names[0]!] : undefined
+      await using ahead = one ? await restoreGuestsAhead(one, config.specs.length || 1, config.jobs, { log, signal }) : undefined
+      if (one && ahead) config.prepared = { [names[0]!]: { ...one, warm: ahead.socketPath } }
+      // Only the kernels that could be prepared run; the others keep their column with the reason.
+      const runnable = { ...config, kernels: config.kernels.filter((k) => p.prepared[k.name]) }
+      const path = writeRunConfig(runnable.kernels.length === config.kernels.length ? config : runnable)
+      exit = await runVitest('experiments*', vitestReporters(config), { ...(process.env as Record<string, string>), [RUN_ENV]: path }, signal, undefined, config.runTimeoutMs)
     }
   } else {
-    // vitest runs here; each experiment gets a guest restored from a snapshot of a booted one.
-    const t0 = performance.now()
-    const guest = await prepareLabGuest(
-      {
-        ...(args.kernel !== undefined && { kernel: args.kernel }),
-        ...(args.kernelImage !== undefined && { kernelImage: args.kernelImage }),
-        accel: args.accel,
-        ...(args.memoryMiB !== undefined && { memoryMiB: args.memoryMiB }),
-        ...(args.cpus !== undefined && { cpus: args.cpus }),
-        append: args.append,
-        refresh: args.refresh,
-        ...(args.bootTimeoutMs !== undefined && { bootTimeoutMs: args.bootTimeoutMs }),
-      },
-      { log, progress, signal },
-    )
-    status.end()
-    const t1 = performance.now()
-    await using warm = await restoreGuestsAhead(guest, await specCount(args.filters, args.specs), { log, signal })
-    await using prepared = await preparedFile({ default: { ...guest, ...(warm && { warm: warm.socketPath }) } })
-    const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
-    const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)
-    log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-    outcome = {
-      where: 'vm',
-      accel: guest.spec.accel,
-      ran: r.passed + r.failed > 0,
-      kernelRelease: guest.kernel.release,
-      passed: r.passed,
-      failed: r.failed,
-      unsupported: r.skipped,
-      ...(signal.aborted
-        ? { failure: 'interrupted' }
-        : r.timedOut
-          ? { failure: `the experiments did not finish within ${(args.runTimeoutMs ?? 0) / 1000} s (--timeout)` }
-          : r.exitCode !== 0 && r.failed === 0
-            ? { failure: `vitest exited with ${r.exitCode}${r.reported ? '' : ' before reporting (its message is above)'}` }
-            : r.passed + r.failed + r.skipped === 0
-              ? { failure: 'no experiment ran (check the spec filter)' }
-              : {}),
-    }
+    const m = config.machine
+    const path = writeRunConfig(config)
+    const wrap = m.scope ? (command: string[]) => inScopeCommand(m.scope!, [process.execPath, oomlabBin, '__in-scope', '--', ...command]) : undefined
+    exit = await runVitest('experiments*', vitestReporters(config), { ...(process.env as Record<string, string>), [RUN_ENV]: path }, signal, wrap, config.runTimeoutMs)
+    // Interrupted: whatever tree a killed worker could not remove goes now, not at the next run.
+    if (signal.aborted && !m.scope) reapStaleTrees(m.cgroupRoot ?? cgMountPoint() ?? '/sys/fs/cgroup', log)
   }
-  const evidence = await readEvidenceDir(evidenceDir)
-  // Unsupported is what the evidence says the kernel could not run; any other test vitest did not run
-  // (its worker died) is a failure, not a skip.
-  const unsupported = evidence.filter((e) => e.verdict.state === 'unsupported').length
-  if (outcome.unsupported > unsupported) {
-    outcome.failed += outcome.unsupported - unsupported
-    outcome.failure ??= `${outcome.unsupported - unsupported} experiment(s) did not run`
+  const tally = await readTally(config)
+  if (exit && !signal.aborted) failure = vitestFailure(exit, config, tally)
+  const releases = Object.fromEntries(Object.entries(config.prepared ?? {}).map(([k, g]) => [k, g.kernel.release]))
+  const runs = await collectRuns(config, tally, { failures, releases, ...(failure !== undefined && { runFailure: failure }) })
+  await writeRunReport(config, runs)
+  folder.finish()
+  const root = defaultReportRoot()
+  if (config.report === runDirOf(root, config.id) && !signal.aborted) {
+    pointLatest(root, config.report)
+    pruneRuns(root)
   }
-  outcome.unsupported = unsupported
-  // A run that failed as a whole (vitest died, interrupted) says so in the report too.
-  if (outcome.failure !== undefined)
-    await writeReport(reportDir, [
-      {
-        name: args.kernelImage ?? args.kernel ?? (outcome.where === 'vm' ? DEFAULT_KERNEL : 'host'),
-        ...(outcome.kernelRelease !== undefined && { release: outcome.kernelRelease }),
-        where: outcome.where,
-        failure: outcome.failure,
-        evidence,
-      },
-    ])
-  return { ...outcome, reportDir, summary: formatSummary(evidence) }
+  timings.push(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+  return { config, tally, runs, failures, ...(failure !== undefined && { failure }), interrupted: signal.aborted, timings }
+}
+
+/** vitest's JSON reporter beside ours, into the run's folder. */
+function vitestReporters(config: RunConfig): string[] {
+  const paths = reportPaths(config.report)
+  return [...['default', 'json', ownModule('src/vitest/reporter'), ownModule('src/vitest/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`), `--outputFile.json=${paths.vitestJson}`]
+}
+
+/** What went wrong with vitest beyond the tests it reported: a deadline, a crash, a run that reported nothing. */
+function vitestFailure(r: VitestExit, config: RunConfig, t: Tally): string | undefined {
+  if (r.timedOut) return `the experiments did not finish within ${(config.runTimeoutMs ?? 0) / 1000} s (--timeout)`
+  const m = config.machine
+  if (t.outcomes.length === 0 && m.kind === 'native' && m.scope)
+    return `the experiments did not start in the delegated scope ${m.scope} (systemd-run's or oomlab's message is above); name a delegated cgroup of your own with --cgroup-root instead`
+  if (t.outcomes.length === 0) return `vitest exited with ${r.exitCode} and reported no experiment (its message is above)`
+  if (r.exitCode !== 0 && t.failed === 0) return `vitest exited with ${r.exitCode} though no test failed (its message is above)`
+  return undefined
 }

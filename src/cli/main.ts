@@ -1,15 +1,23 @@
 /** oomlab: reproduce the article's memory.oom.group experiments on a real kernel. */
-import { cacheLimit } from '../vm/cache.js'
-import { parseRunArgs, USAGE } from './args.js'
-import { runExperiments, runVitest, log, endProgress } from './experiments.js'
-import { exitCodeOf } from './matrix.js'
-import { preflight, formatCheck } from '../host/preflight.js'
-import { UserError, errorMessage } from '../util/errors.js'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { setGracefulCleanup } from 'tmp-promise'
-import { kernelFromImage } from '../vm/kernels.js'
+import { cacheLimit } from '../vm/cache.js'
+import { kernelFromImage, DEFAULT_KERNEL } from '../vm/kernels.js'
+import { prepareLabGuest } from '../vm/lab-guest.js'
+import { UserError, errorMessage } from '../util/errors.js'
 import { timeoutScale } from '../util/timeout-scale.js'
+import { packageRoot, projectRoot } from '../util/paths.js'
+import { which } from '../util/which.js'
 import { workloadUser } from '../proc/spawn.js'
 import { handleSignalsHere } from '../util/signals.js'
+import { resolveRun } from '../run/resolve.js'
+import { runExperiments, runUnitTests, log, endProgress, progress } from './experiments.js'
+import { reproduceRequest, matrixRequest } from './args.js'
+import { COMMANDS, generalHelp } from './commands.js'
+import { parseFlags, helpOf, stringFlag, type Parsed } from './flags.js'
+import { printOutcome, exitCodeOf } from './outcome.js'
+import { doctor } from './doctor.js'
 
 // Temp dirs go even when a second Ctrl-C ends the process at once.
 setGracefulCleanup()
@@ -26,52 +34,9 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const)
     controller.abort(new Error(sig))
   })
 
-async function doctor(): Promise<number> {
-  const checks = await preflight()
-  for (const c of checks) console.log(formatCheck(c))
-  const failing = checks.filter((c) => !c.ok)
-  console.log(failing.length === 0 ? 'The experiments can run natively here.' : 'The experiments cannot run natively here; `npm test` runs them in a VM instead.')
-  return failing.length === 0 ? 0 : 1
-}
+const version = () => (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version
 
-async function reproduce(argv: string[], withUnit: boolean): Promise<number> {
-  const args = parseRunArgs(argv)
-  if (args.help) {
-    console.log(USAGE)
-    return 0
-  }
-  // Not a kernel: say so now, not after the unit tests.
-  if (args.kernelImage !== undefined) await kernelFromImage(args.kernelImage)
-  let passed = 0
-  let failed = 0
-  /** Unit tests skipped (each says why in its name), counted in the closing line. */
-  let skipped = 0
-  if (withUnit) {
-    log('unit tests')
-    const u = await runVitest('unit', [], process.env as Record<string, string>, controller.signal)
-    passed += u.passed
-    failed += u.failed
-    skipped += u.skipped
-    if (u.exitCode !== 0 && u.failed === 0) failed++ // vitest itself failed
-    if (controller.signal.aborted) return 130
-  }
-  const out = await runExperiments(args, controller.signal)
-  passed += out.passed
-  failed += out.failed
-  if (out.summary) console.log(`\n${out.summary}\n`)
-  if (out.ran)
-    console.log(`oomlab: the experiments ran ${out.where === 'vm' ? `in QEMU guests (${out.accel === 'kvm' ? 'KVM' : 'TCG, no KVM'})` : 'natively'} on kernel ${out.kernelRelease ?? 'unknown'}; report in ${out.reportDir} (summary.txt, report.md, report.json, junit.xml, vitest.json, figures/, evidence/)`)
-  if (out.failure) {
-    log(`FAILED: ${out.failure}`)
-    failed++
-  }
-  if (out.unsupported) console.log(`oomlab: ${out.unsupported} scenario(s) unsupported on this kernel (skipped; see the report)`)
-  if (skipped) console.log(`oomlab: ${skipped} unit test(s) skipped (each says why in its name, above)`)
-  console.log(`oomlab: ${passed} passed, ${failed} failed${out.unsupported + skipped ? `, ${out.unsupported + skipped} skipped` : ''}`)
-  return exitCodeOf({ failed, unsupported: out.unsupported, interrupted })
-}
-
-/** The environment's knobs, checked before anything starts: a bad value is a usage error. */
+/** The variables every command reads, checked before anything starts: a bad value is a usage error. */
 function checkEnvironment(env: NodeJS.ProcessEnv): void {
   try {
     timeoutScale(env.OOMLAB_TIMEOUT_SCALE)
@@ -82,28 +47,67 @@ function checkEnvironment(env: NodeJS.ProcessEnv): void {
   workloadUser(env)
 }
 
-/** `oomlab cache | head`: for a listing, a reader that leaves early is not an error. */
-function listing(): void {
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code !== 'EPIPE') process.stderr.write(`oomlab: writing the listing: ${err.message}\n`)
-    process.exit(err.code === 'EPIPE' ? 0 : 1)
-  })
+/** The unit tests ship with the repository, not with the installed package. */
+const hasUnitTests = () => existsSync(join(projectRoot, 'test')) && existsSync(join(projectRoot, 'src/cli/main.ts'))
+
+/**
+ * The guest the unit tests of restored guests use (the default kernel's), prepared before they run so a
+ * fresh machine runs them too (the experiments then find its snapshot in the cache).
+ */
+async function prepareForUnitTests(signal: AbortSignal): Promise<void> {
+  if (!which('qemu-system-x86_64') || process.getuid?.() !== 0) return
+  log(`unit tests: preparing a ${DEFAULT_KERNEL} guest for the tests of restored guests`)
+  await prepareLabGuest({ kernel: DEFAULT_KERNEL, accel: 'auto' }, { log, progress, signal })
+  endProgress()
 }
 
-function noOptions(cmd: string, rest: string[]): void {
-  if (rest.length > 0) throw new UserError(`${cmd} takes no options or arguments (got ${JSON.stringify(rest.join(' '))})`)
+async function run(cmd: 'reproduce' | 'test' | 'matrix', p: Parsed): Promise<number> {
+  const req = cmd === 'matrix' ? matrixRequest(p) : reproduceRequest(p)
+  // Not a kernel: say so now, not after the unit tests.
+  for (const k of req.kernels ?? []) if (k.image !== undefined) await kernelFromImage(k.image)
+  const config = await resolveRun(req, process.env, log)
+  let unit = { passed: 0, failed: 0, skipped: 0 }
+  if (cmd === 'test') {
+    if (hasUnitTests()) {
+      await prepareForUnitTests(controller.signal)
+      log('unit tests')
+      unit = await runUnitTests(controller.signal)
+      if (controller.signal.aborted) return 130
+    } else log('unit tests: not in the installed package (they ship with the repository); running the experiments')
+  }
+  const outcome = await runExperiments(config, controller.signal)
+  const counts = printOutcome(outcome, unit)
+  return exitCodeOf({ ...counts, interrupted })
 }
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    console.log(generalHelp(version()))
+    return cmd === undefined ? 2 : 0
+  }
+  if (cmd === '--version' || cmd === '-v') {
+    console.log(version())
+    return 0
+  }
+  if (cmd === '__in-scope') {
+    const { inScope } = await import('./in-scope.js')
+    return inScope(rest, controller.signal)
+  }
+  const def = COMMANDS[cmd]
+  if (!def) throw new UserError(`unknown command "${cmd}": use ${Object.keys(COMMANDS).join(', ')} (oomlab --help)`)
+  const p = parseFlags(def, rest)
+  if (p.values.help === true) {
+    console.log(helpOf(def))
+    return 0
+  }
   checkEnvironment(process.env)
   switch (cmd) {
     case 'reproduce':
-      return reproduce(rest, false)
     case 'test':
-      return reproduce(rest, true)
+    case 'matrix':
+      return run(cmd, p)
     case 'doctor':
-      noOptions(cmd, rest)
       return doctor()
     case 'bench': {
       const { bench } = await import('./bench.js')
@@ -113,16 +117,7 @@ async function main(argv: string[]): Promise<number> {
       const { soak } = await import('./soak.js')
       return soak(rest, controller.signal)
     }
-    case 'matrix': {
-      const { matrix } = await import('./matrix.js')
-      return matrix(rest, controller.signal)
-    }
-    case '__in-scope': {
-      const { inScope } = await import('./in-scope.js')
-      return inScope(rest, controller.signal)
-    }
     case 'kernels': {
-      noOptions(cmd, rest)
       listing()
       const { listKernels } = await import('./kernels.js')
       return listKernels()
@@ -130,17 +125,23 @@ async function main(argv: string[]): Promise<number> {
     case 'cache': {
       listing()
       const { cache } = await import('./cache.js')
-      return cache(rest)
+      const sub = p.positionals[0]
+      if (p.positionals.length > 1 || (sub !== undefined && sub !== 'prune' && sub !== 'key')) throw new UserError(`cache: unexpected ${JSON.stringify(p.positionals.join(' '))} (see oomlab cache --help)`)
+      const kernel = stringFlag(p, 'kernel')
+      if ((sub === 'key') !== (kernel !== undefined)) throw new UserError('usage: oomlab cache key --kernel NAME')
+      return cache(sub === 'key' ? ['key', '--kernel', kernel!] : sub ? [sub] : [])
     }
-    case undefined:
-    case '-h':
-    case '--help':
-    case 'help':
-      console.log(USAGE)
-      return cmd === undefined ? 2 : 0
     default:
-      throw new UserError(`unknown command "${cmd}": use reproduce, test, matrix, doctor, bench, soak, kernels or cache`)
+      throw new UserError(`unknown command "${cmd}" (oomlab --help)`)
   }
+}
+
+/** `oomlab cache | head`: for a listing, a reader that leaves early is not an error. */
+function listing(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') process.stderr.write(`oomlab: writing the listing: ${err.message}\n`)
+    process.exit(err.code === 'EPIPE' ? 0 : 1)
+  })
 }
 
 try {

@@ -3,18 +3,18 @@
  * after round, until `target` spec runs have passed in a row on that kernel. A failure keeps its round's
  * report, the guest's console and, when the guest kernel reported a BUG, panic or lockup, that report.
  */
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dir as tmpDir } from 'tmp-promise'
 import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
 import { UserError, errorMessage } from '../util/errors.js'
-import { PREPARED_ENV } from '../experiment/global-setup.js'
-import { readEvidenceDir } from '../report/evidence.js'
-import { SPEC_FILE } from '../report/paths.js'
+import { availableParallelism } from 'node:os'
+import { newRunId, type RunConfig } from '../run/config.js'
+import { articleSpecs } from '../run/resolve.js'
 import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
-import { log, preparedFile, restoreGuestsAhead, runVitest } from './experiments.js'
+import { log, runExperiments } from './experiments.js'
 import { openGuestOs } from '../vm/guest-os.js'
 import { ROOT } from '../experiment/lab.js'
 import { FAULTS_RESULTS, GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
@@ -41,31 +41,37 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   const say = (line: string) => log(`soak [${kernel}] ${line}`)
   const guest = await prepareLabGuest({ kernel, accel: 'auto' }, { log: say, signal })
   count.release = guest.kernel.release
-  await using prepared = await preparedFile({ default: guest })
   const base = join(userReports('soak'), kernel)
   await rm(base, { recursive: true, force: true })
+  const specs = articleSpecs()
   // Enough rounds for the target after a failure or two; a kernel that keeps failing stops there.
-  const specs = (await readdir(join(projectRoot, 'experiments'))).filter((f) => SPEC_FILE.test(f)).length
-  const maxRounds = Math.ceil(target / specs) * 2 + 2
+  const maxRounds = Math.ceil(target / specs.length) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)
-    // As `oomlab reproduce` runs them: the first guests restored ahead and leased (src/vm/warm.ts), the others restored by the workers.
-    await using warm = await restoreGuestsAhead(guest, specs, { log: say, signal })
-    await using roundFile = warm ? await preparedFile({ default: { ...guest, warm: warm.socketPath } }) : undefined
-    const env = { ...process.env, OOMLAB_REPORT_DIR: dir, OOMLAB_EVIDENCE_DIR: join(dir, 'evidence'), [PREPARED_ENV]: (roundFile ?? prepared).path } as Record<string, string>
-    const r = await runVitest('experiments', [], env, signal)
+    // As `oomlab reproduce` runs them: the first guests restored ahead (src/vm/warm.ts), the others restored by the workers.
+    const config: RunConfig = {
+      id: `${newRunId()}-r${round}`,
+      by: 'cli',
+      machine: { kind: 'guest', accel: 'auto', append: [], refresh: false },
+      kernels: [{ name: kernel }],
+      specs,
+      jobs: availableParallelism(),
+      report: dir,
+    }
+    const out = await runExperiments(config, signal, { prepared: { [kernel]: guest } })
     if (signal.aborted) break
-    const evidence = await readEvidenceDir(join(dir, 'evidence'))
+    const run = out.runs[0]!
     let bad = 0
-    for (const e of evidence) {
+    for (const o of out.tally.outcomes) {
       count.runs++
-      if (e.machine?.restoreMs !== undefined) count.restoreMs.push(e.machine.restoreMs)
-      if (e.machine?.restoredAhead) count.ahead++
-      if (e.verdict.state === 'unsupported') {
+      const e = run.evidence.find((x) => x.file === o.scenario)
+      if (e?.machine?.restoreMs !== undefined) count.restoreMs.push(e.machine.restoreMs)
+      if (e?.machine?.restoredAhead) count.ahead++
+      if (o.status === 'unsupported') {
         count.unsupported++
         continue
       }
-      if (e.verdict.state === 'pass') {
+      if (o.status === 'pass') {
         count.streak++
         count.bestStreak = Math.max(count.bestStreak, count.streak)
         continue
@@ -73,26 +79,24 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
       bad++
       count.failed++
       count.streak = 0
-      const what = `round ${round}, ${e.file}: ${e.verdict.errors?.[0] ?? e.verdict.state}`
+      const what = `round ${round}, ${o.scenario}: ${o.reason ?? o.status}`
       count.failures.push(what)
       say(`FAIL ${what}`)
-      if (e.machine?.console) await writeFile(join(dir, `${e.file}.console.txt`), e.machine.console.tail.length ? `${e.machine.console.tail.join('\n')}\n` : '(the guest printed nothing on its console after the restore)\n')
-      if (e.machine?.console?.incident) {
-        await writeFile(join(dir, `${e.file}.kernel-incident.txt`), `${e.machine.console.incident.join('\n')}\n`)
-        say(`  the guest kernel's report (BUG/panic/lockup, backtraces): ${join(dir, `${e.file}.kernel-incident.txt`)}`)
+      if (e?.machine?.console) await writeFile(join(dir, `${o.scenario}.console.txt`), e.machine.console.tail.length ? `${e.machine.console.tail.join('\n')}\n` : '(the guest printed nothing on its console after the restore)\n')
+      if (e?.machine?.console?.incident) {
+        await writeFile(join(dir, `${o.scenario}.kernel-incident.txt`), `${e.machine.console.incident.join('\n')}\n`)
+        say(`  the guest kernel's report (BUG/panic/lockup, backtraces): ${join(dir, `${o.scenario}.kernel-incident.txt`)}`)
       }
     }
-    // A spec with no evidence did not run (its worker died): a failure too.
-    const missing = Math.max(0, specs - evidence.length)
-    if (missing > 0) {
-      count.failed += missing
-      count.runs += missing
+    if (out.failure !== undefined) {
+      bad++
+      count.failed++
       count.streak = 0
-      count.failures.push(`round ${round}: ${missing} spec(s) without evidence (vitest exited ${r.exitCode})`)
-      say(`FAIL round ${round}: ${missing} spec(s) without evidence (vitest exited ${r.exitCode})`)
+      count.failures.push(`round ${round}: ${out.failure}`)
+      say(`FAIL round ${round}: ${out.failure}`)
     }
-    say(`round ${round}: ${evidence.length - bad} of ${evidence.length} passed; ${count.streak} in a row of ${target}`)
-    if (bad === 0 && missing === 0) await rm(dir, { recursive: true, force: true })
+    say(`round ${round}: ${out.tally.passed} of ${out.tally.outcomes.length} passed; ${count.streak} in a row of ${target}`)
+    if (bad === 0) await rm(dir, { recursive: true, force: true })
   }
   await mkdir(base, { recursive: true })
   return count

@@ -3,14 +3,13 @@
  * `lab`, a fresh Lab on it. Both are always disposed of; the evidence is written with the test's verdict.
  */
 import { test as base, expect, vi } from 'vitest'
-import { join } from 'node:path'
+import { dirname } from 'node:path'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { Unsupported } from '../util/errors.js'
 import { Lab } from './lab.js'
-import { openMachine, machineProvided } from './machine.js'
+import { openMachine, machineProvided, nativeCgroupRoot, workerRun } from '../vitest/machine.js'
 import { timeouts } from './timeouts.js'
-import { userReports } from '../util/paths.js'
-import { specIdOf } from '../report/paths.js'
+import { reportPaths, scenarioIdOf } from '../report/paths.js'
 import type { Os, OsFacts } from '../os/os.js'
 import type { Evidence } from '../report/evidence.js'
 import './matchers.js'
@@ -18,21 +17,25 @@ import './matchers.js'
 // Under plain `vitest` (no oomlab config), an experiment still gets its deadline, not vitest's 5 s default.
 if (!machineProvided()) vi.setConfig({ testTimeout: timeouts.testMs, hookTimeout: timeouts.testMs })
 
-export function evidenceDir(): string {
-  return process.env.OOMLAB_EVIDENCE_DIR ?? join(userReports('latest'), 'evidence')
+/** A test's scenario id: its spec's, or its spec's and its own name where the file holds several (report/paths.ts). */
+function scenarioOf(task: { name: string; file: { name: string; tasks: unknown[] } }): string {
+  const count = (ts: unknown[]): number => ts.reduce<number>((n, t) => n + ((t as { type: string }).type === 'suite' ? count((t as { tasks: unknown[] }).tasks) : 1), 0)
+  return scenarioIdOf(task.file.name, task.name, count(task.file.tasks))
 }
 
-function writeEvidence(id: string, evidence: Evidence): void {
-  mkdirSync(evidenceDir(), { recursive: true })
-  writeFileSync(join(evidenceDir(), `${id}.json`), `${JSON.stringify(evidence, null, 2)}\n`)
+async function writeEvidence(id: string, evidence: Evidence): Promise<void> {
+  const run = await workerRun()
+  const path = reportPaths(run.report).evidence(run.evidenceKernel, id)
+  mkdirSync(dirname(path), { recursive: true })
+  writeFileSync(path, `${JSON.stringify({ run: run.id, ...evidence }, null, 2)}\n`)
 }
 
 /**
  * A kernel without what the scenario needs gets "unsupported: <reason>" in its evidence and the
  * test is skipped with that reason: neither a pass nor a silent skip.
  */
-function unsupported(id: string, scenario: string, facts: OsFacts, reason: string, skip: (note: string) => never): never {
-  writeEvidence(id, {
+async function unsupported(id: string, scenario: string, facts: OsFacts, reason: string, skip: (note: string) => never): Promise<never> {
+  await writeEvidence(id, {
     scenario,
     kernel: { release: facts.release, version: facts.version },
     durationMs: 0,
@@ -58,10 +61,10 @@ export const experiment = base.extend<{ machine: Os; lab: Lab }>({
     }
   },
   lab: async ({ task, machine, onTestFinished, skip }, use) => {
-    const id = specIdOf(task.file.name)
-    const cgroupParent = machine.name === 'local' ? process.env.OOMLAB_CGROUP_PARENT || undefined : undefined
+    const id = scenarioOf(task)
+    const cgroupParent = machine.name === 'local' ? await nativeCgroupRoot() : undefined
     const lab = await Lab.open(task.name, { os: machine, ...(cgroupParent && { cgroupParent }), onUnsupported: (reason) => skip(`unsupported: ${reason}`) }).catch(async (err: unknown) => {
-      if (err instanceof Unsupported) unsupported(id, task.name, await machine.facts(), err.message, skip)
+      if (err instanceof Unsupported) await unsupported(id, task.name, await machine.facts(), err.message, skip)
       throw err
     })
     let evidence: Promise<Evidence> | undefined
@@ -72,7 +75,7 @@ export const experiment = base.extend<{ machine: Os; lab: Lab }>({
       const e = await (evidence ?? lab.evidence({ state }))
       // The guest's console is evidence only when something went wrong.
       if (state === 'pass' && e.machine) delete e.machine.console
-      writeEvidence(id, { ...e, verdict: { state, errors } })
+      await writeEvidence(id, { ...e, verdict: { state, errors } })
     })
     try {
       await use(lab)
@@ -82,7 +85,7 @@ export const experiment = base.extend<{ machine: Os; lab: Lab }>({
       await lab.dispose()
     }
     // A skipped test gets no onTestFinished: its evidence is written here.
-    if (lab.unsupportedReason !== undefined) writeEvidence(id, { ...(await evidence), verdict: { state: 'unsupported', errors: [lab.unsupportedReason] } })
+    if (lab.unsupportedReason !== undefined) await writeEvidence(id, { ...(await evidence), verdict: { state: 'unsupported', errors: [lab.unsupportedReason] } })
   },
 })
 

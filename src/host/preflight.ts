@@ -172,22 +172,3 @@ export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?:
 export function formatCheck(c: Check): string {
   return c.ok ? `ok    ${c.name}: ${c.detail}` : `FAIL  ${c.name}: ${c.detail}${c.fix ? `; ${c.fix}` : ''}`
 }
-
-
-/**
- * Whether a native run is possible at all, decided synchronously (vitest's config needs it before the
- * global setup's full preflight): root, and memory among the cgroup2 controllers where the trees go.
- * When this is false, preflight fails too; when it is true, preflight may still fail, and the run
- * goes to guests, one experiment at a time.
- */
-export function nativeCandidate(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.OOMLAB_MACHINE === 'guest' || env.OOMLAB_PREPARED_GUEST) return false
-  if (env.OOMLAB_MACHINE === 'local') return true
-  const mount = readMounts().find((m) => m.fsType === 'cgroup2')?.mountPoint
-  if (!mount || process.getuid?.() !== 0) return false
-  try {
-    return readFileSync(join(env.OOMLAB_CGROUP_PARENT || mount, 'cgroup.controllers'), 'utf8').split(/\s+/).includes('memory')
-  } catch {
-    return false
-  }
-}

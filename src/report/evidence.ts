@@ -40,6 +40,8 @@ export interface OomEventEvidence {
 }
 
 export interface Evidence {
+  /** The run that wrote it (its id): a report reads only its own run's. */
+  run?: string
   scenario: string
   /** The spec file's name without .spec.ts, set when read back. */
   file?: string

@@ -1,5 +1,6 @@
 /** One run of the specs on one kernel, and the verdict of each scenario on each kernel. */
 import type { Evidence } from './evidence.js'
+import type { TestOutcome } from './results.js'
 
 export interface KernelRun {
   /** What the user named: a suite, a version, or an image path. */
@@ -9,22 +10,33 @@ export interface KernelRun {
   /** Why the run as a whole failed (download, panic, hang): every scenario then has no verdict. */
   failure?: string
   evidence: Evidence[]
+  /** What vitest reported for this kernel: the verdicts. Evidence adds detail; without outcomes, evidence alone says. */
+  outcomes?: TestOutcome[]
   timings?: Record<string, number | undefined>
 }
 
 export type Cell =
-  | { status: 'pass'; evidence: Evidence }
+  | { status: 'pass'; evidence?: Evidence }
   | { status: 'fail'; reason: string; evidence?: Evidence }
-  | { status: 'unsupported'; reason: string; evidence: Evidence }
+  | { status: 'unsupported'; reason: string; evidence?: Evidence }
+  | { status: 'skipped' | 'not run'; reason: string; evidence?: Evidence }
 
 export const kernelLabel = (r: KernelRun) => (r.release && r.release !== r.name ? `${r.name} (${r.release})` : r.name)
 
 export function scenarioIds(runs: readonly KernelRun[]): string[] {
-  return [...new Set(runs.flatMap((r) => r.evidence.map((e) => e.file!)))].sort()
+  return [...new Set(runs.flatMap((r) => [...r.evidence.map((e) => e.file!), ...(r.outcomes ?? []).map((o) => o.scenario)]))].sort()
 }
 
 export function cellOf(run: KernelRun, scenario: string): Cell {
   const e = run.evidence.find((x) => x.file === scenario)
+  if (run.outcomes) {
+    const o = run.outcomes.find((x) => x.scenario === scenario)
+    if (!o) return { status: 'fail', reason: run.failure ?? 'the scenario did not run' }
+    const evidence = e ? { evidence: e } : {}
+    if (o.status === 'pass') return { status: 'pass', ...evidence }
+    if (o.status === 'fail') return { status: 'fail', reason: o.reason ?? 'failed', ...evidence }
+    return { status: o.status, reason: o.reason ?? o.status, ...evidence }
+  }
   if (!e) return { status: 'fail', reason: run.failure ?? 'no evidence: the scenario did not run' }
   if (e.verdict.state === 'pass') return { status: 'pass', evidence: e }
   if (e.verdict.state === 'unsupported') return { status: 'unsupported', reason: e.verdict.errors?.[0] ?? 'unsupported', evidence: e }

@@ -18,6 +18,18 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length)
 }
 
+/** A kernel's cgroup path as the tree names it: "/oomlab-1-x/test01/test011" -> "test01/test011". */
+const inTree = (root: string, path: string | undefined) => (path === undefined ? '?' : root && path.startsWith(`${root}/`) ? path.slice(root.length + 1) : path)
+
+/** The counters that moved, "oom 0->1, oom_kill 0->7". */
+function moved(before: Record<string, number> | undefined, after: Record<string, number> | undefined): string {
+  if (!after) return ''
+  return Object.entries(after)
+    .filter(([k, v]) => (before?.[k] ?? 0) !== v)
+    .map(([k, v]) => `${k} ${before?.[k] ?? 0}->${v}`)
+    .join(', ')
+}
+
 export function formatScenario(e: Evidence): string {
   const mark = e.verdict.state === 'pass' ? 'PASS' : e.verdict.state === 'fail' ? 'FAIL' : e.verdict.state.toUpperCase()
   const lines = [`${mark}  ${e.file ?? ''}: ${e.scenario}  (kernel ${e.kernel.release})`]
@@ -28,12 +40,21 @@ export function formatScenario(e: Evidence): string {
       .join(' ')
     if (s) lines.push(`      ${cg.name}: ${s}`)
   }
+  // The article turns swap off with swapoff; the harness keeps every cgroup off swap instead.
+  if (e.tree.length && e.tree.every((cg) => cg.settings['memory.swap.max'] === '0')) lines.push('      every cgroup: memory.swap.max=0 (added by the harness: the article runs with swap off)')
   const w = { cg: Math.max(6, ...e.processes.map((p) => p.cgroup.length)), role: Math.max(4, ...e.processes.map((p) => p.role.length)) }
-  lines.push(`      ${pad('cgroup', w.cg)}  ${pad('role', w.role)}  ${pad('pid', 6)}  ${pad('fate', 8)}  kernel record`)
+  lines.push(`      ${pad('cgroup', w.cg)}  ${pad('role', w.role)}  ${pad('pid', 6)}  ${pad('adj', 5)}  ${pad('fate', 8)}  kernel record`)
   for (const p of e.processes)
-    lines.push(`      ${pad(p.cgroup, w.cg)}  ${pad(p.role, w.role)}  ${pad(String(p.pid), 6)}  ${pad(p.fate, 8)}  ${p.kernelRecord ? shortRecord(p.kernelRecord) : '-'}`)
-  const groups = e.oomEvents.map((o) => o.groupKill).filter(Boolean)
-  lines.push(`      OOM kills: ${e.oomEvents.length}; group kill: ${groups.length ? [...new Set(groups)].join(', ') : 'none'}`)
+    lines.push(`      ${pad(p.cgroup, w.cg)}  ${pad(p.role, w.role)}  ${pad(String(p.pid), 6)}  ${pad(p.oomScoreAdj === undefined ? '?' : String(p.oomScoreAdj), 5)}  ${pad(p.fate, 8)}  ${p.kernelRecord ? shortRecord(p.kernelRecord) : '-'}`)
+  e.oomEvents.forEach((o, i) => {
+    const victim = o.victim ? `${o.victim.pid} (${o.victim.comm}${(() => { const adj = o.killed.find((k) => k.pid === o.victim!.pid)?.oomScoreAdj; return adj === undefined ? '' : `, oom_score_adj ${adj}` })()})` : '?'
+    lines.push(`      OOM ${i + 1}: limit hit in ${inTree(e.root, o.oomMemcg)}; victim ${victim} in ${inTree(e.root, o.taskMemcg)}; group kill: ${o.groupKill ? inTree(e.root, o.groupKill) : 'none'}`)
+  })
+  if (e.oomEvents.length === 0) lines.push('      OOM kills: none')
+  for (const cg of e.tree) {
+    const m = moved(cg.memoryEventsBefore, cg.memoryEventsAfter)
+    if (m) lines.push(`      memory.events ${cg.name}: ${m}`)
+  }
   for (const err of e.verdict.errors ?? []) lines.push(`      why it failed: ${err}`)
   for (const n of e.notes) lines.push(`      note: ${n}`)
   return lines.join('\n')

@@ -10,7 +10,7 @@ import { cellOf, scenarioIds, kernelLabel, adaptations, type KernelRun, type Cel
 import { formatScenario, shortRecord } from './summary.js'
 import { figure } from './svg.js'
 
-const MARK: Record<Cell['status'], string> = { pass: 'pass', fail: 'FAIL', unsupported: 'unsupported' }
+const MARK: Record<Cell['status'], string> = { pass: 'pass', fail: 'FAIL', unsupported: 'unsupported', skipped: 'skipped', 'not run': 'not run' }
 
 export function formatTable(runs: readonly KernelRun[]): string {
   const ids = scenarioIds(runs)

@@ -19,7 +19,7 @@ export const packageRoot = moduleExt === '.ts' ? projectRoot : dirname(projectRo
 /** The CLI's launcher, for running oomlab again as a child. */
 export const oomlabBin = join(packageRoot, 'bin', 'oomlab.mjs')
 
-/** One of the harness's own modules or specs by its path without extension, e.g. `src/report/reporter`. */
+/** One of the harness's own modules or specs by its path without extension, e.g. `src/vitest/reporter`. */
 export const ownModule = (path: string) => join(projectRoot, `${path}${moduleExt}`)
 
 /** vitest's command, from the copy this harness resolves (a dependency here, a peer of the package). */

@@ -8,8 +8,10 @@ import { join } from 'node:path'
 import { JUnitReporter } from 'vitest/node'
 import type { TestModule, Vitest } from 'vitest/node'
 import type { RunnerTestFile, RunnerTask } from 'vitest'
-import { readEvidenceDir } from './evidence.js'
-import { isExperimentsProject, reportDir, specIdOf } from './paths.js'
+import { isExperimentsProject, reportPaths, specIdOf } from '../report/paths.js'
+import { kernelOfProject } from '../run/config.js'
+import { collectRuns, readTally } from '../run/report.js'
+import { currentRun } from './context.js'
 
 const flatten = (t: RunnerTask): RunnerTask[] => (t.type === 'suite' ? t.tasks.flatMap(flatten) : [t])
 
@@ -17,7 +19,7 @@ export default class KernelJUnitReporter extends JUnitReporter {
   private vitest: Vitest | undefined
 
   constructor(options: ConstructorParameters<typeof JUnitReporter>[0] = {}) {
-    super({ suiteName: 'oom-group-lab', outputFile: join(reportDir(), 'junit.xml'), ...options })
+    super({ suiteName: 'oom-group-lab', ...options })
   }
 
   // The file is opened at the end: the report folder is cleared when the run starts.
@@ -29,16 +31,17 @@ export default class KernelJUnitReporter extends JUnitReporter {
     const byProject = new Map<string, TestModule[]>()
     for (const m of modules) if (isExperimentsProject(m.project.name)) byProject.set(m.project.name, [...(byProject.get(m.project.name) ?? []), m])
     if (byProject.size === 0 || !this.vitest) return
+    const run = await currentRun()
+    ;(this as unknown as { options: { outputFile?: string } }).options.outputFile ??= reportPaths(run.report).junit
+    const releases = new Map((await collectRuns(run, await readTally(run))).map((r) => [r.name, r.release]))
     const kernels: { task: RunnerTestFile }[] = []
     // In the run's own order of kernels and specs, not the order they happened to finish in.
     const order = this.vitest.projects.map((p) => p.name)
     const projects = [...byProject].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b))
     for (const [name, unsorted] of projects) {
       const ms = [...unsorted].sort((a, b) => a.moduleId.localeCompare(b.moduleId))
-      const env = ms[0]!.project.config.env ?? {}
-      const evidence = await readEvidenceDir(env.OOMLAB_EVIDENCE_DIR ?? join(reportDir(), 'evidence'))
-      const release = evidence.find((e) => e.kernel.release)?.kernel.release
-      const kernel = env.OOMLAB_KERNEL_NAME
+      const kernel = kernelOfProject(run, name)?.name
+      const release = releases.get(kernel ?? 'host') ?? [...releases.values()].find(Boolean)
       const label = kernel && release ? `${kernel} (${release})` : (kernel ?? release ?? name)
       // vitest's JUnit reads each module's runner task: so do we.
       const files = ms.map((m) => (m as unknown as { task: RunnerTestFile }).task)

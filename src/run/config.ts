@@ -1,0 +1,76 @@
+/**
+ * The run's configuration: resolved once (by the CLI from its flags, or from the environment under plain
+ * `vitest`), then handed on in one form, a JSON file named by OOMLAB_RUN, to vitest's config, its global
+ * setup, the workers and the reporters. Nothing here imports vitest.
+ */
+import { readFileSync, writeFileSync, renameSync } from 'node:fs'
+import { join } from 'node:path'
+import type { PreparedGuest } from '../vm/guest-os.js'
+import type { GuestMachine } from './machine.js'
+
+/** The environment variable that names the run's configuration file: set by oomlab for vitest, never by a user. */
+export const RUN_ENV = 'OOMLAB_RUN'
+
+export type Machine = { kind: 'native'; cgroupRoot?: string; scope?: string } | GuestMachine
+
+/** A kernel a guest run boots: a Debian suite or version, or an image of one's own. */
+export interface KernelTarget {
+  /** What the user named (suite, version, or the image's path): the report's column and the project's name. */
+  name: string
+  /** A bzImage of one's own. */
+  image?: string
+  /** Extra words on the guest's kernel command line for this target (a matrix cell with a mount option). */
+  append?: string[]
+}
+
+export interface RunConfig {
+  /** Sortable and unique: when it started and by which process. */
+  id: string
+  /** Who runs vitest: the CLI (it claims the report folder and writes the final report), or plain `vitest` (its global setup and reporter do). */
+  by: 'cli' | 'vitest'
+  machine: Machine
+  /** Guest runs: one vitest project per kernel. Native runs: empty (the host's kernel). */
+  kernels: KernelTarget[]
+  /** The spec files the run selected, absolute; empty means vitest's own default (plain `vitest`). */
+  specs: string[]
+  /** Experiments at once. */
+  jobs: number
+  /** The run's report folder, absolute. */
+  report: string
+  /** Deadline for the whole run of the experiments (ms), if any. */
+  runTimeoutMs?: number
+  /** Filled in by the CLI once prepared: a guest per kernel name (with where its guests restored ahead are held). */
+  prepared?: Record<string, PreparedGuest>
+}
+
+/** A new run's id: UTC time to the second, then the process id. */
+export function newRunId(now = new Date(), pid = process.pid): string {
+  return `${now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-')}-${pid}`
+}
+
+/** The project name of a kernel's experiments: `experiments` for a run on one kernel, else `experiments@<name>`. */
+export function projectOf(config: Pick<RunConfig, 'kernels'>, kernel: KernelTarget | undefined): string {
+  return config.kernels.length > 1 && kernel ? `experiments@${kernel.name}` : 'experiments'
+}
+
+/** The kernel target of an experiments project (undefined natively). */
+export function kernelOfProject(config: Pick<RunConfig, 'kernels'>, project: string): KernelTarget | undefined {
+  if (config.kernels.length <= 1) return config.kernels[0]
+  return config.kernels.find((k) => `experiments@${k.name}` === project)
+}
+
+/** Writes the configuration beside the run's report (it is part of the record of what ran). */
+export function writeRunConfig(config: RunConfig): string {
+  const path = join(config.report, 'run.json')
+  writeFileSync(`${path}.partial`, `${JSON.stringify(config, null, 2)}\n`)
+  renameSync(`${path}.partial`, path)
+  return path
+}
+
+export function readRunConfig(path: string): RunConfig {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as RunConfig
+  } catch (err) {
+    throw new Error(`${RUN_ENV}=${path}: cannot read the run's configuration: ${(err as Error).message}`)
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * The run's configuration on vitest's side. In vitest's main process (config, global setup, reporters)
+ * it is the file OOMLAB_RUN names when oomlab started vitest, else the one resolved here once from the
+ * environment (plain `vitest`); workers get what they need from the global setup (`inject`).
+ */
+import { resolveRun } from '../run/resolve.js'
+import { readRunConfig, RUN_ENV, type RunConfig } from '../run/config.js'
+import type { PreparedGuest } from '../vm/guest-os.js'
+
+/** What a worker needs of the run: where its evidence goes, and the machine to act on. */
+export interface WorkerRun {
+  id: string
+  report: string
+  /** The kernel its evidence is filed under (a matrix's), none on one kernel. */
+  evidenceKernel?: string
+}
+
+export type MachineChoice = { where: 'local'; cgroupRoot?: string } | { where: 'guest'; guest: PreparedGuest }
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    oomlabMachine: MachineChoice
+    oomlabRun: WorkerRun
+  }
+}
+
+const KEY = Symbol.for('oom-group-lab.run')
+type Holder = { [KEY]?: Promise<RunConfig> }
+
+/**
+ * The run's configuration in this process: vitest loads its config, global setup and reporters as separate
+ * module graphs, so it is kept on the process, not in a module.
+ */
+export function currentRun(env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = () => undefined): Promise<RunConfig> {
+  const holder = globalThis as Holder
+  holder[KEY] ??= env[RUN_ENV] ? Promise.resolve(readRunConfig(env[RUN_ENV])) : resolveRun({ selectSpecs: false, canStartScope: false, by: 'vitest' }, env, log)
+  return holder[KEY]
+}
