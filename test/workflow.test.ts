@@ -1,8 +1,15 @@
-// The CI workflow users copy: it must parse, and each job must do what the README says it does.
+// The CI workflow users copy: GitHub's schema accepts it (checked by @action-validator/cli, a maintained
+// validator), and each job does what the README says it does (our own checks below).
 import { describe, it, expect } from 'vitest'
 import { readFileSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa } from 'execa'
+import { withDir } from 'tmp-promise'
 import { parse } from 'yaml'
 import { MATRIX_DEFAULT } from '../src/cli/args.js'
+import { packageRoot } from '../src/util/paths.js'
 
 interface Step {
   run?: string
@@ -17,12 +24,37 @@ interface Job {
   strategy?: { matrix: { kernel: string[] } }
 }
 
-const wf = parse(readFileSync(new URL('../.github/workflows/oomlab.yml', import.meta.url), 'utf8'), { strict: true, uniqueKeys: true }) as {
+const workflowFile = fileURLToPath(new URL('../.github/workflows/oomlab.yml', import.meta.url))
+const workflowText = readFileSync(workflowFile, 'utf8')
+const wf = parse(workflowText, { strict: true, uniqueKeys: true }) as {
   jobs: Record<string, Job>
 }
 const runs = (job: string) => wf.jobs[job]!.steps.map((s) => s.run ?? '').join('\n')
 
+/** action-validator's verdict on a workflow file: exit 0 when the schema accepts it, else 1 with its errors as JSON. */
+const validate = (file: string) => execa('action-validator', [file], { preferLocal: true, localDir: packageRoot, reject: false, all: true })
+
 describe('.github/workflows/oomlab.yml', () => {
+  it('is a workflow GitHub accepts: @action-validator/cli finds nothing wrong', async () => {
+    const r = await validate(workflowFile)
+    expect(r.exitCode, r.all).toBe(0)
+  })
+
+  it('is checked for real: the validator rejects a copy with a misspelt trigger (which our own checks do not read), naming it', async () => {
+    await withDir(
+      async ({ path }) => {
+        const bad = join(path, 'oomlab.yml')
+        const broken = workflowText.replace('\n  push:\n', '\n  pushh:\n')
+        expect(broken).not.toBe(workflowText)
+        await writeFile(bad, broken)
+        const r = await validate(bad)
+        expect(r.exitCode).toBe(1)
+        expect(r.all).toContain("Additional property 'pushh' is not allowed")
+      },
+      { prefix: 'oomlab-workflow-', unsafeCleanup: true },
+    )
+  })
+
   it('has the unit, native and matrix jobs, each on a runner with steps', () => {
     expect(Object.keys(wf.jobs)).toEqual(['unit', 'native', 'matrix'])
     for (const job of Object.values(wf.jobs)) {
