@@ -103,7 +103,7 @@ describe.skipIf(why !== '')(`the npm package in a lab guest${why ? ` (skipped: $
     const r = await execa('npx', ['vitest', 'run'], { cwd: user, reject: false, all: true, env: { OOMLAB_VM: '1' } })
     expect(r.exitCode, r.all).toBe(0)
     expect(r.all).toMatch(/1 passed/)
-    // Without oomlab's vitest config there is no run to report on: the evidence alone, in reports/vitest.
+    // Plain vitest's runs go to reports/vitest (the CLI's each to a folder of its own).
     const e = await evidenceOf('my-layout', 'vitest')
     expect(e.verdict.state).toBe('pass')
     expect(e.processes.filter((p) => p.fate === 'survived').map((p) => p.cgroup)).toEqual(['runtime.slice/db.scope', 'runtime.slice/db.scope'])

@@ -87,7 +87,8 @@ export function runVariables(env: NodeJS.ProcessEnv) {
 
 export async function resolveRun(req: RunRequest, env: NodeJS.ProcessEnv, log: (line: string) => void): Promise<RunConfig> {
   const vars = runVariables(env)
-  const id = newRunId()
+  // Plain vitest's processes each resolve the run: they agree on its id and folder by not deriving them from time.
+  const id = req.by === 'vitest' ? 'vitest' : newRunId()
   const cgroupRoot = req.cgroupRoot ?? vars.cgroupRoot
   const envKernels: KernelTarget[] = vars.kernelImage ? [{ name: resolve(vars.kernelImage), image: resolve(vars.kernelImage) }] : vars.kernel ? [{ name: vars.kernel }] : []
   const named = req.kernels ?? envKernels
@@ -108,7 +109,7 @@ export async function resolveRun(req: RunRequest, env: NodeJS.ProcessEnv, log: (
   const accel = oneOf(req.accel !== undefined ? '--accel' : 'OOMLAB_ACCEL', req.accel ?? vars.accel, ['auto', 'kvm', 'tcg'] as const, 'auto')
   const specs = req.selectSpecs ? selectSpecs(req.filters ?? [], req.specFiles ?? []) : []
   const reportArg = req.report ?? vars.report
-  const report = reportArg !== undefined ? checkReportDir(reportArg, { forbidden: [projectRoot] }) : runDirOf(defaultReportRoot(), id)
+  const report = reportArg !== undefined ? checkReportDir(reportArg, { forbidden: [projectRoot] }) : req.by === 'vitest' ? join(defaultReportRoot(), 'vitest') : runDirOf(defaultReportRoot(), id)
   const guest: Omit<GuestMachine, 'kind'> = {
     accel,
     ...((req.memoryMiB ?? vars.memoryMiB) !== undefined && { memoryMiB: (req.memoryMiB ?? vars.memoryMiB)! }),

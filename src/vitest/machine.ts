@@ -4,7 +4,6 @@
  * from a snapshot for every experiment.
  */
 import { inject } from 'vitest'
-import { resolve } from 'node:path'
 import { LocalOs } from '../os/local.js'
 import { openGuestOs } from '../vm/guest-os.js'
 import type { Os } from '../os/os.js'
@@ -34,8 +33,7 @@ async function resolveHere(): Promise<{ machine: MachineChoice; run: WorkerRun }
   const { prepareLabGuest } = await import('../vm/lab-guest.js')
   try {
     const resolved = await currentRun()
-    // No oomlab reporter takes a run folder here: the evidence alone goes to reports/vitest (or OOMLAB_REPORT_DIR).
-    const run = { id: 'vitest', report: process.env.OOMLAB_REPORT_DIR ? resolved.report : resolve('reports', 'vitest') }
+    const run = { id: resolved.id, report: resolved.report }
     const m = resolved.machine
     if (m.kind === 'native') return { run, machine: { where: 'local', ...(m.cgroupRoot !== undefined && { cgroupRoot: m.cgroupRoot }) } }
     const k = resolved.kernels[0]!
