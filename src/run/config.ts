@@ -6,12 +6,27 @@
 import { readFileSync, writeFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import type { PreparedGuest } from '../vm/guest-os.js'
-import type { GuestMachine } from './machine.js'
 
 /** The environment variable that names the run's configuration file: set by oomlab for vitest, never by a user. */
 export const RUN_ENV = 'OOMLAB_RUN'
 
+/** Natively: under a delegated cgroup named by the user, or a systemd scope the CLI starts for the run. */
 export type Machine = { kind: 'native'; cgroupRoot?: string; scope?: string } | GuestMachine
+
+/** A guest run's machine: how each kernel's guest is made. */
+export interface GuestMachine {
+  kind: 'guest'
+  accel: 'auto' | 'kvm' | 'tcg'
+  memoryMiB?: number
+  cpus?: number
+  /** Extra words on every guest's kernel command line. */
+  append: string[]
+  /** From QEMU's start to the agent ready, when a snapshot is made. */
+  bootTimeoutMs?: number
+  /** Ask Debian's mirror again for the newest kernel of a suite. */
+  refresh: boolean
+}
+
 
 /** A kernel a guest run boots: a Debian suite or version, or an image of one's own. */
 export interface KernelTarget {

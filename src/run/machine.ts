@@ -7,21 +7,7 @@ import { preflight, formatCheck } from '../host/preflight.js'
 import { isSystemdHost, scopeUnit } from '../host/scope.js'
 import { selfOwner } from '../proc/owner.js'
 import { UserError } from '../util/errors.js'
-import type { Machine } from './config.js'
-
-/** A guest run's machine: how each kernel's guest is made. */
-export interface GuestMachine {
-  kind: 'guest'
-  accel: 'auto' | 'kvm' | 'tcg'
-  memoryMiB?: number
-  cpus?: number
-  /** Extra words on every guest's kernel command line. */
-  append: string[]
-  /** From QEMU's start to the agent ready, when a snapshot is made. */
-  bootTimeoutMs?: number
-  /** Ask Debian's mirror again for the newest kernel of a suite. */
-  refresh: boolean
-}
+import type { GuestMachine, Machine } from './config.js'
 
 export interface MachineWish {
   /** Guests, whatever the host can do (--vm, OOMLAB_VM=1, a kernel named). */

@@ -12,8 +12,8 @@ import { checkReportDir, defaultReportRoot, runDirOf } from '../report/folder.js
 import { parseKernelSpec, DEFAULT_KERNEL } from '../vm/kernels.js'
 import { cgMountPoint, cgCheckParent } from '../cgroup/cgroupfs.js'
 import { envSwitch, oneOf, wholeNumber } from '../cli/flags.js'
-import { newRunId, type KernelTarget, type RunConfig } from './config.js'
-import { decideMachine, type GuestMachine } from './machine.js'
+import { newRunId, type GuestMachine, type KernelTarget, type RunConfig } from './config.js'
+import { decideMachine } from './machine.js'
 
 /** What a command asks of a run; absent fields fall back to the user's variables, then to defaults. */
 export interface RunRequest {
