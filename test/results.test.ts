@@ -46,3 +46,13 @@ describe('tally', () => {
     ])
   })
 })
+
+describe('scenario ids', () => {
+  it("key evidence by spec, and by spec and test where a file holds several experiments", async () => {
+    const { scenarioIdOf } = await import('../src/report/paths.js')
+    expect(scenarioIdOf('/x/experiments/02-leaf-oom-group-1.spec.ts', 'memory.oom.group=1 on a leaf', 1)).toBe('02-leaf-oom-group-1')
+    const a = scenarioIdOf('/x/my.spec.ts', 'web dies whole', 2)
+    const b = scenarioIdOf('/x/my.spec.ts', 'db survives', 2)
+    expect([a, b]).toEqual(['my--web-dies-whole', 'my--db-survives'])
+  })
+})
