@@ -125,8 +125,8 @@ async function checkTool(name: string, args: string[], pkg: string): Promise<Che
   }
 }
 
-/** All checks for a native run. */
-export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?: string): Promise<Check[]> {
+/** All checks for a native run; with `firstFailure`, only up to the first that fails (deciding where to run needs no more). */
+export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?: string, o: { firstFailure?: boolean } = {}): Promise<Check[]> {
   const checks: Check[] = [{ name: 'kernel', ok: true, detail: `Linux ${facts.release}` }]
   const layout = cgroupLayout(facts.mounts)
   // The run's trees go under the user's delegated cgroup, or the mount: probe there, and only there.
@@ -136,6 +136,7 @@ export async function preflight(facts: HostFacts = readHostFacts(), cgroupRoot?:
   const cg = checkCgroups(layout, rootControllers)
   checks.push(...cg)
   checks.push(checkRoot(facts.uid))
+  if (o.firstFailure && checks.some((c) => !c.ok)) return checks
   let swapMax: boolean | undefined
   // On a systemd host the run writes only in its own delegated scope: probe without creating anything.
   const systemd = layout.kind !== 'legacy' && cgroupRoot === undefined && isSystemdHost()

@@ -24,7 +24,7 @@ export interface MachineWish {
 export async function decideMachine(wish: MachineWish, log: (line: string) => void): Promise<Machine> {
   const guest: GuestMachine = { kind: 'guest', ...wish.guest }
   if (wish.vm) return guest
-  const failing = (await preflight(undefined, wish.cgroupRoot)).filter((c) => !c.ok)
+  const failing = (await preflight(undefined, wish.cgroupRoot, { firstFailure: true })).filter((c) => !c.ok)
   if (failing.length === 0) {
     if (wish.cgroupRoot !== undefined || !isSystemdHost()) return { kind: 'native', ...(wish.cgroupRoot !== undefined && { cgroupRoot: wish.cgroupRoot }) }
     // On a systemd host the run writes only in a scope of its own that systemd delegates to it.
