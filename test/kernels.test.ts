@@ -5,13 +5,9 @@ import { dir, type DirectoryResult } from 'tmp-promise'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { UserError } from '../src/util/errors.js'
 import { cacheDir, projectRoot } from '../src/util/paths.js'
-import {
-  DEBIAN_SUITES,
-  DEFAULT_KERNEL,
-  kernelFromImage,
-  readBzImageVersion,
-  resolveKernel,
-} from '../src/vm/kernels.js'
+import { readBzImageVersion } from '../src/kernel/bzimage.js'
+import { kernelFromImage } from '../src/kernel/image.js'
+import { DEBIAN_SUITES, DEFAULT_KERNEL, resolveKernel } from '../src/kernel/resolve.js'
 
 const fixtures = join(projectRoot, 'test/fixtures/kernels')
 
@@ -56,7 +52,7 @@ describe('readBzImageVersion', () => {
     expect(readBzImageVersion(Buffer.alloc(0))).toBeUndefined()
     expect(readBzImageVersion(Buffer.alloc(65536))).toBeUndefined()
     expect(readBzImageVersion(await readFile(join(projectRoot, 'package.json')))).toBeUndefined()
-    expect(readBzImageVersion(await readFile(join(projectRoot, 'src/vm/kernels.ts')))).toBeUndefined()
+    expect(readBzImageVersion(await readFile(join(projectRoot, 'src/kernel/bzimage.ts')))).toBeUndefined()
   })
 
   it('returns undefined when a real header is damaged or cut short', async () => {

@@ -1,7 +1,7 @@
 /** Command-line parsing: every flag checked, every mistake one line and exit code 2. */
 import { parseArgs } from 'node:util'
 import { UserError } from '../util/errors.js'
-import { parseKernelSpec } from '../vm/kernels.js'
+import { parseKernelSpec } from '../kernel/resolve.js'
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { SPEC_FILE } from '../report/paths.js'
