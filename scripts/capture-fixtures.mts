@@ -1,6 +1,7 @@
 // Runs the article's scenarios on real kernels and turns their evidence into unit-test fixtures:
 //   npx tsx scripts/capture-fixtures.mts [KERNEL...]        (default: bullseye bookworm trixie sid)
-// For each kernel it runs `oomlab reproduce --kernel K` and writes, under
+// A KERNEL with a slash in it is a kernel image (../shared/kernels/linux-4.19.304/bzImage), run with
+// --kernel-image. For each kernel it runs the article's three scenarios and writes, under
 // test/fixtures/oom/<kernel release>/, <scenario>.kmsg (the /dev/kmsg records of the run, one per line
 // as read(2) returns them: "level,seq,usec,flags;message"), <scenario>.memory.events.{before,after}
 // of the cgroup whose limit was hit, and <scenario>.root (the run's root cgroup as the kernel prints it).
@@ -15,8 +16,9 @@ const out = new URL('../test/fixtures/oom/', import.meta.url).pathname
 const work = await dir({ unsafeCleanup: true })
 try {
   for (const kernel of kernels) {
-    const report = join(work.path, kernel)
-    await $({ stdio: 'inherit' })`node bin/oomlab.mjs reproduce --kernel ${kernel} --report ${report} ${['01-', '02-', '03-']}`
+    const report = join(work.path, kernel.replaceAll('/', '_'))
+    const which = kernel.includes('/') ? ['--kernel-image', kernel] : ['--kernel', kernel]
+    await $({ stdio: 'inherit' })`node bin/oomlab.mjs reproduce ${which} --report ${report} ${['01-', '02-', '03-']}`
     for (const e of await readEvidenceDir(join(report, 'evidence'))) {
       const target = join(out, e.kernel.release)
       mkdirSync(target, { recursive: true })

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { execa } from 'execa'
 import { ImageTree, buildInitramfs, checkImage } from '../src/vm/initramfs.js'
 import { UserError } from '../src/util/errors.js'
-import { resolveKernel } from '../src/vm/kernels.js'
+import { resolveKernel } from '../src/kernel/resolve.js'
 import { timeoutScale } from '../src/util/timeout-scale.js'
 
 function smallTree(): ImageTree {

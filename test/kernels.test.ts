@@ -5,17 +5,13 @@ import { dir, type DirectoryResult } from 'tmp-promise'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { UserError } from '../src/util/errors.js'
 import { cacheDir, projectRoot } from '../src/util/paths.js'
-import {
-  DEBIAN_SUITES,
-  DEFAULT_KERNEL,
-  kernelFromImage,
-  readBzImageVersion,
-  resolveKernel,
-} from '../src/vm/kernels.js'
+import { readBzImageVersion } from '../src/kernel/bzimage.js'
+import { kernelFromImage } from '../src/kernel/image.js'
+import { DEBIAN_SUITES, DEFAULT_KERNEL, resolveKernel } from '../src/kernel/resolve.js'
 
 const fixtures = join(projectRoot, 'test/fixtures/kernels')
 
-/** The first 64 KiB of real Debian kernels, and the version strings their headers hold. */
+/** The first 64 KiB of real kernels (Debian's, and a 4.19 built from its tree), and the version strings their headers hold. */
 const KERNEL_HEADS: Record<string, string> = {
   '5.10.0-32-cloud-amd64.head':
     '5.10.0-32-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP Debian 5.10.223-1 (2024-08-10)',
@@ -25,6 +21,8 @@ const KERNEL_HEADS: Record<string, string> = {
     '6.12.117+deb13-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-12)',
   '7.2.13+deb14-cloud-amd64.head':
     '7.2.13+deb14-cloud-amd64 (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian 7.2.13-1 (2026-10-28)',
+  // Built from a released 4.19 tree, not Debian's (../shared/kernels/linux-4.19.304/SOURCE.md).
+  '4.19.304.head': '4.19.304 (root@vm) #1 SMP Sun Dec 6 23:24:49 UTC 2026',
 }
 
 const readFixture = (name: string) => readFile(join(fixtures, name))
@@ -56,7 +54,7 @@ describe('readBzImageVersion', () => {
     expect(readBzImageVersion(Buffer.alloc(0))).toBeUndefined()
     expect(readBzImageVersion(Buffer.alloc(65536))).toBeUndefined()
     expect(readBzImageVersion(await readFile(join(projectRoot, 'package.json')))).toBeUndefined()
-    expect(readBzImageVersion(await readFile(join(projectRoot, 'src/vm/kernels.ts')))).toBeUndefined()
+    expect(readBzImageVersion(await readFile(join(projectRoot, 'src/kernel/bzimage.ts')))).toBeUndefined()
   })
 
   it('returns undefined when a real header is damaged or cut short', async () => {

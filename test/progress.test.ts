@@ -5,7 +5,7 @@
 import { describe, it, expect } from 'vitest'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { aptDownload } from '../src/vm/kernels.js'
+import { aptDownload } from '../src/kernel/apt.js'
 import { StatusLine } from '../src/util/progress.js'
 import { projectRoot } from '../src/util/paths.js'
 

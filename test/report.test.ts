@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { formatTable, markdown } from '../src/report/write.js'
 import { figure, wrapWords } from '../src/report/svg.js'
 import { shortRecord, formatScenario } from '../src/report/summary.js'
-import { cellOf, adaptations, type KernelRun } from '../src/report/matrix.js'
+import { cellOf, capabilityLines, type KernelRun } from '../src/report/matrix.js'
 import type { Evidence } from '../src/report/evidence.js'
 
 const evidence = (name: string, file: string): Evidence => ({
@@ -13,6 +13,7 @@ const evidence = (name: string, file: string): Evidence => ({
 })
 
 const old: KernelRun = { name: 'bullseye', release: '5.10.0-32-cloud-amd64', where: 'vm', evidence: [evidence('5.10-11-root-pitfall', '11-root-pitfall')] }
+const v419: KernelRun = { name: '../shared/kernels/linux-4.19.304/bzImage', release: '4.19.304', where: 'vm', evidence: [evidence('4.19-14-counting', '14-counting')] }
 const sid: KernelRun = { name: 'sid', release: '7.2.13+deb14-cloud-amd64', where: 'vm', evidence: [evidence('7.2-11-root-pitfall', '11-root-pitfall')] }
 // A run that never reached a verdict: the guest panicked before the specs ran.
 const panicked: KernelRun = { name: 'bookworm', where: 'vm', failure: 'the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs', evidence: [] }
@@ -27,9 +28,20 @@ describe('verdict cells', () => {
     expect(cellOf(panicked, '11-root-pitfall')).toMatchObject({ status: 'fail', reason: panicked.failure })
   })
 
-  it('says what a kernel did not expose, from what the guest probed', () => {
-    expect(adaptations(old)).toEqual(['cgroup.kill: not exposed on 5.10.0-32-cloud-amd64', 'oom_group_kill: not exposed on 5.10.0-32-cloud-amd64'])
-    expect(adaptations(sid)).toEqual([])
+  it('says per kernel what it exposed, as probed, and what its version must have', () => {
+    expect(capabilityLines(old)).toEqual([
+      'bullseye (5.10.0-32-cloud-amd64), Linux 5.10: has memory.swap.max, memory.events.local; its version must have memory.events.local; lacks cgroup.kill, oom_group_kill (not required by its version)',
+    ])
+    expect(capabilityLines(v419)).toEqual([
+      '../shared/kernels/linux-4.19.304/bzImage (4.19.304), Linux 4.19: has memory.oom.group, memory.swap.max; its version must have memory.oom.group; lacks memory.events.local, cgroup.kill, oom_group_kill, memory.peak (not required by its version)',
+    ])
+  })
+
+  it('names what a kernel lacks though its version must have it', () => {
+    // 4.19.304's real probe, as a kernel whose release says 5.14 would have shown it.
+    const { capabilitiesExpected: _expected, ...probed } = v419.evidence[0]!
+    const lying: KernelRun = { name: 'custom', release: '5.14.0-custom', where: 'vm', evidence: [{ ...probed, kernel: { ...probed.kernel, release: '5.14.0-custom' } }] }
+    expect(capabilityLines(lying)[1]).toBe('custom (5.14.0-custom): LACKS memory.events.local, cgroup.kill, which its version must have')
   })
 })
 
@@ -38,7 +50,7 @@ describe('the terminal table', () => {
     const table = formatTable([old, sid, panicked])
     expect(table.split('\n')[2]).toMatch(/^11-root-pitfall\s+pass\s+pass\s+FAIL$/)
     expect(table).toContain(`  bookworm: ${panicked.failure}`)
-    expect(table).toContain('oom_group_kill: not exposed on 5.10.0-32-cloud-amd64')
+    expect(table).toContain('lacks cgroup.kill, oom_group_kill (not required by its version)')
   })
 })
 

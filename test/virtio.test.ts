@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { withDir } from 'tmp-promise'
-import { findVirtio, writeModulesCpio, GUEST_MODULES_DIR } from '../src/vm/virtio.js'
+import { findVirtio, writeModulesCpio, GUEST_MODULES_DIR } from '../src/kernel/virtio.js'
 
 const pkg = (release: string) => fileURLToPath(new URL(`./fixtures/kernel-packages/${release}`, import.meta.url))
 

@@ -4,7 +4,7 @@ import { qemuBuildId } from '../vm/snapshot.js'
 import { cacheDir } from '../util/paths.js'
 import { which } from '../util/which.js'
 import { UserError } from '../util/errors.js'
-import { kernelReleaseOf } from '../vm/kernels.js'
+import { kernelReleaseOf } from '../kernel/resolve.js'
 
 const age = (ms: number, now: number) => {
   const s = Math.max(0, (now - ms) / 1000)

@@ -1,7 +1,8 @@
 /** oomlab kernels: what can be named, and what is already in the cache. */
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { DEBIAN_SUITES, DEFAULT_KERNEL, type KernelImage } from '../vm/kernels.js'
+import { DEBIAN_SUITES, DEFAULT_KERNEL } from '../kernel/resolve.js'
+import type { KernelImage } from '../kernel/image.js'
 import { cacheDir } from '../util/paths.js'
 
 export async function listKernels(): Promise<number> {

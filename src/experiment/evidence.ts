@@ -2,6 +2,7 @@
 import { parseMemoryEvents } from '../cgroup/memory-events.js'
 import { formatRecord } from '../kmsg/record.js'
 import type { Evidence } from '../report/evidence.js'
+import { expectedCapabilities } from '../kernel/capabilities.js'
 import type { Fate } from './fates.js'
 import type { OsFacts } from '../os/os.js'
 import type { Lab, KillDetection } from './lab.js'
@@ -31,6 +32,7 @@ export function buildEvidence(o: {
     verdict: o.verdict,
     root: lab.root.kernelPath,
     capabilities: { ...lab.capabilities },
+    capabilitiesExpected: expectedCapabilities(lab.facts.release),
     tree: lab.cgroups.map((cg, i) => {
       const after = o.eventsAfter[i]
       return {

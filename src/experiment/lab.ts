@@ -19,7 +19,7 @@ import { Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
 import { roleOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
 import { buildEvidence } from './evidence.js'
-import { SINCE, mustHave, type Capability } from './capabilities.js'
+import { CAPABILITIES, capabilityVerdict, type Capability } from '../kernel/capabilities.js'
 import type { Evidence } from '../report/evidence.js'
 
 export { workloadUser }
@@ -161,7 +161,8 @@ export class Lab implements AsyncDisposable {
   private tracing = false
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
-  readonly capabilities: Record<Capability, boolean> = { 'cgroup.kill': false, 'memory.events.local': false, 'memory.swap.max': false, oom_group_kill: false }
+  /** What the kernel exposes, as probed in the cgroups made so far. */
+  readonly capabilities = Object.fromEntries(CAPABILITIES.map((c) => [c, false])) as Record<Capability, boolean>
 
   private constructor(
     readonly scenario: string,
@@ -247,6 +248,7 @@ export class Lab implements AsyncDisposable {
       { op: 'exists', path: file('memory.oom.group') },
       { op: 'exists', path: file('memory.events.local') },
       { op: 'exists', path: file('cgroup.kill') },
+      { op: 'exists', path: file('memory.peak') },
       // Keep the workload off swap without touching the machine's swap (fails where the kernel has no memory.swap.max).
       { op: 'write', path: file('memory.swap.max'), data: '0' },
       ...writes.map(([f, v]): Op => ({ op: 'write', path: file(f), data: v })),
@@ -260,11 +262,16 @@ export class Lab implements AsyncDisposable {
     at(i++) // mkdir
     this.cgroups.push(cg)
     const hasOomGroup = at(i++) as boolean
+    this.capabilities['memory.oom.group'] = hasOomGroup
     this.capabilities['memory.events.local'] = at(i++) as boolean
     this.capabilities['cgroup.kill'] = at(i++) as boolean
+    this.capabilities['memory.peak'] = at(i++) as boolean
     const swap = r[i++]!
     this.capabilities['memory.swap.max'] = swap.ok
-    if (!hasOomGroup) this.unsupported(`kernel ${this.facts.release} has no memory.oom.group (it came in 4.19)`)
+    // A kernel whose version must have it and lacks it is broken, not too old.
+    const oomGroup = capabilityVerdict(this.facts.release, 'memory.oom.group', hasOomGroup)
+    if (oomGroup.kind === 'missing') throw new Error(oomGroup.why)
+    if (oomGroup.kind === 'absent') this.unsupported(`kernel ${this.facts.release} has no memory.oom.group (it came in 4.19)`)
     if (!swap.ok && this.facts.swapDevices > 0)
       throw new Error(`swap is on and kernel ${this.facts.release} has no memory.swap.max to keep the test cgroups off it; boot with swapaccount=1 or use the VM`)
     if (swap.ok) cg.settings['memory.swap.max'] = '0'
@@ -282,7 +289,7 @@ export class Lab implements AsyncDisposable {
     cg.eventsTextAtStart = at(i++) as string
     this.capabilities.oom_group_kill = 'oom_group_kill' in parseMemoryEvents(cg.eventsTextAtStart)
     // Held to what its version must have, once: a kernel that lost a feature is not excused.
-    if (this.cgroups.length === 1) for (const c of ['cgroup.kill', 'memory.events.local', 'memory.swap.max'] as const) this.has(c)
+    if (this.cgroups.length === 1) for (const c of ['cgroup.kill', 'memory.events.local', 'memory.peak', 'memory.swap.max'] as const) this.has(c)
     this.step(`cgroup ${name}`)
     return cg
   }
@@ -443,15 +450,14 @@ export class Lab implements AsyncDisposable {
   }
 
   /**
-   * Whether the kernel exposes `c`. A Debian kernel that must have it (it came before this version)
-   * and lacks it fails the test; an older one, or a kernel of unknown origin, gets a note.
+   * Whether the kernel exposes `c`. A kernel whose upstream version must have it (whoever built it) and
+   * lacks it fails the test, naming both; an older one gets a note.
    */
   has(c: Capability): boolean {
-    if (this.capabilities[c]) return true
-    const [major, minor] = SINCE[c]
-    if (mustHave(this.facts.release, c)) throw new Error(`kernel ${this.facts.release} has no ${c}, which every kernel since ${major}.${minor} has`)
-    this.note(`${c}: not exposed by kernel ${this.facts.release} (it came in ${major}.${minor})`)
-    return false
+    const verdict = capabilityVerdict(this.facts.release, c, this.capabilities[c])
+    if (verdict.kind === 'missing') throw new Error(verdict.why)
+    if (verdict.kind === 'absent') this.note(verdict.why)
+    return verdict.kind === 'present'
   }
 
   /**

@@ -4,9 +4,12 @@
  *             "Killed process N (comm) total-vm:..kB, anon-rss:..kB, file-rss:..kB, shmem-rss:..kB"
  *             "Task in /a/b killed as a result of limit of /a"
  *   5.0+      "oom-kill:constraint=...,oom_memcg=/a,task_memcg=/a/b,task=comm,pid=N,uid=U"
+ *             (CONSTRAINT_NONE for a memcg OOM until 5.2, 432b1de0de02)
  *   5.1+      "Memory cgroup out of memory: Killed process N (comm) total-vm:..." (reason prefix)
- *   5.4+      "... UID:U pgtables:..kB oom_score_adj:A" appended
+ *   5.4+      "... UID:U pgtables:..kB oom_score_adj:A" appended (70cb6d267790)
  *   all       "Tasks in /a are going to be killed due to memory.oom.group set"
+ * 4.19's lines are as a 4.19.304 printed them (test/fixtures/oom/4.19.304); the parser needs no version:
+ * it reads whichever lines a kernel prints.
  */
 import type { KmsgRecord } from './record.js'
 

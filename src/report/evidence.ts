@@ -53,6 +53,8 @@ export interface Evidence {
   verdict: { state: string; errors?: string[] }
   root: string
   capabilities: Record<string, boolean>
+  /** For each capability, whether the kernel's upstream version must have it (src/kernel/capabilities.ts). */
+  capabilitiesExpected?: Record<string, boolean>
   tree: CgroupEvidence[]
   processes: ProcessEvidence[]
   oomEvents: OomEventEvidence[]

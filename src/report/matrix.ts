@@ -1,4 +1,5 @@
 /** One run of the specs on one kernel, and the verdict of each scenario on each kernel. */
+import { CAPABILITIES, expectedCapabilities, kernelVersion } from '../kernel/capabilities.js'
 import type { Evidence } from './evidence.js'
 import type { TestOutcome } from './results.js'
 
@@ -43,9 +44,27 @@ export function cellOf(run: KernelRun, scenario: string): Cell {
   return { status: 'fail', reason: e.verdict.errors?.[0] ?? `verdict ${e.verdict.state}`, evidence: e }
 }
 
-/** What a kernel did not expose, as the specs found by probing it (not by its version). */
-export function adaptations(run: KernelRun): string[] {
-  const caps = new Map<string, boolean>()
-  for (const e of run.evidence) for (const [k, v] of Object.entries(e.capabilities ?? {})) caps.set(k, (caps.get(k) ?? false) || v)
-  return [...caps].filter(([, v]) => !v).map(([k]) => `${k}: not exposed on ${run.release ?? run.name}`)
+/**
+ * What a kernel exposed, as the specs probed it, beside what its upstream version must have: one line
+ * per kernel, and a second naming what it lacks though its version must have it (those specs failed).
+ */
+export function capabilityLines(run: KernelRun): string[] {
+  const probed = run.evidence.find((e) => e.capabilities && Object.keys(e.capabilities).length > 0)
+  if (!probed) return []
+  const release = run.release ?? probed.kernel.release
+  const expected: Record<string, boolean> = probed.capabilitiesExpected ?? expectedCapabilities(release)
+  const v = kernelVersion(release)
+  const known = CAPABILITIES as readonly string[]
+  const order = (c: string) => (known.includes(c) ? known.indexOf(c) : known.length)
+  const names = Object.keys(probed.capabilities).sort((a, b) => order(a) - order(b))
+  const has = names.filter((c) => probed.capabilities[c])
+  const older = names.filter((c) => !probed.capabilities[c] && !expected[c])
+  const missing = names.filter((c) => !probed.capabilities[c] && expected[c])
+  const required = names.filter((c) => expected[c])
+  const lines = [
+    `${kernelLabel(run)}, Linux ${v ? `${v[0]}.${v[1]}` : '(version unknown)'}: has ${has.join(', ') || 'none'}; its version must have ${required.join(', ') || 'none'}` +
+      (older.length ? `; lacks ${older.join(', ')} (not required by its version)` : ''),
+  ]
+  if (missing.length) lines.push(`${kernelLabel(run)}: LACKS ${missing.join(', ')}, which its version must have`)
+  return lines
 }

@@ -6,7 +6,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { cellOf, scenarioIds, kernelLabel, adaptations, type KernelRun, type Cell } from './matrix.js'
+import { cellOf, scenarioIds, kernelLabel, capabilityLines, type KernelRun, type Cell } from './matrix.js'
 import { formatScenario, shortRecord } from './summary.js'
 import { figure } from './svg.js'
 
@@ -29,8 +29,8 @@ export function formatTable(runs: readonly KernelRun[]): string {
     }
   }
   if (problems.length) lines.push('', 'not passed:', ...problems)
-  const adapted = runs.flatMap(adaptations)
-  if (adapted.length) lines.push('', 'adapted to the kernel:', ...adapted.map((a) => `  ${a}`))
+  const capabilities = runs.flatMap(capabilityLines)
+  if (capabilities.length) lines.push('', 'kernel capabilities (probed, against what the upstream version must have):', ...capabilities.map((a) => `  ${a}`))
   return lines.join('\n')
 }
 

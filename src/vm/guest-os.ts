@@ -11,7 +11,7 @@ import { readyWithin, restoreFromSnapshot, type Snapshot, type SnapshotIds } fro
 import { RemoteOs } from '../os/remote.js'
 import type { Duplex } from '../os/wire.js'
 import type { MachineStats } from '../os/os.js'
-import type { KernelImage } from './kernels.js'
+import type { KernelImage } from '../kernel/image.js'
 import { timeoutScale } from '../util/timeout-scale.js'
 import { markUsed, stampsOf } from './cache.js'
 

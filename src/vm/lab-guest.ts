@@ -3,7 +3,8 @@
  * whose agent waits), then restored pristine for each experiment and reached through RemoteOs.
  */
 import { stat } from 'node:fs/promises'
-import { resolveKernel, kernelFromImage, DEFAULT_KERNEL } from './kernels.js'
+import { resolveKernel, DEFAULT_KERNEL } from '../kernel/resolve.js'
+import { kernelFromImage } from '../kernel/image.js'
 import { labImage, buildInitramfs, guestTree, imageWithModules, zstdImage, zstdInitrd } from './initramfs.js'
 import { chooseAccel } from './accel.js'
 import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'

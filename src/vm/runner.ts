@@ -2,7 +2,8 @@
  * The disposable VM as a whole: pick the kernel, build (or reuse) the guest userland, choose KVM
  * or TCG, boot, stream the console, and bring back the guest's result and evidence.
  */
-import { resolveKernel, kernelFromImage, DEFAULT_KERNEL, type KernelImage } from './kernels.js'
+import { resolveKernel, DEFAULT_KERNEL } from '../kernel/resolve.js'
+import { kernelFromImage, type KernelImage } from '../kernel/image.js'
 import { guestTree, buildInitramfs, type Initramfs } from './initramfs.js'
 import { chooseAccel, type AccelChoice } from './accel.js'
 import { bootGuest, type GuestRun } from './qemu.js'
