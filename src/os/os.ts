@@ -217,7 +217,8 @@ export class OsError extends Error {
   override readonly name = 'OsError'
   constructor(
     readonly op: Op,
-    reason: string,
+    /** The machine's own words (an errno code, or the message of what failed). */
+    readonly reason: string,
     readonly code?: string,
   ) {
     super(`${describeOp(op)}: ${reason}`)
