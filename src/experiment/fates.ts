@@ -55,6 +55,14 @@ export function refreshMember(m: Member, now: ProcInfo | null | undefined): void
 }
 
 /**
+ * Whether a kernel record names this process: the same PID and the same name (task->comm, which both
+ * the record and /proc print). A PID alone may since name another process.
+ */
+export function isRecordOf(m: { pid: number; comm: string }, k: { pid: number; comm: string }): boolean {
+  return m.pid === k.pid && m.comm === k.comm
+}
+
+/**
  * The OOM killer's runs that concern a tree, matched by cgroup path or, where the kernel's rate limit
  * swallowed the header, by the PIDs the lab started; never by timing. Paths are rewritten to the
  * tree's own view: the kernel prints them from the hierarchy's root, and inside a private cgroup
@@ -75,14 +83,14 @@ export function oomEventsOf(records: readonly KmsgRecord[], tree: { name: string
         isWithin(e.oomMemcg, root) ||
         isWithin(e.taskMemcg, root) ||
         isWithin(e.groupKill, root) ||
-        (e.oomMemcg === undefined && e.killed.some((k) => members.some((m) => m.pid === k.pid && m.startTime >= 0))),
+        (e.oomMemcg === undefined && e.killed.some((k) => members.some((m) => m.startTime >= 0 && isRecordOf(m, k)))),
     )
 }
 
-/** The kernel's "Killed process" record for a PID, as dmesg prints it. */
-export function killRecordOf(events: readonly OomEvent[], pid: number): string | undefined {
+/** The kernel's "Killed process" record of a process (its PID and name), as dmesg prints it. */
+export function killRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string }): string | undefined {
   for (const e of events) {
-    const k = e.killed.find((r) => r.pid === pid)
+    const k = e.killed.find((r) => isRecordOf(m, r))
     if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
   }
   return undefined
@@ -96,7 +104,7 @@ export function membersFromRecords(events: readonly OomEvent[], known: readonly 
   const found: Member[] = []
   for (const e of events)
     for (const k of e.killed) {
-      if (known.some((m) => m.pid === k.pid) || found.some((m) => m.pid === k.pid)) continue
+      if (known.some((m) => isRecordOf(m, k)) || found.some((m) => isRecordOf(m, k))) continue
       const cg = k.pid === e.victim?.pid ? cgroupOf(e.taskMemcg) : undefined
       const role: Role = k.pid === stressorPid ? 'stress-ng vm stressor' : k.comm === 'stress-ng' ? 'stress-ng' : k.comm === 'stress-ng-vm' ? 'stress-ng vm worker' : 'other'
       found.push({ pid: k.pid, startTime: -1, role, cgroup: cg ?? '(unknown)', comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })

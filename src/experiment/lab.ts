@@ -5,7 +5,7 @@
  * natively and against a guest. Disposing of it kills what is left, waits for the tree to be empty
  * and removes it, whatever state the experiment ended in.
  */
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
 import { KernelLog, monotonicUs, clockOffset } from '../kmsg/reader.js'
@@ -17,7 +17,7 @@ import { workloadUser } from '../proc/spawn.js'
 import { livenessFrom } from '../proc/procfs.js'
 import { Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
-import { roleOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
+import { roleOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, isRecordOf, type Member, type Fate, type Role } from './fates.js'
 import { buildEvidence } from './evidence.js'
 import { SINCE, mustHave, type Capability } from './capabilities.js'
 import type { Evidence } from '../report/evidence.js'
@@ -290,7 +290,8 @@ export class Lab implements AsyncDisposable {
   private async start(argv: string[], role: Role, cg: Cgroup, as: Credentials, stdin: 'pipe' | 'ignore'): Promise<{ member: Member; id: string }> {
     this.live()
     const s = await this.os.spawn({ argv, cgroup: cg.dir, user: as, cwd: this.tree.cwd, stdin, timeoutMs: timeouts.startMs })
-    const member: Member = { pid: s.pid, startTime: s.startTime, role, cgroup: cg.name, comm: argv[0]!, uid: as.uid }
+    // The name it runs under until /proc says otherwise (a program it execs renames it): task->comm, 15 bytes at most.
+    const member: Member = { pid: s.pid, startTime: s.startTime, role, cgroup: cg.name, comm: basename(argv[0]!).slice(0, 15), uid: as.uid }
     this.members.push(member)
     this.step(`${role} started`)
     return { member, id: s.id }
@@ -378,11 +379,11 @@ export class Lab implements AsyncDisposable {
     const first = await this.waitForOomEvent((e) => e.groupKill !== undefined || e.victim !== undefined, `an OOM kill in ${cg.name}`)
     if (first.groupKill !== undefined) return first
     const victim = first.victim!
-    await this.os.waitExit([{ pid: victim.pid, startTime: this.members.find((m) => m.pid === victim.pid)?.startTime ?? -1, label: 'the OOM victim' }], timeouts.killMs)
+    await this.os.waitExit([{ pid: victim.pid, startTime: this.members.find((m) => isRecordOf(m, victim))?.startTime ?? -1, label: 'the OOM victim' }], timeouts.killMs)
     await this.os.kernelLogBarrier()
     const settled = this.oomEvents().find((e) => e.groupKill !== undefined)
     if (settled) return settled
-    const event = this.oomEvents().find((e) => e.victim?.pid === victim.pid) ?? first
+    const event = this.oomEvents().find((e) => e.victim !== undefined && isRecordOf(e.victim, victim)) ?? first
     throw new Error(`expected ${expected}, but the kernel ended the OOM kill without a group kill; its records: ${event.records.map(formatRecord).join(' | ')}`)
   }
 
@@ -394,7 +395,7 @@ export class Lab implements AsyncDisposable {
     const victims = this.oomEvents().flatMap((e) => (e.victim ? [e.victim] : []))
     if (victims.length > 0)
       await this.os.waitExit(
-        victims.map((v) => ({ pid: v.pid, startTime: this.members.find((m) => m.pid === v.pid)?.startTime ?? -1, label: `OOM victim ${v.comm}` })),
+        victims.map((v) => ({ pid: v.pid, startTime: this.members.find((m) => isRecordOf(m, v))?.startTime ?? -1, label: `OOM victim ${v.comm}` })),
         timeouts.killMs,
       )
     await this.os.kernelLogBarrier()
@@ -408,7 +409,7 @@ export class Lab implements AsyncDisposable {
   async waitForKillRecords(): Promise<void> {
     await this.settle()
     const s = await this.snapshot()
-    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m.pid))
+    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m))
     await this.log
       .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
       .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
@@ -427,7 +428,7 @@ export class Lab implements AsyncDisposable {
     const s = await this.refresh()
     return this.members.map((member) => {
       const l = livenessFrom(member, s.proc.get(member.pid))
-      const killRecord = killRecordOf(events, member.pid)
+      const killRecord = killRecordOf(events, member)
       return { member, liveness: l, alive: l === 'alive', inCgroup: s.procs.get(member.cgroup)?.some((p) => p.pid === member.pid) ?? false, ...(killRecord && { killRecord }) }
     })
   }
