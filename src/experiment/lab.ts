@@ -12,7 +12,7 @@ import { KernelLog, monotonicUs, clockOffset } from '../kmsg/reader.js'
 import { lastEmptied } from '../kmsg/tracefs.js'
 import type { OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
-import { valueOf, type Os, type OsFacts, type Op, type ProcInfo, type Tree, type Credentials, type Marker } from '../os/os.js'
+import { valueOf, type Os, type OsFacts, type Op, type ProcInfo, type Tree, type Credentials, type Marker, type AllocationEnd } from '../os/os.js'
 import { workloadUser } from '../proc/spawn.js'
 import { livenessFrom } from '../proc/procfs.js'
 import { Unsupported } from '../util/errors.js'
@@ -120,6 +120,7 @@ export class Shell {
   async runStressNg(argv: readonly string[] = ARTICLE_STRESS): Promise<void> {
     if (!argv.every((w) => SAFE_WORD.test(w))) throw new Error(`refusing to type an unsafe word into the shell: ${argv.join(' ')}`)
     const since = await this.os.outputMark(this.id)
+    this.lab.workload = argv.join(' ')
     await this.os.type(this.id, argv.join(' '))
     const m = await this.os.waitOutput(this.id, String.raw`vm: started \[(\d+)\]`, since, 'stress-ng to report "vm: started [PID]"', timeouts.startMs)
     this.lab.stressorPid = Number(m[1])
@@ -148,6 +149,8 @@ export class Lab implements AsyncDisposable {
   readonly members: Member[] = []
   readonly startedAt = new Date()
   stressorPid: number | undefined
+  /** The workload the shell runs, as typed. */
+  workload: string | undefined
   private shell_: Shell | undefined
   private disposed = false
   readonly notes: string[] = []
@@ -362,11 +365,61 @@ export class Lab implements AsyncDisposable {
     return oomEventsOf(this.log.records, this.tree, this.members)
   }
 
-  /** Waits for the kernel's record of an OOM kill in this tree that passes `done`. */
+  /**
+   * Waits for the kernel's record of an OOM kill in this tree that passes `done`. A workload whose
+   * allocation ends below every limit fails it at once, naming each limit and how close it came.
+   */
   async waitForOomEvent(done: (e: OomEvent) => boolean, expected: string): Promise<OomEvent> {
-    const e = await this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+    const waited = this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+    const first = await Promise.race([waited.then((e) => ({ e })), this.allocationEnd().then((end) => ({ end }))])
+    if ('end' in first && first.end?.by === 'asleep') {
+      // What the kernel logged until now is in; a kill it made before the workload slept would be too.
+      await this.os.kernelLogBarrier()
+      const e = this.oomEvents().find(done)
+      if (!e) {
+        waited.catch(() => undefined)
+        throw new Error(`${await this.limitsNotReached(first.end)}; was waiting for the kernel log: ${expected}`)
+      }
+    }
+    const e = 'e' in first ? first.e : await waited
     this.step('OOM event in the kernel log')
     return e
+  }
+
+  /** How the stress-ng run ended its allocation; undefined when none runs or the wait failed (the log's wait says why). */
+  private async allocationEnd(): Promise<AllocationEnd | undefined> {
+    const stressor = this.members.find((m) => m.pid === this.stressorPid && m.startTime >= 0)
+    if (!stressor) return undefined
+    const limits = this.cgroups.filter((c) => c.settings['memory.max'] !== undefined && c.settings['memory.max'] !== 'max')
+    return this.os
+      .waitAllocationEnd(
+        {
+          parent: { pid: stressor.pid, startTime: stressor.startTime },
+          cgroups: this.cgroups.map((c) => c.dir),
+          limits: limits.map((c) => ({ path: join(c.dir, 'memory.events'), oomBefore: parseMemoryEvents(c.eventsTextAtStart ?? '').oom ?? 0 })),
+          // stress-ng --vm-hang: the worker holds its memory in sleep(3).
+          asleepIn: 'nanosleep',
+        },
+        timeouts.oomMs,
+      )
+      .catch(() => undefined)
+  }
+
+  /** Each limit of the tree and the most its cgroup used (memory.peak, 5.19+; else memory.current, the memory held now). */
+  private async limitsNotReached(end: Extract<AllocationEnd, { by: 'asleep' }>): Promise<string> {
+    const limited = this.cgroups.filter((c) => c.settings['memory.max'] !== undefined && c.settings['memory.max'] !== 'max')
+    const files = ['memory.max', 'memory.peak', 'memory.current', 'memory.events'] as const
+    const ops: Op[] = limited.flatMap((c) => files.map((f): Op => ({ op: 'read', path: join(c.dir, f) })))
+    const r = await this.os.run(ops)
+    const text = (i: number) => (r[i]?.ok ? String(r[i].value).trim() : undefined)
+    const said = limited.map((c, j) => {
+      const [max, peak, current, events] = files.map((_, k) => text(j * files.length + k))
+      const ev = parseMemoryEvents(events ?? '')
+      const used = peak !== undefined ? `peak ${mib(peak)} (memory.peak)` : `memory.current ${mib(current)} (no memory.peak on kernel ${this.facts.release}: it came in 5.19)`
+      return `${c.name} never reached its limit: memory.max ${mib(max)}, ${used}, memory.events max ${ev.max ?? '?'} oom ${ev.oom ?? '?'}`
+    })
+    const workload = this.workload ? ` of \`${this.workload}\`` : ''
+    return `${said.join('; ') || 'no cgroup of the tree has a memory.max'}: ${end.comm} ${end.pid}${workload} holds its memory asleep in ${end.wchan} (--vm-hang), so no OOM kill will come`
   }
 
   /**
@@ -509,6 +562,12 @@ export class Lab implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose()
   }
+}
+
+/** Bytes as MiB, as a kernel engineer reads a limit ("419430400" -> "400.0M"; "max" stays). */
+function mib(bytes: string | undefined): string {
+  if (bytes === undefined) return '?'
+  return /^\d+$/.test(bytes) ? `${(Number(bytes) / 2 ** 20).toFixed(1)}M` : bytes
 }
 
 /** memory.max's value in bytes, as the kernel reads it back ("192M" -> 201326592; "max" stays). */

@@ -10,13 +10,14 @@ import { cgMount, cgCheckParent, cgControllers, cgCreate, cgEnableControllers, p
 import { waitForFile } from '../cgroup/wait.js'
 import { currentSeq, KmsgFollower, monotonicUs, writeMarker } from '../kmsg/reader.js'
 import { PopulatedTrace } from '../kmsg/tracefs.js'
+import { waitAllocationEnd } from './allocation.js'
 import { readStat, readUid, readOomScoreAdj, liveness } from '../proc/procfs.js'
 import { startInCgroup, type Workload } from '../proc/spawn.js'
 import { selfOwner, treeName } from '../proc/owner.js'
 import { KernelTimeoutError, UserError, Unsupported } from '../util/errors.js'
 import { killTree, killAndRemoveSync, reapStaleTrees, subtreeDirs, trackTree, untrackTree, installTeardownHandlers, WORKDIR_PREFIX } from './kill.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import { valueOf, type MachineStats, type Os, type OsFacts, type Op, type OpResult, type OpValue, type ProcInfo, type SpawnSpec, type Spawned, type Tree, type TreeOptions, type KeyedCondition, type ProcIdentity, type Marker } from './os.js'
+import { valueOf, type MachineStats, type Os, type OsFacts, type Op, type OpResult, type OpValue, type ProcInfo, type SpawnSpec, type Spawned, type Tree, type TreeOptions, type KeyedCondition, type ProcIdentity, type Marker, type AllocationWatch, type AllocationEnd } from './os.js'
 
 /** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
 export const GUEST_MARK = '/etc/oomlab-guest'
@@ -241,6 +242,10 @@ export class LocalOs implements Os {
 
   async setOomScoreAdj(pid: number, adj: number): Promise<void> {
     runChecked({ op: 'write', path: `/proc/${pid}/oom_score_adj`, data: String(adj) })
+  }
+
+  waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd> {
+    return waitAllocationEnd(w, timeoutMs)
   }
 
   async waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }> {
