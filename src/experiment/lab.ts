@@ -397,8 +397,6 @@ export class Lab implements AsyncDisposable {
           parent: { pid: stressor.pid, startTime: stressor.startTime },
           cgroups: this.cgroups.map((c) => c.dir),
           limits: limits.map((c) => ({ path: join(c.dir, 'memory.events'), oomBefore: parseMemoryEvents(c.eventsTextAtStart ?? '').oom ?? 0 })),
-          // stress-ng --vm-hang: the worker holds its memory in sleep(3).
-          asleepIn: 'nanosleep',
         },
         timeouts.oomMs,
       )

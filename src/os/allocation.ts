@@ -7,7 +7,7 @@
 import { readFileSync, watch, type FSWatcher } from 'node:fs'
 import { join } from 'node:path'
 import { parseKeyed, parsePids } from '../cgroup/cgroupfs.js'
-import { liveness, readStat, readWchan } from '../proc/procfs.js'
+import { liveness, nanosleepOf, readStat } from '../proc/procfs.js'
 import { KernelTimeoutError } from '../util/errors.js'
 import type { AllocationEnd, AllocationWatch } from './os.js'
 
@@ -17,20 +17,19 @@ function oomMoved(w: AllocationWatch): boolean {
   return w.limits.some((l) => (parseKeyed(readFileSync(l.path, 'utf8')).get('oom') ?? 0) > l.oomBefore)
 }
 
-/** A child of the allocator, in the tree, asleep where `asleepIn` says. */
-function childAsleep(w: AllocationWatch, asleepIn: RegExp): AllocationEnd | undefined {
+/** A child of the allocator, in the tree, asleep in nanosleep. */
+function childAsleep(w: AllocationWatch): AllocationEnd | undefined {
   for (const dir of w.cgroups)
     for (const pid of parsePids(readFileSync(join(dir, 'cgroup.procs'), 'utf8'))) {
       const st = readStat(pid)
       if (st?.ppid !== w.parent.pid || st.state !== 'S') continue
-      const wchan = readWchan(pid)
-      if (wchan !== undefined && asleepIn.test(wchan)) return { by: 'asleep', pid, comm: st.comm, wchan }
+      const where = nanosleepOf(pid)
+      if (where !== undefined) return { by: 'asleep', pid, comm: st.comm, wchan: where }
     }
   return undefined
 }
 
 export function waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd> {
-  const asleepIn = new RegExp(w.asleepIn)
   return new Promise<AllocationEnd>((resolve, reject) => {
     const watchers: FSWatcher[] = []
     let settled = false
@@ -45,7 +44,7 @@ export function waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promis
     const check = () => {
       if (settled) return
       try {
-        const end: AllocationEnd | undefined = oomMoved(w) ? { by: 'oom' } : liveness(w.parent) !== 'alive' ? { by: 'parent gone' } : childAsleep(w, asleepIn)
+        const end: AllocationEnd | undefined = oomMoved(w) ? { by: 'oom' } : liveness(w.parent) !== 'alive' ? { by: 'parent gone' } : childAsleep(w)
         if (end) finish(() => resolve(end))
       } catch (err) {
         finish(() => reject(err))
@@ -53,7 +52,7 @@ export function waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promis
     }
     const poll = setInterval(check, POLL_MS)
     const timer = setTimeout(
-      () => finish(() => reject(new KernelTimeoutError(`the allocation of ${w.parent.pid}'s children to end (an OOM kill, or a child asleep in ${w.asleepIn})`, 'neither', timeoutMs))),
+      () => finish(() => reject(new KernelTimeoutError(`the allocation of ${w.parent.pid}'s children to end (an OOM kill, or a child asleep in nanosleep)`, 'neither', timeoutMs))),
       timeoutMs,
     )
     try {

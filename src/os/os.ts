@@ -130,15 +130,13 @@ export interface AllocationWatch {
   cgroups: string[]
   /** memory.events of each cgroup with a limit, and its "oom" count before the workload ran. */
   limits: { path: string; oomBefore: number }[]
-  /** Where in the kernel a child sleeps once it holds its memory (a RegExp source for /proc/PID/wchan). */
-  asleepIn: string
 }
 
 export type AllocationEnd =
   /** A limit's "oom" count moved: the OOM killer ran. */
   | { by: 'oom' }
-  /** A child sleeps holding its memory: no OOM kill will come from it. */
-  | { by: 'asleep'; pid: number; comm: string; wchan: string }
+  /** A child sleeps in nanosleep holding its memory (stress-ng's --vm-hang): no OOM kill will come from it. */
+  | { by: 'asleep'; pid: number; comm: string; /** The kernel function (wchan) or system call it sleeps in. */ wchan: string }
   /** The allocating process is gone (killed with its group). */
   | { by: 'parent gone' }
 
@@ -203,7 +201,7 @@ export interface Os extends AsyncDisposable {
 
   /**
    * Resolves when a workload's allocation has ended: the OOM killer ran in one of its limits, or an
-   * allocating child went to sleep holding its memory (stress-ng's --vm-hang), or the allocator is gone.
+   * allocating child sleeps in nanosleep holding its memory (stress-ng's --vm-hang), or the allocator is gone.
    */
   waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd>
 
