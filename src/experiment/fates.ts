@@ -46,6 +46,24 @@ export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { 
   return 'other'
 }
 
+/**
+ * The processes in the tree that are not members yet, with their roles, from what /proc says of each
+ * cgroup's processes (`procs`, by the article's cgroup name).
+ */
+export function newcomers(procs: ReadonlyMap<string, readonly ProcInfo[]>, members: readonly Member[], stressorPid: number | undefined): Member[] {
+  const shellPids = members.filter((m) => m.role === 'shell').map((m) => m.pid)
+  const stressNgPid = [...procs.values()].flat().find((p) => p.pid === stressorPid)?.ppid
+  const found: Member[] = []
+  for (const [cgroup, ps] of procs)
+    for (const p of ps) {
+      if (members.some((m) => m.pid === p.pid) || found.some((m) => m.pid === p.pid)) continue
+      const m: Member = { pid: p.pid, startTime: p.startTime, role: roleOf(p, { stressorPid, shellPids, stressNgPid }), cgroup, comm: p.comm }
+      refreshMember(m, p)
+      found.push(m)
+    }
+  return found
+}
+
 /** Updates a live member from what /proc says now (its program, uid and oom_score_adj change across setpriv's exec). */
 export function refreshMember(m: Member, now: ProcInfo | null | undefined): void {
   if (livenessFrom(m, now) !== 'alive' || !now) return
