@@ -187,3 +187,43 @@ describe('the matchers, on spec 02\'s run on 6.1.0-50', () => {
     expect(() => expect(survivor).not.toHaveSurvived()).toThrow('expected nohup sleep (pid 150, test01/test011) to have been killed, but it is alive in its cgroup')
   })
 })
+
+describe('a rate-limited run, recorded on 6.1.0-50 (16M limit, oom.group=0: 14 OOM kills in 5.4 s)', () => {
+  // test/fixtures/oom/ratelimited.capture.spec.ts says how it was captured; the members are the Lab's own.
+  const { records, tree } = capture('6.1.0-50-cloud-amd64', 'ratelimited-16M-oom-group-0')
+  const members = JSON.parse(readFileSync(`${base}6.1.0-50-cloud-amd64/ratelimited-16M-oom-group-0.members.json`, 'utf8')) as Member[]
+  const headerless = [121, 122, 123]
+
+  it('holds three kills whose header the kernel suppressed, and says so before the next header', () => {
+    const kinds = records.map((r) => parseOomLine(r.message)?.kind ?? (/callbacks suppressed/.test(r.message) ? 'suppressed' : undefined)).filter(Boolean)
+    const killed = killedIn(records)
+    expect(killed).toHaveLength(14)
+    const at = kinds.indexOf('suppressed')
+    expect(records.find((r) => /callbacks suppressed/.test(r.message))?.message).toBe('oom_kill_process: 3 callbacks suppressed')
+    // Before it: the 10th headed kill, then three "Killed process" records alone.
+    expect(kinds.slice(at - 5, at + 2)).toEqual(['summary', 'killed', 'killed', 'killed', 'killed', 'suppressed', 'invoked'])
+  })
+
+  it('oomEventsOf keeps every headed kill by its path, and a header-less one only for a process of ours: PID and name', () => {
+    const events = oomEventsOf(records, tree, members)
+    expect(events).toHaveLength(11)
+    expect(events.every((e) => e.oomMemcg === `${tree.kernelPath}/test01/test011` && e.killed.length === 1)).toBe(true)
+    expect(events.flatMap((e) => e.killed.map((k) => k.pid))).not.toEqual(expect.arrayContaining(headerless))
+    // Had the Lab seen worker 122 in /proc, its header-less kill would be the tree's; another program under its PID would not.
+    const worker122: Member = { pid: 122, startTime: 2500, role: 'stress-ng vm worker', cgroup: 'test01/test011', comm: 'stress-ng-vm' }
+    expect(oomEventsOf(records, tree, [...members, worker122])).toHaveLength(12)
+    expect(oomEventsOf(records, tree, [...members, { ...worker122, comm: 'sleep' }])).toHaveLength(11)
+  })
+
+  it('killRecordOf and membersFromRecords: the first worker has its record; the later ones are known from the records, without a cgroup when headerless', () => {
+    const events = oomEventsOf(records, tree, members)
+    const worker = members.find((m) => m.role === 'stress-ng vm worker')!
+    expect(killRecordOf(events, worker)).toMatch(new RegExp(String.raw`Killed process ${worker.pid} \(stress-ng-vm\)`))
+    const found = membersFromRecords(oomEventsOf(records, tree, [...members, { pid: 122, startTime: 2500, role: 'stress-ng vm worker', cgroup: 'test01/test011', comm: 'stress-ng-vm' }]), members, (p) => (p === `${tree.kernelPath}/test01/test011` ? 'test01/test011' : undefined), members.find((m) => m.role === 'stress-ng vm stressor')!.pid)
+    expect(found.map((m) => m.pid)).toEqual([112, 113, 114, 115, 116, 117, 118, 119, 120, 122, 124])
+    // The header names the victim's cgroup (task_memcg); a suppressed header leaves it unknown.
+    expect(found.filter((m) => m.cgroup === '(unknown)').map((m) => m.pid)).toEqual([122])
+    expect(found.filter((m) => m.pid !== 122).every((m) => m.cgroup === 'test01/test011')).toBe(true)
+    expect(found.every((m) => m.role === 'stress-ng vm worker')).toBe(true)
+  })
+})
