@@ -189,7 +189,7 @@ describe('the matchers, on spec 02\'s run on 6.1.0-50', () => {
 })
 
 describe('a rate-limited run, recorded on 6.1.0-50 (16M limit, oom.group=0: 14 OOM kills in 5.4 s)', () => {
-  // test/fixtures/oom/ratelimited.capture.spec.ts says how it was captured; the members are the Lab's own.
+  // ratelimited-16M-oom-group-0.capture.spec.ts beside it says how it was captured; the members are the Lab's own.
   const { records, tree } = capture('6.1.0-50-cloud-amd64', 'ratelimited-16M-oom-group-0')
   const members = JSON.parse(readFileSync(`${base}6.1.0-50-cloud-amd64/ratelimited-16M-oom-group-0.members.json`, 'utf8')) as Member[]
   const headerless = [121, 122, 123]
