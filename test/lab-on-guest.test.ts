@@ -12,6 +12,7 @@ import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-o
 import { Lab, ROOT } from '../src/experiment/lab.js'
 import { labGuestSkipReason } from './helpers/lab-guest.js'
 import { timeoutScale } from '../src/util/timeout-scale.js'
+import { KernelTimeoutError } from '../src/util/errors.js'
 import '../src/experiment/matchers.js'
 
 const T = timeoutScale()
@@ -121,6 +122,30 @@ describe.skipIf(why !== '')(`the Lab on a restored guest${why ? ` (skipped: ${wh
     } finally {
       await Promise.all([a.dispose(), b.dispose()])
     }
+  })
+
+  it('fails within seconds of the allocation ending when the workload stays below its limit, naming the cgroup, its limit and its peak', { timeout: 90_000 * T }, async () => {
+    const lab = await open('limit never reached')
+    await lab.cgroup('test01')
+    // The article's 256M stress-ng under a 400M limit: it allocates, then holds its memory (--vm-hang 0).
+    const test011 = await lab.cgroup('test01/test011', { 'memory.max': '400M', 'memory.oom.group': 1 })
+    const shell = await lab.shell(test011)
+    await shell.runStressNg()
+    const t0 = performance.now()
+    const err = await lab.waitForGroupKill(test011).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    )
+    const ms = performance.now() - t0
+    expect(err).toBeInstanceOf(Error)
+    expect(err).not.toBeInstanceOf(KernelTimeoutError)
+    expect(err!.message).toMatch(
+      /^test01\/test011 never reached its limit: memory\.max 400\.0M, peak 2[5-9]\d\.\dM \(memory\.peak\), memory\.events max 0 oom 0: stress-ng-vm \d+ of `stress-ng --vm 1 --vm-bytes 256M --vm-hang 0 -v` holds its memory asleep in \w*nanosleep \(--vm-hang\), so no OOM kill will come; was waiting for the kernel log: an OOM kill in test01\/test011$/,
+    )
+    // The allocation of 256M under emulation takes a few seconds; the kernel log's wait would take 60 s.
+    expect(ms).toBeLessThan(20_000 * T)
+    lab.note(`failed ${Math.round(ms)} ms after stress-ng's vm stressor started`)
+    console.log(`limit never reached: failed ${Math.round(ms)} ms after stress-ng's vm stressor started: ${err!.message}`)
   })
 
   it('fails the setup when the kernel stores another value than the one written', { timeout: 30_000 * T }, async () => {

@@ -13,6 +13,7 @@ import { serveOs } from '../src/os/serve.js'
 import { cgMountPoint, cgCreate } from '../src/cgroup/cgroupfs.js'
 import { killAndRemoveSync } from '../src/os/kill.js'
 import { KernelTimeoutError } from '../src/util/errors.js'
+import { OsError } from '../src/os/os.js'
 
 describe('the wire', () => {
   it('takes birpc requests and answers, and refuses anything else by name', () => {
@@ -80,6 +81,18 @@ describe('RemoteOs against this host', () => {
     } finally {
       killAndRemoveSync(top)
     }
+  })
+
+  it('keeps an OsError\'s class, operation and errno code across the wire', async () => {
+    const { remote } = open()
+    // A PID above pid_max names no process: its oom_score_adj is not there to write.
+    const failed = await remote.setOomScoreAdj(2 ** 22 + 1, -1000).then(
+      () => undefined,
+      (err: unknown) => err,
+    )
+    expect(failed).toBeInstanceOf(OsError)
+    expect(failed).toMatchObject({ code: 'ENOENT', reason: 'ENOENT', op: { op: 'write', path: `/proc/${2 ** 22 + 1}/oom_score_adj`, data: '-1000' } })
+    expect((failed as Error).message).toBe(`write "-1000" to /proc/${2 ** 22 + 1}/oom_score_adj: ENOENT`)
   })
 
   it('fails every waiting call at once when a bad frame arrives, naming it', async () => {

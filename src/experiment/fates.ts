@@ -46,12 +46,38 @@ export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { 
   return 'other'
 }
 
+/**
+ * The processes in the tree that are not members yet, with their roles, from what /proc says of each
+ * cgroup's processes (`procs`, by the article's cgroup name).
+ */
+export function newcomers(procs: ReadonlyMap<string, readonly ProcInfo[]>, members: readonly Member[], stressorPid: number | undefined): Member[] {
+  const shellPids = members.filter((m) => m.role === 'shell').map((m) => m.pid)
+  const stressNgPid = [...procs.values()].flat().find((p) => p.pid === stressorPid)?.ppid
+  const found: Member[] = []
+  for (const [cgroup, ps] of procs)
+    for (const p of ps) {
+      if (members.some((m) => m.pid === p.pid) || found.some((m) => m.pid === p.pid)) continue
+      const m: Member = { pid: p.pid, startTime: p.startTime, role: roleOf(p, { stressorPid, shellPids, stressNgPid }), cgroup, comm: p.comm }
+      refreshMember(m, p)
+      found.push(m)
+    }
+  return found
+}
+
 /** Updates a live member from what /proc says now (its program, uid and oom_score_adj change across setpriv's exec). */
 export function refreshMember(m: Member, now: ProcInfo | null | undefined): void {
   if (livenessFrom(m, now) !== 'alive' || !now) return
   m.comm = now.comm
   if (now.uid !== undefined) m.uid = now.uid
   if (now.oomScoreAdj !== undefined) m.oomScoreAdj = now.oomScoreAdj
+}
+
+/**
+ * Whether a kernel record names this process: the same PID and the same name (task->comm, which both
+ * the record and /proc print). A PID alone may since name another process.
+ */
+export function isRecordOf(m: { pid: number; comm: string }, k: { pid: number; comm: string }): boolean {
+  return m.pid === k.pid && m.comm === k.comm
 }
 
 /**
@@ -75,14 +101,14 @@ export function oomEventsOf(records: readonly KmsgRecord[], tree: { name: string
         isWithin(e.oomMemcg, root) ||
         isWithin(e.taskMemcg, root) ||
         isWithin(e.groupKill, root) ||
-        (e.oomMemcg === undefined && e.killed.some((k) => members.some((m) => m.pid === k.pid && m.startTime >= 0))),
+        (e.oomMemcg === undefined && e.killed.some((k) => members.some((m) => m.startTime >= 0 && isRecordOf(m, k)))),
     )
 }
 
-/** The kernel's "Killed process" record for a PID, as dmesg prints it. */
-export function killRecordOf(events: readonly OomEvent[], pid: number): string | undefined {
+/** The kernel's "Killed process" record of a process (its PID and name), as dmesg prints it. */
+export function killRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string }): string | undefined {
   for (const e of events) {
-    const k = e.killed.find((r) => r.pid === pid)
+    const k = e.killed.find((r) => isRecordOf(m, r))
     if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
   }
   return undefined
@@ -96,7 +122,7 @@ export function membersFromRecords(events: readonly OomEvent[], known: readonly 
   const found: Member[] = []
   for (const e of events)
     for (const k of e.killed) {
-      if (known.some((m) => m.pid === k.pid) || found.some((m) => m.pid === k.pid)) continue
+      if (known.some((m) => isRecordOf(m, k)) || found.some((m) => isRecordOf(m, k))) continue
       const cg = k.pid === e.victim?.pid ? cgroupOf(e.taskMemcg) : undefined
       const role: Role = k.pid === stressorPid ? 'stress-ng vm stressor' : k.comm === 'stress-ng' ? 'stress-ng' : k.comm === 'stress-ng-vm' ? 'stress-ng vm worker' : 'other'
       found.push({ pid: k.pid, startTime: -1, role, cgroup: cg ?? '(unknown)', comm: k.comm, ...(k.uid !== undefined && { uid: k.uid }), ...(k.oomScoreAdj !== undefined && { oomScoreAdj: k.oomScoreAdj }) })

@@ -1,137 +1,36 @@
 /**
  * A disposable laboratory for one experiment: a private cgroup tree under a unique root, the
  * processes started in it, the kernel log from the moment it opened, and the evidence of what
- * happened. It acts on its machine only through the Os seam (src/os/os.ts), so the same Lab runs
+ * happened. Its verbs are the article's procedure (create a cgroup, start the shell, run stress-ng,
+ * wait for the kill, judge who survived); the cgroup handle, the shell, the clock and the evidence
+ * live beside it. It acts on its machine only through the Os seam (src/os/os.ts), so the same Lab runs
  * natively and against a guest. Disposing of it kills what is left, waits for the tree to be empty
  * and removes it, whatever state the experiment ended in.
  */
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { parseMemoryEvents, type MemoryEvents, type MemoryEventKey } from '../cgroup/memory-events.js'
-import { KernelLog, monotonicUs, clockOffset } from '../kmsg/reader.js'
-import { lastEmptied } from '../kmsg/tracefs.js'
+import { parseMemoryEvents } from '../cgroup/memory-events.js'
+import { KernelLog, monotonicUs } from '../kmsg/reader.js'
 import type { OomEvent } from '../kmsg/oom.js'
 import { formatRecord } from '../kmsg/record.js'
-import { valueOf, type Os, type OsFacts, type Op, type ProcInfo, type Tree, type Credentials, type Marker } from '../os/os.js'
+import { OpBatch } from '../os/batch.js'
+import type { Os, OsFacts, ProcInfo, Tree, Credentials, Marker, AllocationEnd } from '../os/os.js'
 import { workloadUser } from '../proc/spawn.js'
 import { livenessFrom } from '../proc/procfs.js'
 import { Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
-import { roleOf, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, type Member, type Fate, type Role } from './fates.js'
-import { buildEvidence } from './evidence.js'
+import { newcomers, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, isRecordOf, type Member, type Fate, type Role } from './fates.js'
+import { buildEvidence, type Observed } from './evidence.js'
 import { CAPABILITIES, capabilityVerdict, type Capability } from '../kernel/capabilities.js'
+import { Cgroup, setUpCgroup, takeSettings, type CgroupSettings } from './cgroup.js'
+import { Shell } from './shell.js'
+import { Timeline, relateClocks, relateClocksClosely, killDetectionOf, type ClockRelation, type KillDetection } from './clock.js'
+import { allocationWatch, limitsNotReached } from './limits.js'
 import type { Evidence } from '../report/evidence.js'
 
-export { workloadUser }
-export type { Member, Fate, Role, Credentials }
-
-/**
- * From the kernel's timestamp of the last "Killed process" record to the spec knowing a cgroup is
- * empty; with the tracepoint, split into the kernel's part (to the cgroup really emptying) and the
- * harness's (the machine noticing, and the answer reaching the spec).
- */
-export interface KillDetection {
-  lastKillRecordUs: number
-  emptySeenUs: number
-  latencyMs: number
-  clockUncertaintyUs: number
-  kernelMs?: number
-  harnessMs?: number
-  /** Of the harness's part: the machine noticing (inotify to the agent's read), the rest is the answer's way to the spec. */
-  machineMs?: number
-}
-
-export interface CgroupSettings {
-  'memory.max'?: string
-  'memory.oom.group'?: 0 | 1
-}
-
-/** One cgroup of the experiment's tree. */
-export class Cgroup {
-  readonly settings: Record<string, string> = {}
-  /** memory.events as the kernel printed it right after the cgroup was set up. */
-  eventsTextAtStart: string | undefined
-
-  constructor(
-    private readonly os: Os,
-    /** The article's name, e.g. "test01/test011". */
-    readonly name: string,
-    /** Absolute directory on the machine's cgroupfs. */
-    readonly dir: string,
-    /** The path the kernel prints in its log, e.g. "/oomlab-123-ab12cd/test01/test011". */
-    readonly kernelPath: string,
-    private readonly step: (what: string) => void = () => undefined,
-  ) {}
-
-  private async read(file: string): Promise<string> {
-    const op: Op = { op: 'read', path: join(this.dir, file) }
-    return valueOf(op, (await this.os.run([op]))[0]) as string
-  }
-
-  async memoryEvents(): Promise<MemoryEvents> {
-    return parseMemoryEvents(await this.memoryEventsText())
-  }
-
-  memoryEventsText(): Promise<string> {
-    return this.read('memory.events')
-  }
-
-  async procs(): Promise<number[]> {
-    return (await this.read('cgroup.procs')).split('\n').filter((l) => /^\d+$/.test(l)).map(Number)
-  }
-
-  /** Waits on memory.events until `key` reaches at least `atLeast` (the kernel signals each change). */
-  async waitForMemoryEvent(key: MemoryEventKey, { atLeast }: { atLeast: number }): Promise<MemoryEvents> {
-    const { values } = await this.os.waitKeyed({ path: join(this.dir, 'memory.events'), key, cmp: 'ge', value: atLeast, expected: `${key} >= ${atLeast} in ${this.name}/memory.events` }, timeouts.oomMs)
-    return values as MemoryEvents
-  }
-
-  /** Waits for "populated 0": no process left here or below. */
-  async waitUntilEmpty(): Promise<void> {
-    const { atUs } = await this.os.waitKeyed({ path: join(this.dir, 'cgroup.events'), key: 'populated', cmp: 'eq', value: 0, expected: `"populated 0" in ${this.name}/cgroup.events` }, timeouts.killMs)
-    this.emptySeenByMachineUs = atUs
-    this.step(`${this.name} empty`)
-  }
-
-  /** The machine's clock when it saw this cgroup empty. */
-  emptySeenByMachineUs: number | undefined
-}
-
-const ARTICLE_STRESS = ['stress-ng', '--vm', '1', '--vm-bytes', '256M', '--vm-hang', '0', '-v'] as const
-const SAFE_WORD = /^[\w.=/-]+$/
-
-/** The article's shell: typed into, it starts stress-ng as its own child. */
-export class Shell {
-  constructor(
-    private readonly lab: Lab,
-    private readonly os: Os,
-    readonly member: Member,
-    private readonly id: string,
-  ) {}
-
-  get pid(): number {
-    return this.member.pid
-  }
-
-  /**
-   * Types the article's `stress-ng --vm 1 --vm-bytes 256M --vm-hang 0 -v` and waits until its vm
-   * stressor has started; records the stress-ng processes it sees then.
-   */
-  async runStressNg(argv: readonly string[] = ARTICLE_STRESS): Promise<void> {
-    if (!argv.every((w) => SAFE_WORD.test(w))) throw new Error(`refusing to type an unsafe word into the shell: ${argv.join(' ')}`)
-    const since = await this.os.outputMark(this.id)
-    await this.os.type(this.id, argv.join(' '))
-    const m = await this.os.waitOutput(this.id, String.raw`vm: started \[(\d+)\]`, since, 'stress-ng to report "vm: started [PID]"', timeouts.startMs)
-    this.lab.stressorPid = Number(m[1])
-    this.lab.step('stress-ng vm started')
-    await this.lab.discover()
-  }
-
-  /** What the shell printed: stress-ng's -v output. */
-  output(): Promise<string> {
-    return this.os.output(this.id)
-  }
-}
+export { workloadUser, Cgroup, Shell }
+export { parseSize } from './cgroup.js'
+export type { Member, Fate, Role, Credentials, CgroupSettings, KillDetection }
 
 export interface LabOptions {
   /** The machine to act on. */
@@ -143,21 +42,28 @@ export interface LabOptions {
   onUnsupported?: (reason: string) => never
 }
 
+/** What /proc says now of each member and of each cgroup's processes. */
+interface ProcView {
+  proc: Map<number, ProcInfo | null>
+  procs: Map<string, ProcInfo[]>
+}
+
 export class Lab implements AsyncDisposable {
   readonly cgroups: Cgroup[] = []
   readonly members: Member[] = []
   readonly startedAt = new Date()
   stressorPid: number | undefined
+  /** The workload the shell runs, as typed. */
+  workload: string | undefined
   private shell_: Shell | undefined
   private disposed = false
   readonly notes: string[] = []
-  private readonly openedUs = monotonicUs()
   /** What the experiment did when: this process's CLOCK_MONOTONIC µs since the lab opened. */
-  readonly timeline: { step: string; atUs: number }[] = []
+  private readonly clock = new Timeline()
   /** In a guest, a kernel log record written at open: maps the log's clock onto the machine's. */
   private marker: Marker | undefined
-  /** The machine's clock minus ours (µs), and how sure (half the round trip). */
-  private clock: { offsetUs: number; uncertaintyUs: number } | undefined
+  /** The machine's clock against ours. */
+  private machineClock: ClockRelation | undefined
   private tracing = false
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
@@ -176,7 +82,7 @@ export class Lab implements AsyncDisposable {
   ) {}
 
   step(what: string): void {
-    this.timeline.push({ step: what, atUs: monotonicUs() - this.openedUs })
+    this.clock.step(what)
   }
 
   private unsupported(reason: string): never {
@@ -200,19 +106,13 @@ export class Lab implements AsyncDisposable {
     const tree = await os.openTree({ ...(opts.cgroupParent !== undefined && { parent: opts.cgroupParent }), user, nonce: randomBytes(3).toString('hex') })
     // From here on, dispose() undoes everything, whatever fails next.
     const lab = new Lab(scenario, os, facts, tree, new Cgroup(os, tree.name, tree.dir, tree.kernelPath), log, user, opts.onUnsupported)
-    lab.clock = { offsetUs: facts.monotonicUs - (t0 + t1) / 2, uncertaintyUs: (t1 - t0) / 2 }
+    lab.machineClock = relateClocks(t0, t1, facts)
     try {
       if (facts.guest) {
         lab.marker = await os.kernelLogMark(`oomlab: ${tree.name} opened`)
         if (process.env.OOMLAB_TRACE_POPULATED === '1') {
           lab.tracing = await os.tracePopulated(true)
-          // The bench's kill detection: the round trip that relates the clocks best is the shortest.
-          for (let i = 0; i < 5; i++) {
-            const a = monotonicUs()
-            const m = await os.clock()
-            const b = monotonicUs()
-            if ((b - a) / 2 < lab.clock.uncertaintyUs) lab.clock = { offsetUs: m - (a + b) / 2, uncertaintyUs: (b - a) / 2 }
-          }
+          lab.machineClock = await relateClocksClosely(os, lab.machineClock)
         }
       }
     } catch (err) {
@@ -238,56 +138,21 @@ export class Lab implements AsyncDisposable {
     const parent = parentName ? this.cgroups.find((c) => c.name === parentName) : this.root
     if (!parent) throw new Error(`create ${parentName} before ${name}`)
     const cg = new Cgroup(this.os, name, join(this.root.dir, name), join(this.root.kernelPath, name), (what) => this.step(what))
-    const file = (f: string) => join(cg.dir, f)
-    const writes: [string, string][] = []
-    if (settings['memory.max'] !== undefined) writes.push(['memory.max', settings['memory.max']])
-    if (settings['memory.oom.group'] !== undefined) writes.push(['memory.oom.group', String(settings['memory.oom.group'])])
-    const ops: Op[] = [
-      ...(parent === this.root ? [] : [{ op: 'write', path: join(parent.dir, 'cgroup.subtree_control'), data: '+memory' } as const]),
-      { op: 'mkdir', path: cg.dir },
-      { op: 'exists', path: file('memory.oom.group') },
-      { op: 'exists', path: file('memory.events.local') },
-      { op: 'exists', path: file('cgroup.kill') },
-      { op: 'exists', path: file('memory.peak') },
-      // Keep the workload off swap without touching the machine's swap (fails where the kernel has no memory.swap.max).
-      { op: 'write', path: file('memory.swap.max'), data: '0' },
-      ...writes.map(([f, v]): Op => ({ op: 'write', path: file(f), data: v })),
-      ...writes.map(([f]): Op => ({ op: 'read', path: file(f) })),
-      { op: 'read', path: file('memory.events') },
-    ]
-    const r = await this.os.run(ops)
-    const at = (i: number) => valueOf(ops[i]!, r[i])
-    let i = parent === this.root ? 0 : 1
-    if (i === 1) at(0)
-    at(i++) // mkdir
+    const setup = await setUpCgroup(this.os, cg, { ...(parent !== this.root && { parentDir: parent.dir }), settings })
     this.cgroups.push(cg)
-    const hasOomGroup = at(i++) as boolean
-    this.capabilities['memory.oom.group'] = hasOomGroup
-    this.capabilities['memory.events.local'] = at(i++) as boolean
-    this.capabilities['cgroup.kill'] = at(i++) as boolean
-    this.capabilities['memory.peak'] = at(i++) as boolean
-    const swap = r[i++]!
-    this.capabilities['memory.swap.max'] = swap.ok
+    this.capabilities['memory.oom.group'] = setup.hasOomGroup
+    this.capabilities['memory.events.local'] = setup.hasLocalEvents
+    this.capabilities['cgroup.kill'] = setup.hasKill
+    this.capabilities['memory.peak'] = setup.hasPeak
+    this.capabilities['memory.swap.max'] = setup.swapOff
     // A kernel whose version must have it and lacks it is broken, not too old.
-    const oomGroup = capabilityVerdict(this.facts.release, 'memory.oom.group', hasOomGroup)
+    const oomGroup = capabilityVerdict(this.facts.release, 'memory.oom.group', setup.hasOomGroup)
     if (oomGroup.kind === 'missing') throw new Error(oomGroup.why)
     if (oomGroup.kind === 'absent') this.unsupported(`kernel ${this.facts.release} has no memory.oom.group (it came in 4.19)`)
-    if (!swap.ok && this.facts.swapDevices > 0)
+    if (!setup.swapOff && this.facts.swapDevices > 0)
       throw new Error(`swap is on and kernel ${this.facts.release} has no memory.swap.max to keep the test cgroups off it; boot with swapaccount=1 or use the VM`)
-    if (swap.ok) cg.settings['memory.swap.max'] = '0'
-    for (const [f, v] of writes) {
-      const wi = i++
-      if (!r[wi]!.ok) throw new Error(`setup: the kernel refused ${f}=${v} on ${name}: ${(r[wi] as { error: string }).error}`)
-    }
-    for (const [f, v] of writes) {
-      const got = (at(i++) as string).trim()
-      cg.settings[f] = got
-      // memory.max reads back in bytes; oom.group as written.
-      const expected = f === 'memory.max' ? String(parseSize(v)) : v
-      if (got !== expected) throw new Error(`setup: ${name}/${f} reads back "${got}" after writing "${v}": the kernel did not take the setting`)
-    }
-    cg.eventsTextAtStart = at(i++) as string
-    this.capabilities.oom_group_kill = 'oom_group_kill' in parseMemoryEvents(cg.eventsTextAtStart)
+    takeSettings(cg, setup)
+    this.capabilities.oom_group_kill = 'oom_group_kill' in parseMemoryEvents(cg.eventsTextAtStart ?? '')
     // Held to what its version must have, once: a kernel that lost a feature is not excused.
     if (this.cgroups.length === 1) for (const c of ['cgroup.kill', 'memory.events.local', 'memory.peak', 'memory.swap.max'] as const) this.has(c)
     this.step(`cgroup ${name}`)
@@ -297,7 +162,8 @@ export class Lab implements AsyncDisposable {
   private async start(argv: string[], role: Role, cg: Cgroup, as: Credentials, stdin: 'pipe' | 'ignore'): Promise<{ member: Member; id: string }> {
     this.live()
     const s = await this.os.spawn({ argv, cgroup: cg.dir, user: as, cwd: this.tree.cwd, stdin, timeoutMs: timeouts.startMs })
-    const member: Member = { pid: s.pid, startTime: s.startTime, role, cgroup: cg.name, comm: argv[0]!, uid: as.uid }
+    // The name it runs under until /proc says otherwise (a program it execs renames it): task->comm, 15 bytes at most.
+    const member: Member = { pid: s.pid, startTime: s.startTime, role, cgroup: cg.name, comm: basename(argv[0]!).slice(0, 15), uid: as.uid }
     this.members.push(member)
     this.step(`${role} started`)
     return { member, id: s.id }
@@ -306,7 +172,12 @@ export class Lab implements AsyncDisposable {
   /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
   async shell(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Shell> {
     const { member, id } = await this.start(['sh'], 'shell', cg, as, 'pipe')
-    this.shell_ = new Shell(this, this.os, member, id)
+    this.shell_ = new Shell(this.os, member, id, async ({ stressorPid, command }) => {
+      this.stressorPid = stressorPid
+      this.workload = command
+      this.step('stress-ng vm started')
+      await this.discover()
+    })
     return this.shell_
   }
 
@@ -323,44 +194,30 @@ export class Lab implements AsyncDisposable {
 
   /** Waits until processes have exited: the ones this lab started, or any it knows (e.g. a victim). */
   async waitForExit(members: readonly Member[]): Promise<void> {
-    await this.os.waitExit(
-      members.map((m) => ({ pid: m.pid, startTime: m.startTime, label: m.role })),
-      timeouts.killMs,
-    )
+    await this.os.waitExit(members.map((m) => ({ pid: m.pid, startTime: m.startTime, label: m.role })), timeouts.killMs)
   }
 
   /** Reads /proc for every member and every cgroup's procs, in one round trip. */
-  private async snapshot(): Promise<{ proc: Map<number, ProcInfo | null>; procs: Map<string, ProcInfo[]> }> {
-    const ops: Op[] = [...this.members.map((m): Op => ({ op: 'proc', pid: m.pid })), ...this.cgroups.map((c): Op => ({ op: 'procs', path: c.dir }))]
-    const r = await this.os.run(ops)
-    const proc = new Map<number, ProcInfo | null>()
-    this.members.forEach((m, i) => proc.set(m.pid, r[i]!.ok ? (r[i]!.value as ProcInfo | null) : null))
-    const procs = new Map<string, ProcInfo[]>()
-    this.cgroups.forEach((c, j) => {
-      const x = r[this.members.length + j]!
-      procs.set(c.name, x.ok ? (x.value as ProcInfo[]) : [])
-    })
-    return { proc, procs }
+  private async readProcs(): Promise<ProcView> {
+    const b = new OpBatch()
+    const members = this.members.map((m) => ({ pid: m.pid, slot: b.proc(m.pid) }))
+    const cgroups = this.cgroups.map((c) => ({ name: c.name, slot: b.procs(c.dir) }))
+    await b.run(this.os)
+    return {
+      proc: new Map(members.map((m) => [m.pid, m.slot.valueOrUndefined() ?? null])),
+      procs: new Map(cgroups.map((c) => [c.name, c.slot.valueOrUndefined() ?? []])),
+    }
   }
 
-  private async refresh(): Promise<Awaited<ReturnType<Lab['snapshot']>>> {
-    const s = await this.snapshot()
+  private async refresh(): Promise<ProcView> {
+    const s = await this.readProcs()
     for (const m of this.members) refreshMember(m, s.proc.get(m.pid))
     return s
   }
 
   /** Adds every process now in the tree that the lab does not know yet, with its role. */
   async discover(): Promise<void> {
-    const s = await this.refresh()
-    const shellPids = this.members.filter((m) => m.role === 'shell').map((m) => m.pid)
-    const stressNgPid = [...s.procs.values()].flat().find((p) => p.pid === this.stressorPid)?.ppid
-    for (const cg of this.cgroups)
-      for (const p of s.procs.get(cg.name) ?? []) {
-        if (this.members.some((m) => m.pid === p.pid)) continue
-        const m: Member = { pid: p.pid, startTime: p.startTime, role: roleOf(p, { stressorPid: this.stressorPid, shellPids, stressNgPid }), cgroup: cg.name, comm: p.comm }
-        refreshMember(m, p)
-        this.members.push(m)
-      }
+    this.members.push(...newcomers((await this.refresh()).procs, this.members, this.stressorPid))
   }
 
   /** The OOM killer's runs that concern this lab's tree. */
@@ -368,11 +225,37 @@ export class Lab implements AsyncDisposable {
     return oomEventsOf(this.log.records, this.tree, this.members)
   }
 
-  /** Waits for the kernel's record of an OOM kill in this tree that passes `done`. */
+  /**
+   * Waits for the kernel's record of an OOM kill in this tree that passes `done`. A workload whose
+   * allocation ends below every limit fails it at once, naming each limit and how close it came.
+   */
   async waitForOomEvent(done: (e: OomEvent) => boolean, expected: string): Promise<OomEvent> {
-    const e = await this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+    const waited = this.log.waitFor(() => this.oomEvents().find(done), expected, timeouts.oomMs)
+    const first = await Promise.race([waited.then((e) => ({ e })), this.allocationEnd().then((end) => ({ end }))])
+    if ('end' in first && first.end?.by === 'asleep') {
+      // What the kernel logged until now is in: a kill it made before the workload slept would be too.
+      await this.os.kernelLogBarrier()
+      if (!this.oomEvents().find(done)) {
+        waited.catch(() => undefined)
+        const said = await limitsNotReached(this.os, this.cgroups, { release: this.facts.release, asleep: first.end, command: this.workload })
+        throw new Error(`${said}; was waiting for the kernel log: ${expected}`)
+      }
+    }
+    const e = 'e' in first ? first.e : await waited
     this.step('OOM event in the kernel log')
     return e
+  }
+
+  /** How the shell's stress-ng ended its allocation; undefined when none runs, or the wait failed (the log's wait then says why). */
+  private async allocationEnd(): Promise<AllocationEnd | undefined> {
+    const stressor = this.members.find((m) => m.pid === this.stressorPid && m.startTime >= 0)
+    if (!stressor) return undefined
+    return this.os.waitAllocationEnd(allocationWatch(stressor, this.cgroups), timeouts.oomMs).catch(() => undefined)
+  }
+
+  /** The start time /proc gave for a process the kernel named, or -1 when this lab never saw it. */
+  private startTimeOf(p: { pid: number; comm: string }): number {
+    return this.members.find((m) => isRecordOf(m, p))?.startTime ?? -1
   }
 
   /**
@@ -385,11 +268,11 @@ export class Lab implements AsyncDisposable {
     const first = await this.waitForOomEvent((e) => e.groupKill !== undefined || e.victim !== undefined, `an OOM kill in ${cg.name}`)
     if (first.groupKill !== undefined) return first
     const victim = first.victim!
-    await this.os.waitExit([{ pid: victim.pid, startTime: this.members.find((m) => m.pid === victim.pid)?.startTime ?? -1, label: 'the OOM victim' }], timeouts.killMs)
+    await this.os.waitExit([{ pid: victim.pid, startTime: this.startTimeOf(victim), label: 'the OOM victim' }], timeouts.killMs)
     await this.os.kernelLogBarrier()
     const settled = this.oomEvents().find((e) => e.groupKill !== undefined)
     if (settled) return settled
-    const event = this.oomEvents().find((e) => e.victim?.pid === victim.pid) ?? first
+    const event = this.oomEvents().find((e) => e.victim !== undefined && isRecordOf(e.victim, victim)) ?? first
     throw new Error(`expected ${expected}, but the kernel ended the OOM kill without a group kill; its records: ${event.records.map(formatRecord).join(' | ')}`)
   }
 
@@ -399,11 +282,7 @@ export class Lab implements AsyncDisposable {
    */
   async settle(): Promise<void> {
     const victims = this.oomEvents().flatMap((e) => (e.victim ? [e.victim] : []))
-    if (victims.length > 0)
-      await this.os.waitExit(
-        victims.map((v) => ({ pid: v.pid, startTime: this.members.find((m) => m.pid === v.pid)?.startTime ?? -1, label: `OOM victim ${v.comm}` })),
-        timeouts.killMs,
-      )
+    if (victims.length > 0) await this.os.waitExit(victims.map((v) => ({ pid: v.pid, startTime: this.startTimeOf(v), label: `OOM victim ${v.comm}` })), timeouts.killMs)
     await this.os.kernelLogBarrier()
     this.step('kernel log settled')
   }
@@ -414,8 +293,8 @@ export class Lab implements AsyncDisposable {
    */
   async waitForKillRecords(): Promise<void> {
     await this.settle()
-    const s = await this.snapshot()
-    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m.pid))
+    const s = await this.readProcs()
+    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m))
     await this.log
       .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
       .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
@@ -434,7 +313,7 @@ export class Lab implements AsyncDisposable {
     const s = await this.refresh()
     return this.members.map((member) => {
       const l = livenessFrom(member, s.proc.get(member.pid))
-      const killRecord = killRecordOf(events, member.pid)
+      const killRecord = killRecordOf(events, member)
       return { member, liveness: l, alive: l === 'alive', inCgroup: s.procs.get(member.cgroup)?.some((p) => p.pid === member.pid) ?? false, ...(killRecord && { killRecord }) }
     })
   }
@@ -465,22 +344,31 @@ export class Lab implements AsyncDisposable {
    * tree to the spec knowing a cgroup is empty, on the kernel log's clock. Needs the marker, so only in a guest.
    */
   killDetection(trace = ''): KillDetection | undefined {
-    const kmsg = this.marker && clockOffset(this.log.records, this.marker)
-    const empty = this.timeline.find((t) => t.step.endsWith(' empty'))
-    const kills = this.oomEvents().flatMap((e) => e.killed.map((k) => k.usec))
-    if (!kmsg || !this.clock || !empty || kills.length === 0) return undefined
-    const lastKillRecordUs = Math.max(...kills)
-    // Our clock -> the machine's -> its kernel log's.
-    const emptySeenUs = this.openedUs + empty.atUs + this.clock.offsetUs + kmsg.offsetUs
-    const cg = this.cgroups.find((c) => empty.step === `${c.name} empty`)
-    const emptiedUs = cg && trace ? lastEmptied(trace, cg.kernelPath) : undefined
+    return killDetectionOf({
+      records: this.log.records,
+      marker: this.marker,
+      clock: this.machineClock,
+      timeline: this.clock,
+      cgroups: this.cgroups,
+      killsUs: this.oomEvents().flatMap((e) => e.killed.map((k) => k.usec)),
+      trace,
+    })
+  }
+
+  /** What the lab saw, as plain data. */
+  observed(): Observed {
     return {
-      lastKillRecordUs,
-      emptySeenUs: Math.round(emptySeenUs),
-      latencyMs: (emptySeenUs - lastKillRecordUs) / 1000,
-      clockUncertaintyUs: Math.round(kmsg.uncertaintyUs + this.clock.uncertaintyUs),
-      ...(emptiedUs !== undefined && { kernelMs: (emptiedUs - lastKillRecordUs) / 1000, harnessMs: (emptySeenUs - emptiedUs) / 1000 }),
-      ...(emptiedUs !== undefined && cg?.emptySeenByMachineUs !== undefined && { machineMs: (cg.emptySeenByMachineUs + kmsg.offsetUs - emptiedUs) / 1000 }),
+      scenario: this.scenario,
+      facts: this.facts,
+      machine: this.os.stats(),
+      startedAt: this.startedAt,
+      root: this.root.kernelPath,
+      capabilities: this.capabilities,
+      cgroups: this.cgroups,
+      notes: this.notes,
+      steps: this.clock.steps,
+      records: this.log.records,
+      events: this.oomEvents(),
     }
   }
 
@@ -488,14 +376,15 @@ export class Lab implements AsyncDisposable {
   async evidence(verdict: { state: string; errors?: string[] }): Promise<Evidence> {
     this.step('evidence')
     const fates = await this.fatesNow(this.oomEvents()).catch(() => [] as Fate[])
-    const ops: Op[] = this.cgroups.map((c) => ({ op: 'read', path: join(c.dir, 'memory.events') }))
-    const after = await this.os.run(ops).catch(() => [])
+    const b = new OpBatch()
+    const after = this.cgroups.map((c) => b.read(join(c.dir, 'memory.events')))
+    const ran = await b.run(this.os).then(() => true, () => false)
     const trace = this.tracing ? await this.os.readTrace().catch(() => '') : ''
     return buildEvidence({
-      lab: this,
+      observed: this.observed(),
       verdict,
       fates,
-      eventsAfter: this.cgroups.map((_, i) => (after[i]?.ok ? (after[i].value as string) : undefined)),
+      eventsAfter: after.map((a) => (ran ? a.valueOrUndefined() : undefined)),
       shellOutput: await this.shell_?.output().catch(() => undefined),
       killDetection: this.killDetection(trace),
       factsAfter: await this.os.facts().catch(() => undefined),
@@ -516,13 +405,5 @@ export class Lab implements AsyncDisposable {
   }
 }
 
-/** memory.max's value in bytes, as the kernel reads it back ("192M" -> 201326592; "max" stays). */
-export function parseSize(v: string): string | number {
-  const m = v.match(/^(\d+)([KMGT]?)$/i)
-  if (!m) return v
-  return Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())
-}
-
 /** For the one scenario that shows why the workload must not run as root. */
 export const ROOT: Credentials = { uid: 0, gid: 0 }
-

@@ -1,6 +1,6 @@
 /** Matchers that read like the article: who survived, who the OOM killer took. */
 import { expect } from 'vitest'
-import type { Fate } from './lab.js'
+import type { Fate } from './fates.js'
 
 const who = (f: Fate) => `${f.member.role} (pid ${f.member.pid}, ${f.member.cgroup})`
 

@@ -71,16 +71,24 @@ export function clockOffset(records: readonly KmsgRecord[], m: Marker): { offset
   return { offsetUs: rec.usec - (m.beforeUs + m.afterUs) / 2, uncertaintyUs: (m.afterUs - m.beforeUs) / 2 }
 }
 
+/** One wait on the follower: given each batch of fresh records, and the cause when the follower breaks. */
+interface Waiter {
+  records(fresh: KmsgRecord[]): void
+  broken(why: string): void
+}
+
 /**
  * Follows this machine's /dev/kmsg from a cursor: every later record goes to the listener, in order.
- * `caughtUp(seq)` resolves once the record `seq` (or a later one) has been given out.
+ * `caughtUp(seq)` resolves once the record `seq` (or a later one) has been given out. Once the reader
+ * has stopped (/dev/kmsg overran it, cat died), every wait fails at once with that cause: no record
+ * will come, so waiting out a deadline would only hide why.
  */
 export class KmsgFollower implements AsyncDisposable {
   private readonly follower: ResultPromise
   private closing = false
   private lastSeq: number
-  private readonly waiters = new Set<() => void>()
-  /** Why the follower stopped early (/dev/kmsg overran it, cat died): waits fail with this. */
+  private readonly waiters = new Set<Waiter>()
+  /** Why the follower stopped early: waits fail with this. */
   broken: string | undefined
 
   private constructor(
@@ -98,15 +106,13 @@ export class KmsgFollower implements AsyncDisposable {
       if (fresh.length === 0) return
       this.lastSeq = fresh.at(-1)!.seq
       onRecords(fresh)
-      for (const w of [...this.watchers]) w(fresh)
-      for (const w of [...this.waiters]) w()
+      for (const w of [...this.waiters]) w.records(fresh)
     })
     void this.follower.then((r) => {
       if (this.closing) return
-      this.broken = `the kernel log reader (cat ${KMSG}) stopped: ${r.exitCode ?? r.signal} ${String(r.stderr ?? '').trim()}`
+      this.broken = `the kernel log reader (cat ${KMSG}) stopped: ${r.exitCode ?? r.signal} ${String(r.stderr ?? '').trim()}`.trim()
       onBroken(this.broken)
-      for (const w of [...this.waiters]) w()
-      for (const w of [...this.brokenWatchers]) w()
+      for (const w of [...this.waiters]) w.broken(this.broken)
     })
   }
 
@@ -115,43 +121,54 @@ export class KmsgFollower implements AsyncDisposable {
     return new KmsgFollower(currentSeq(), onRecords, onBroken)
   }
 
-  private readonly watchers = new Set<(records: KmsgRecord[]) => void>()
-  private readonly brokenWatchers = new Set<() => void>()
+  /** The reader process's PID (cat), while it runs. */
+  get readerPid(): number | undefined {
+    return this.follower.pid
+  }
 
-  /** Resolves with the first record from now on that passes `match` (given out to the listener first). */
-  seen(match: (r: KmsgRecord) => boolean, timeoutMs: number): Promise<KmsgRecord> {
-    return new Promise((resolve, reject) => {
-      const watch = (records: KmsgRecord[]) => {
-        const r = records.find(match)
-        if (r) finish(() => resolve(r))
-      }
+  /**
+   * Resolves with `now()` if defined, else with the first defined `found(fresh)` of a later batch;
+   * fails at once with the cause if the follower is or becomes broken, and after `timeoutMs` with `late()`.
+   */
+  private wait<T>(now: () => T | undefined, found: (fresh: KmsgRecord[]) => T | undefined, expected: string, late: () => Error, timeoutMs: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
       const finish = (fn: () => void) => {
         clearTimeout(timer)
-        this.watchers.delete(watch)
+        this.waiters.delete(w)
         fn()
       }
-      const timer = setTimeout(() => finish(() => reject(new KernelTimeoutError('a record of ours to come back from the kernel log', `record ${this.lastSeq}`, timeoutMs))), timeoutMs)
-      this.watchers.add(watch)
-      this.brokenWatchers.add(() => finish(() => reject(new Error(this.broken))))
+      const w: Waiter = {
+        records: (fresh) => {
+          const v = found(fresh)
+          if (v !== undefined) finish(() => resolve(v))
+        },
+        broken: (why) => finish(() => reject(new Error(`${why}; was waiting for ${expected}`))),
+      }
+      const timer = setTimeout(() => finish(() => reject(late())), timeoutMs)
+      this.waiters.add(w)
+      const v = now()
+      if (v !== undefined) finish(() => resolve(v))
+      else if (this.broken !== undefined) w.broken(this.broken)
     })
   }
 
+  /** Resolves with the first record from now on that passes `match` (given out to the listener first). */
+  seen(match: (r: KmsgRecord) => boolean, timeoutMs: number): Promise<KmsgRecord> {
+    const expected = 'a record of ours to come back from the kernel log'
+    return this.wait(
+      () => undefined,
+      (fresh) => fresh.find(match),
+      expected,
+      () => new KernelTimeoutError(expected, `record ${this.lastSeq}`, timeoutMs),
+      timeoutMs,
+    )
+  }
+
   /** Resolves once every record up to `seq` has been given out; fails after `timeoutMs`. */
-  caughtUp(seq: number, timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this.lastSeq >= seq) finish(resolve)
-        else if (this.broken) finish(() => reject(new Error(this.broken)))
-      }
-      const finish = (fn: () => void) => {
-        clearTimeout(timer)
-        this.waiters.delete(check)
-        fn()
-      }
-      const timer = setTimeout(() => finish(() => reject(new KernelTimeoutError(`the kernel log reader to reach record ${seq}`, `record ${this.lastSeq}`, timeoutMs))), timeoutMs)
-      this.waiters.add(check)
-      check()
-    })
+  async caughtUp(seq: number, timeoutMs: number): Promise<void> {
+    const expected = `the kernel log reader to reach record ${seq}`
+    const reached = () => (this.lastSeq >= seq ? true : undefined)
+    await this.wait(reached, reached, expected, () => new KernelTimeoutError(expected, `record ${this.lastSeq}`, timeoutMs), timeoutMs)
   }
 
   async close(): Promise<void> {

@@ -10,13 +10,14 @@ import { cgMount, cgCheckParent, cgControllers, cgCreate, cgEnableControllers, p
 import { waitForFile } from '../cgroup/wait.js'
 import { currentSeq, KmsgFollower, monotonicUs, writeMarker } from '../kmsg/reader.js'
 import { PopulatedTrace } from '../kmsg/tracefs.js'
+import { waitAllocationEnd } from './allocation.js'
 import { readStat, readUid, readOomScoreAdj, liveness } from '../proc/procfs.js'
 import { startInCgroup, type Workload } from '../proc/spawn.js'
 import { selfOwner, treeName } from '../proc/owner.js'
 import { KernelTimeoutError, UserError, Unsupported } from '../util/errors.js'
 import { killTree, killAndRemoveSync, reapStaleTrees, subtreeDirs, trackTree, untrackTree, installTeardownHandlers, WORKDIR_PREFIX } from './kill.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import type { MachineStats, Os, OsFacts, Op, OpResult, OpValue, ProcInfo, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker } from './os.js'
+import { valueOf, type MachineStats, type Os, type OsFacts, type Op, type OpResult, type OpValue, type ProcInfo, type SpawnSpec, type Spawned, type Tree, type TreeOptions, type KeyedCondition, type ProcIdentity, type Marker, type AllocationWatch, type AllocationEnd } from './os.js'
 
 /** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
 export const GUEST_MARK = '/etc/oomlab-guest'
@@ -68,6 +69,21 @@ function runOp(op: Op): OpValue {
   }
 }
 
+/** One operation's result: its value, or what failed and why (the errno code when there is one). */
+function runCaught(op: Op): OpResult {
+  try {
+    return { ok: true, value: runOp(op) }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    return { ok: false, error: e.code ? `${e.code}` : String(e.message), ...(e.code && { code: e.code }) }
+  }
+}
+
+/** Runs one operation; a failure is an OsError naming it, which keeps its fields across the wire. */
+function runChecked(op: Op): OpValue {
+  return valueOf(op, runCaught(op))
+}
+
 export class LocalOs implements Os {
   readonly name = 'local'
   readonly disposable = false
@@ -104,14 +120,7 @@ export class LocalOs implements Os {
   }
 
   async run(ops: readonly Op[]): Promise<OpResult[]> {
-    return ops.map((op) => {
-      try {
-        return { ok: true, value: runOp(op) }
-      } catch (err) {
-        const e = err as NodeJS.ErrnoException
-        return { ok: false, error: e.code ? `${e.code}` : String(e.message), ...(e.code && { code: e.code }) }
-      }
-    })
+    return ops.map(runCaught)
   }
 
   async openTree(o: TreeOptions): Promise<Tree> {
@@ -232,7 +241,11 @@ export class LocalOs implements Os {
   }
 
   async setOomScoreAdj(pid: number, adj: number): Promise<void> {
-    writeFileSync(`/proc/${pid}/oom_score_adj`, String(adj))
+    runChecked({ op: 'write', path: `/proc/${pid}/oom_score_adj`, data: String(adj) })
+  }
+
+  waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd> {
+    return waitAllocationEnd(w, timeoutMs)
   }
 
   async waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }> {

@@ -122,6 +122,24 @@ export interface KeyedCondition {
   expected: string
 }
 
+/** What ends a workload's allocation: see Os.waitAllocationEnd. */
+export interface AllocationWatch {
+  /** The process whose children allocate: stress-ng's vm stressor. */
+  parent: ProcIdentity
+  /** The tree's cgroup directories, where those children are looked for. */
+  cgroups: string[]
+  /** memory.events of each cgroup with a limit, and its "oom" count before the workload ran. */
+  limits: { path: string; oomBefore: number }[]
+}
+
+export type AllocationEnd =
+  /** A limit's "oom" count moved: the OOM killer ran. */
+  | { by: 'oom' }
+  /** A child sleeps in nanosleep holding its memory (stress-ng's --vm-hang): no OOM kill will come from it. */
+  | { by: 'asleep'; pid: number; comm: string; /** The kernel function (wchan) or system call it sleeps in. */ wchan: string }
+  /** The allocating process is gone (killed with its group). */
+  | { by: 'parent gone' }
+
 export interface MachineStats {
   kind: 'local' | 'guest'
   /** A guest's accelerator: KVM, or QEMU's emulation (TCG). */
@@ -181,6 +199,12 @@ export interface Os extends AsyncDisposable {
   /** Writes -1000 (or `adj`) to /proc/PID/oom_score_adj. */
   setOomScoreAdj(pid: number, adj: number): Promise<void>
 
+  /**
+   * Resolves when a workload's allocation has ended: the OOM killer ran in one of its limits, or an
+   * allocating child sleeps in nanosleep holding its memory (stress-ng's --vm-hang), or the allocator is gone.
+   */
+  waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd>
+
   /** Waits for a keyed file's condition; resolves with its values and the machine's clock (µs) when seen. */
   waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }>
 
@@ -217,7 +241,8 @@ export class OsError extends Error {
   override readonly name = 'OsError'
   constructor(
     readonly op: Op,
-    reason: string,
+    /** The machine's own words (an errno code, or the message of what failed). */
+    readonly reason: string,
     readonly code?: string,
   ) {
     super(`${describeOp(op)}: ${reason}`)

@@ -6,7 +6,7 @@
 import type { BirpcReturn } from 'birpc'
 import { connect, type AgentFunctions, type Duplex, type HostFunctions } from './wire.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import type { MachineStats, Os, OsFacts, Op, OpResult, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker } from './os.js'
+import type { MachineStats, Os, OsFacts, Op, OpResult, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker, AllocationWatch, AllocationEnd } from './os.js'
 
 /** A call without a deadline of its own must be answered within this; a wait gets its own timeout on top. */
 const ANSWER_MS = 30_000
@@ -185,6 +185,10 @@ export class RemoteOs implements Os {
 
   setOomScoreAdj(pid: number, adj: number): Promise<void> {
     return this.call('setOomScoreAdj', 0, () => this.rpc.setOomScoreAdj(pid, adj))
+  }
+
+  waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd> {
+    return this.call('waitAllocationEnd', timeoutMs, () => this.rpc.waitAllocationEnd(w, timeoutMs))
   }
 
   waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }> {

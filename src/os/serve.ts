@@ -24,6 +24,7 @@ export function serveOs(os: LocalOs, stream: Duplex, o: { uptimeMs: () => number
     waitExit: (procs, ms) => os.waitExit(procs, ms),
     setOomScoreAdj: (pid, adj) => os.setOomScoreAdj(pid, adj),
     waitKeyed: (c, ms) => os.waitKeyed(c, ms),
+    waitAllocationEnd: (w, ms) => os.waitAllocationEnd(w, ms),
     followKernelLog: () =>
       os.followKernelLog(
         (records) => void host.kmsg.asEvent(records),

@@ -5,9 +5,8 @@
  */
 import { createBirpc, type BirpcReturn } from 'birpc'
 import { KernelTimeoutError, UserError, Unsupported } from '../util/errors.js'
-import { OsError } from './os.js'
+import { OsError, type Op, type Os } from './os.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import type { Os } from './os.js'
 
 /** What the host offers the agent: the kernel log's records, pushed as they come. */
 export interface HostFunctions {
@@ -31,10 +30,11 @@ export interface Duplex {
   offData(fn: (chunk: string) => void): void
 }
 
-const ERRORS: Record<string, (e: WireError) => Error> = {
+const ERRORS: Record<string, (e: WireError) => Error | undefined> = {
   KernelTimeoutError: (e) => new KernelTimeoutError(e.expected ?? '?', e.lastSeen ?? '?', e.timeoutMs ?? 0),
   UserError: (e) => new UserError(e.message, e.exitCode),
   Unsupported: (e) => new Unsupported(e.message),
+  OsError: (e) => (e.op && e.reason !== undefined ? new OsError(e.op, e.reason, e.code) : undefined),
 }
 
 interface WireError {
@@ -44,21 +44,35 @@ interface WireError {
   lastSeen?: string
   timeoutMs?: number
   exitCode?: number
+  op?: Op
+  reason?: string
+  /** An errno code (ENOENT, EBUSY...): what the caller may branch on. */
+  code?: string
 }
 
 function replacer(_key: string, value: unknown): unknown {
   if (!(value instanceof Error)) return value
   const e = value as Error & Partial<WireError>
-  return { $error: { name: e.name, message: e.message, ...(e.expected !== undefined && { expected: e.expected, lastSeen: e.lastSeen, timeoutMs: e.timeoutMs }), ...(e.exitCode !== undefined && { exitCode: e.exitCode }) } }
+  return {
+    $error: {
+      name: e.name,
+      message: e.message,
+      ...(e.expected !== undefined && { expected: e.expected, lastSeen: e.lastSeen, timeoutMs: e.timeoutMs }),
+      ...(e.exitCode !== undefined && { exitCode: e.exitCode }),
+      ...(e instanceof OsError && { op: e.op, reason: e.reason }),
+      ...(typeof e.code === 'string' && { code: e.code }),
+    },
+  }
 }
 
 function reviver(_key: string, value: unknown): unknown {
   if (value === null || typeof value !== 'object' || !('$error' in value)) return value
   const e = (value as { $error: WireError }).$error
-  const make = ERRORS[e.name]
-  if (make) return make(e)
-  const err = new Error(e.message)
-  if (e.name === 'OsError') err.name = OsError.name
+  const made = ERRORS[e.name]?.(e)
+  if (made) return made
+  const err = new Error(e.message) as Error & { code?: string }
+  err.name = e.name
+  if (e.code !== undefined) err.code = e.code
   return err
 }
 

@@ -50,6 +50,29 @@ export function readWchan(pid: number): string | undefined {
   return w && w !== '0' ? w : undefined
 }
 
+/** The system call a blocked process is in (/proc/PID/syscall's first field); undefined when it runs, or is gone. */
+export function readSyscall(pid: number): number | undefined {
+  const first = readProcFile(pid, 'syscall')?.trim().split(' ')[0]
+  return first !== undefined && /^\d+$/.test(first) ? Number(first) : undefined
+}
+
+/** nanosleep(2) and clock_nanosleep(2) by number, per architecture (sleep(3) calls one of them). */
+const NANOSLEEPS: Partial<Record<NodeJS.Architecture, Record<number, string>>> = {
+  x64: { 35: 'nanosleep', 230: 'clock_nanosleep' },
+  arm64: { 101: 'nanosleep', 115: 'clock_nanosleep' },
+}
+
+/**
+ * Where a process sleeps, if it sleeps in nanosleep: the kernel function (wchan) where the kernel names
+ * it, else the system call. Kernels before 5.16 built with the ORC unwinder (Debian's) say "0" for wchan.
+ */
+export function nanosleepOf(pid: number): string | undefined {
+  const wchan = readWchan(pid)
+  if (wchan !== undefined) return /nanosleep/.test(wchan) ? wchan : undefined
+  const nr = readSyscall(pid)
+  return nr === undefined ? undefined : NANOSLEEPS[process.arch]?.[nr]
+}
+
 export function readUid(pid: number): number | undefined {
   const m = readProcFile(pid, 'status')?.match(/^Uid:\s+(\d+)/m)
   return m ? Number(m[1]) : undefined

@@ -16,6 +16,7 @@ import { execa } from 'execa'
 import { GuestVm, machineArgs, type MachineSpec } from './guest-vm.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { which } from '../util/which.js'
+import { readStat } from '../proc/procfs.js'
 import type { Progress } from '../util/progress.js'
 
 export interface Snapshot {
@@ -349,13 +350,8 @@ interface LockOwner {
 }
 
 function procStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Field 2 (comm) may hold spaces and parentheses: count from the last ')', which ends it; field 3 comes next.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[22 - 3]
-  } catch {
-    return undefined
-  }
+  const st = readStat(pid)
+  return st === undefined ? undefined : String(st.startTime)
 }
 
 const alive = (o: LockOwner) => procStart(o.pid) === o.start

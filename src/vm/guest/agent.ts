@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process'
 import { readGuestConfig } from './config.js'
 import { GUEST_BASELINE, GUEST_BUNDLE, GUEST_CHANNEL, GUEST_USER } from './layout.js'
 import { experimentTimeouts, timeoutScale } from '../../experiment/timeouts.js'
+import { readStat } from '../../proc/procfs.js'
 
 /** The article's experiments as a plain shell script, each timed from the agent. */
 function runBaseline(): BaselineRun[] {
@@ -23,14 +24,8 @@ function runBaseline(): BaselineRun[] {
 function busiest(n = 6): string {
   const procs = []
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      procs.push({ pid, comm, state: f[0], ticks: Number(f[11]) + Number(f[12]) })
-    } catch {
-      /* gone */
-    }
+    const st = readStat(Number(pid))
+    if (st) procs.push({ pid, comm: st.comm, state: st.state, ticks: st.utime + st.stime })
   }
   return procs
     .sort((a, b) => b.ticks - a.ticks)
