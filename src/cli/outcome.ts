@@ -16,7 +16,7 @@ const STATE: Record<TestOutcome['status'], string> = { pass: 'pass', fail: 'fail
 
 /** One kernel's scenarios, each with its table when it left evidence, else its verdict and why. */
 function scenarios(run: KernelRun): string[] {
-  return (run.outcomes ?? []).map((o) => {
+  return [...(run.outcomes ?? [])].sort((a, b) => a.scenario.localeCompare(b.scenario)).map((o) => {
     const e = run.evidence.find((x) => x.file === o.scenario)
     if (e) return formatScenario({ ...e, verdict: { state: STATE[o.status], errors: o.status === 'pass' ? [] : [o.reason ?? o.status] } })
     return `${o.status === 'pass' ? 'PASS' : o.status.toUpperCase()}  ${o.scenario}: ${o.status === 'pass' ? o.name : (o.reason ?? o.status)}`
