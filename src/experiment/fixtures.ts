@@ -51,9 +51,14 @@ async function unsupported(id: string, scenario: string, facts: OsFacts, reason:
   skip(`unsupported: ${reason}`)
 }
 
+/** When each experiment asked for its machine: the end of the run's start-up, for the bench. */
+const askedAt = new WeakMap<Os, number>()
+
 export const experiment = base.extend<{ machine: Os; lab: Lab }>({
   machine: async ({ task, signal }, use) => {
+    const asked = Date.now()
     const os = await openMachine({ label: task.name, signal })
+    askedAt.set(os, asked)
     try {
       await use(os)
     } finally {
@@ -75,7 +80,8 @@ export const experiment = base.extend<{ machine: Os; lab: Lab }>({
       const e = await (evidence ?? lab.evidence({ state }))
       // The guest's console is evidence only when something went wrong.
       if (state === 'pass' && e.machine) delete e.machine.console
-      await writeEvidence(id, { ...e, verdict: { state, errors } })
+      const asked = askedAt.get(machine)
+      await writeEvidence(id, { ...e, ...(asked !== undefined && { askedAt: new Date(asked).toISOString() }), verdict: { state, errors } })
     })
     try {
       await use(lab)

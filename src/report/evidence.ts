@@ -49,6 +49,8 @@ export interface Evidence {
   /** Where it ran, and what reaching it cost. */
   machine?: MachineStats
   startedAt?: string
+  /** When the experiment asked for its machine (before its guest was claimed or restored). */
+  askedAt?: string
   durationMs: number
   verdict: { state: string; errors?: string[] }
   root: string

@@ -3,7 +3,6 @@
  * it is the file OOMLAB_RUN names when oomlab started vitest, else the one resolved here once from the
  * environment (plain `vitest`); workers get what they need from the global setup (`inject`).
  */
-import { resolveRun } from '../run/resolve.js'
 import { readRunConfig, RUN_ENV, type RunConfig } from '../run/config.js'
 import type { PreparedGuest } from '../vm/guest-os.js'
 
@@ -33,6 +32,7 @@ type Holder = { [KEY]?: Promise<RunConfig> }
  */
 export function currentRun(env: NodeJS.ProcessEnv = process.env, log: (line: string) => void = () => undefined): Promise<RunConfig> {
   const holder = globalThis as Holder
-  holder[KEY] ??= env[RUN_ENV] ? Promise.resolve(readRunConfig(env[RUN_ENV])) : resolveRun({ selectSpecs: false, canStartScope: false, by: 'vitest' }, env, log)
+  // Resolving (preflight, kernel names) is imported only where there is no configuration to read: vitest's start is on every run's path.
+  holder[KEY] ??= env[RUN_ENV] ? Promise.resolve(readRunConfig(env[RUN_ENV])) : import('../run/resolve.js').then(({ resolveRun }) => resolveRun({ selectSpecs: false, canStartScope: false, by: 'vitest' }, env, log))
   return holder[KEY]
 }

@@ -4,7 +4,6 @@
  * also prepares the kernel's guest (fetch, image, snapshot); under oomlab the CLI did before vitest started.
  */
 import type { TestProject } from 'vitest/node'
-import { prepareLabGuest } from '../vm/lab-guest.js'
 import { UserError } from '../util/errors.js'
 import { StatusLine } from '../util/progress.js'
 import { kernelOfProject, type RunConfig } from '../run/config.js'
@@ -24,6 +23,8 @@ async function machineOf(run: RunConfig, project: string): Promise<MachineChoice
   const prepared = run.prepared?.[kernel.name]
   if (prepared) return { where: 'guest', guest: prepared }
   const m = run.machine
+  // Plain vitest only: under oomlab the guest came prepared, and the image and snapshot code need not load.
+  const { prepareLabGuest } = await import('../vm/lab-guest.js')
   const guest = await prepareLabGuest(
     {
       ...(kernel.image !== undefined ? { kernelImage: kernel.image } : { kernel: kernel.name }),
