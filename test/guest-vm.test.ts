@@ -9,10 +9,13 @@ import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { execa } from 'execa'
-import { GuestVm, machineArgs, type MachineSpec } from '../src/vm/guest-vm.js'
-import { ensureSnapshot, qemuBuildId, restoreFromSnapshot, snapshotKey, type Ready, type Snapshot, type SnapshotIds } from '../src/vm/snapshot.js'
-import { ImageTree, buildInitramfs, imageWithModules, staticBusybox, zstdImage, zstdInitrd } from '../src/vm/initramfs.js'
-import { writeCpio } from '../src/vm/cpio.js'
+import { GuestVm, type MachineSpec } from '../src/vm/vm.js'
+import { machineArgs } from '../src/vm/qemu/command.js'
+import { ensureSnapshot, qemuBuildId, restoreFromSnapshot, snapshotKey, type Ready, type Snapshot, type SnapshotIds } from '../src/vm/snapshot/store.js'
+import { ImageTree } from '../src/vm/image/tree.js'
+import { buildInitramfs, imageWithModules, zstdImage, zstdInitrd } from '../src/vm/image/store.js'
+import { staticBusybox } from '../src/vm/image/recipes.js'
+import { writeCpio } from '../src/vm/image/cpio.js'
 import { DEFAULT_KERNEL, resolveKernel } from '../src/vm/kernels.js'
 import { cacheDir, projectRoot } from '../src/util/paths.js'
 import { which } from '../src/util/which.js'
@@ -219,7 +222,7 @@ describe.skipIf(why !== '')(`long-lived QEMU guests and their snapshots${why ? `
   it('takes QEMU down with its parent, even when the parent is SIGKILLed', { timeout: 30_000 * T }, async () => {
     const dir = newCache()
     const script = join(dir, 'parent.mts') // .mts: an ES module wherever it is (top-level await)
-    writeFileSync(script, `import { GuestVm } from ${JSON.stringify(join(projectRoot, 'src/vm/guest-vm.ts'))}
+    writeFileSync(script, `import { GuestVm } from ${JSON.stringify(join(projectRoot, 'src/vm/vm.ts'))}
 const vm = await GuestVm.boot(${JSON.stringify(spec)}, { connectTimeoutMs: 10000 })
 console.log(vm.workDir)
 setInterval(() => undefined, 1000)

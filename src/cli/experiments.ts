@@ -7,8 +7,8 @@ import { writeFile, readFile, readdir, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { execa } from 'execa'
 import { preflight, formatCheck } from '../host/preflight.js'
-import { prepareLabGuest } from '../vm/lab-guest.js'
-import type { PreparedGuest } from '../vm/guest-os.js'
+import { prepareLabGuest } from '../vm/prepare.js'
+import type { PreparedGuest } from '../vm/restore.js'
 import { file as tmpFile } from 'tmp-promise'
 import { PREPARED_ENV } from '../experiment/global-setup.js'
 import { readEvidenceDir } from '../report/evidence.js'
@@ -24,8 +24,8 @@ import { groupEnded } from '../proc/group.js'
 import { cgMountPoint } from '../cgroup/cgroupfs.js'
 import type { RunArgs } from './args.js'
 import { StatusLine } from '../util/progress.js'
-import { WarmGuests } from '../vm/warm.js'
-import { LAB_DEFAULTS } from '../vm/guest-os.js'
+import { GuestsAhead } from '../vm/ahead.js'
+import { LAB_DEFAULTS } from '../vm/restore.js'
 import { experimentJobs } from '../util/jobs.js'
 import { SPEC_FILE } from '../report/paths.js'
 
@@ -63,7 +63,7 @@ const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions
  * Runs vitest as a child with the given project; returns the JSON reporter's counts. `wrap` puts the
  * command inside another (the delegated scope of a native run on a systemd host). The experiments' vitest
  * runs in a process group of its own and an interrupt goes to the whole group, so its workers get it too
- * and tear down their trees (src/os/kill.ts) or guests (guest-vm.ts) before the CLI exits; what is left
+ * and tear down their trees (src/os/kill.ts) or guests (vm/vm.ts) before the CLI exits; what is left
  * after 10 s is killed.
  */
 /** How long an interrupted vitest's workers have to tear down before they are killed. */
@@ -140,12 +140,12 @@ export async function preparedFile(guests: Record<string, PreparedGuest>): Promi
 }
 
 /**
- * The run's first guests, loaded while vitest starts (as many as it has workers, no more than `specs`);
- * each experiment claims one (src/vm/warm.ts). None with OOMLAB_RESTORE_AHEAD=0 (to compare, or to rule the lease out).
+ * The run's first guests, restored ahead while vitest starts (as many as it has workers, no more than `specs`);
+ * each experiment claims one (src/vm/ahead.ts). None with OOMLAB_RESTORE_AHEAD=0 (to compare, or to rule them out).
  */
-export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<WarmGuests | undefined> {
+export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<GuestsAhead | undefined> {
   const count = process.env.OOMLAB_RESTORE_AHEAD === '0' ? 0 : Math.min(experimentJobs(), specs)
-  return count > 0 ? WarmGuests.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
+  return count > 0 ? GuestsAhead.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
 }
 
 /** How many spec files the run will have: its own, or the article's that vitest's filters (substrings of the path) select. */
@@ -223,8 +223,8 @@ export async function runExperiments(args: RunArgs, signal: AbortSignal): Promis
     )
     status.end()
     const t1 = performance.now()
-    await using warm = await restoreGuestsAhead(guest, await specCount(args.filters, args.specs), { log, signal })
-    await using prepared = await preparedFile({ default: { ...guest, ...(warm && { warm: warm.socketPath }) } })
+    await using ahead = await restoreGuestsAhead(guest, await specCount(args.filters, args.specs), { log, signal })
+    await using prepared = await preparedFile({ default: { ...guest, ...(ahead && { ahead: ahead.socketPath }) } })
     const env = { ...process.env, ...reporting, [PREPARED_ENV]: prepared.path } as Record<string, string>
     const r = await runVitest('experiments', args.filters, env, signal, undefined, args.runTimeoutMs)
     log(`timings: kernel ${(guest.timings.kernelMs / 1000).toFixed(1)} s, image ${(guest.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(guest.timings.snapshotMs / 1000).toFixed(1)} s (${guest.snapshot.made ? 'made' : 'reused'}), experiments ${((performance.now() - t1) / 1000).toFixed(1)} s, total ${((performance.now() - t0) / 1000).toFixed(1)} s`)

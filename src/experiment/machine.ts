@@ -5,7 +5,7 @@
  */
 import { inject } from 'vitest'
 import { LocalOs } from '../os/local.js'
-import { openGuestOs, type PreparedGuest } from '../vm/guest-os.js'
+import { openGuestOs, type PreparedGuest } from '../vm/restore.js'
 import type { Os } from '../os/os.js'
 import { UserError } from '../util/errors.js'
 

@@ -18,7 +18,7 @@ import { killTree, killAndRemoveSync, reapStaleTrees, subtreeDirs, trackTree, un
 import type { KmsgRecord } from '../kmsg/record.js'
 import type { MachineStats, Os, OsFacts, Op, OpResult, OpValue, ProcInfo, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker } from './os.js'
 
-/** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
+/** Present only in an oomlab guest (see vm/image/recipes.ts): its kernel log is ours to write to. */
 export const GUEST_MARK = '/etc/oomlab-guest'
 
 /** How long teardown waits for the kernel to empty a tree. */
