@@ -14,7 +14,8 @@ import { machineArgs } from '../src/vm/qemu/command.js'
 import { ensureSnapshot, qemuBuildId, restoreFromSnapshot, snapshotKey, type Ready, type Snapshot, type SnapshotIds } from '../src/vm/snapshot/store.js'
 import { ImageTree } from '../src/vm/image/tree.js'
 import { buildInitramfs, imageWithModules, zstdImage, zstdInitrd } from '../src/vm/image/store.js'
-import { staticBusybox } from '../src/vm/image/recipes.js'
+import { probeTree, staticBusybox } from '../src/vm/image/recipes.js'
+import { bootProbe } from '../src/vm/accel.js'
 import { writeCpio } from '../src/vm/image/cpio.js'
 import { DEFAULT_KERNEL, resolveKernel } from '../src/vm/kernels.js'
 import { cacheDir, projectRoot } from '../src/util/paths.js'
@@ -179,6 +180,21 @@ describe.skipIf(why !== '')(`long-lived QEMU guests and their snapshots${why ? `
     await vm.dispose() // idempotent
     expect(qemuWith(vm.workDir)).toEqual([])
     expect(existsSync(vm.workDir)).toBe(false)
+  })
+
+  it("boots the accelerator probe's guest, which says so on its console and powers off; a guest that does not say so fails the probe", { timeout: 60_000 * T }, async () => {
+    // Under TCG: whether KVM works is the probe's question, not this test's; the guest and its reading are the same.
+    const probe = await buildInitramfs(cacheDir(), await probeTree(), 'probe')
+    const r = await bootProbe('tcg', spec.qemu, spec.kernel, probe.path)
+    expect(r.failure).toBeUndefined()
+    const mute = new ImageTree()
+    await mute.file(await staticBusybox(), '/bin/busybox')
+    for (const a of ['sh', 'reboot']) mute.symlink(`/bin/${a}`, 'busybox')
+    mute.chardev('/dev/console', 5, 1)
+    mute.data('/init', '#!/bin/sh\nreboot -f\n', 0o755)
+    const silent = await buildInitramfs(cacheDir(), mute, 'probe-test')
+    expect((await bootProbe('tcg', spec.qemu, spec.kernel, silent.path)).failure).toMatch(/QEMU exited \(0\) and its console does not say why|its console did not say it booted/)
+    expect(qemuWith(probe.path)).toEqual([])
   })
 
   it("boots from its image compressed with zstd, as a Debian kernel's lab guests do", { timeout: 30_000 * T }, async () => {

@@ -96,7 +96,7 @@ const SHELL_GUEST_TIMEOUT_MS = 180_000
  * The shell script in a freshly booted guest of busybox, stress-ng, setpriv and nohup (no node, no
  * snapshot), on the lab guest's kernel and machine: the whole QEMU run, from its start to its exit.
  */
-async function shellGuestRun(g: PreparedGuest, signal: AbortSignal): Promise<{ ms: number; failure?: string }> {
+export async function shellGuestRun(g: PreparedGuest, signal: AbortSignal): Promise<{ ms: number; failure?: string }> {
   const image = await buildInitramfs(cacheDir(), await shellGuestTree(), 'shell')
   const t0 = performance.now()
   const vm = await GuestVm.boot({ ...g.spec, initrd: image.path, append: [], channel: 'serial' }, { connectTimeoutMs: SHELL_GUEST_TIMEOUT_MS, signal })

@@ -56,7 +56,7 @@ export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; k
   if (kvm === undefined) {
     opts.log?.('accel: probing KVM with a tiny guest (once per host)')
     const image = await buildInitramfs(opts.cache, await probeTree(), 'probe')
-    const probe = await probeKvm(qemu, opts.kernel, image.path, opts.signal)
+    const probe = await bootProbe('kvm', qemu, opts.kernel, image.path, opts.signal)
     opts.signal?.throwIfAborted()
     kvm = probe.failure === undefined
     reason = kvm ? `a KVM guest booted in ${Math.round(probe.ms)} ms` : `a KVM guest did not boot: ${probe.failure}`
@@ -67,13 +67,13 @@ export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; k
   return kvm ? { accel: 'kvm', reason, cached: known !== undefined } : { accel: 'tcg', reason: `${reason}; using TCG`, cached: known !== undefined }
 }
 
-/** Boots the probe guest under KVM: it booted when its /init said so on the console before QEMU exited, within the deadline. */
-async function probeKvm(qemu: string, kernel: string, initrd: string, signal?: AbortSignal): Promise<{ ms: number; failure?: string }> {
+/** Boots the probe guest: it booted when its /init said so on the console before QEMU exited, within the deadline. */
+export async function bootProbe(accel: Accel, qemu: string, kernel: string, initrd: string, signal?: AbortSignal): Promise<{ ms: number; failure?: string }> {
   const t0 = performance.now()
   let vm: GuestVm | undefined
   let timer: NodeJS.Timeout | undefined
   try {
-    vm = await GuestVm.boot({ qemu, kernel, initrd, accel: 'kvm', memoryMiB: 256, cpus: 1, append: [] }, { connectTimeoutMs: PROBE_TIMEOUT_MS, ...(signal && { signal }) })
+    vm = await GuestVm.boot({ qemu, kernel, initrd, accel, memoryMiB: 256, cpus: 1, append: [] }, { connectTimeoutMs: PROBE_TIMEOUT_MS, ...(signal && { signal }) })
     const booted = vm
     const inTime = await Promise.race([booted.exited.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS)))])
     const ms = performance.now() - t0

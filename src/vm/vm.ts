@@ -14,7 +14,7 @@ import { endBySignal } from '../util/signals.js'
 import { ConsoleRecord, explainSilence } from './qemu/console.js'
 import { machineArgs, type MachineSpec } from './qemu/command.js'
 import { spawnQemu, setsidPath, type QemuProcess, type QemuSinks } from './qemu/process.js'
-import { shellQuote, waitStreamEnd } from './qemu/migration.js'
+import { shellQuote, waitMigration, waitStreamEnd } from './qemu/migration.js'
 import { QmpClient, connectUnix } from './qemu/qmp.js'
 import { ownedTempDir } from './owned-dirs.js'
 import { setprivPath } from '../proc/spawn.js'
@@ -36,8 +36,6 @@ const POLL_MS = 25
 const EXIT_GRACE_MS = 500
 /** QEMU's own stderr lines kept: a failed save's reason is among the last. */
 const STDERR_LINES = 30
-
-type MigrationInfo = { status?: string; 'error-desc'?: string }
 
 /** Guests of this process not yet disposed of: a signal or exit stops them. */
 const live = new Set<GuestVm>()
@@ -278,19 +276,9 @@ export class GuestVm implements AsyncDisposable {
     }
   }
 
-  /** Polls query-migrate until it completes; fails with QEMU's reason, or `late` at the deadline. */
-  private async waitMigration(deadline: number, late: string): Promise<void> {
-    for (;;) {
-      const info = await this.qmp.execute<MigrationInfo>('query-migrate')
-      if (info.status === 'completed') return
-      if (info.status === 'failed' || info.status === 'cancelled') {
-        // What the `exec:` helper said (sh: cannot create, cat: No space left on device) beats QEMU's "Broken pipe".
-        const helper = this.stderrLines.filter((l) => l.trim() && !/^qemu-system-\w+: /.test(l)).at(-1)
-        throw new Error(`migration ${info.status}: ${info['error-desc'] ?? 'QEMU gave no reason'}${helper ? ` (${helper.trim()})` : ''}`)
-      }
-      if (Date.now() >= deadline) throw new Error(late)
-      await sleep(POLL_MS)
-    }
+  /** Polls query-migrate until it completes; fails with QEMU's reason (or its helper's), or `late` at the deadline. */
+  private waitMigration(deadline: number, late: string): Promise<void> {
+    return waitMigration(this.qmp, deadline, late, this.stderrLines)
   }
 
   /**

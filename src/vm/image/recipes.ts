@@ -155,7 +155,6 @@ export async function additionTree(a: ImageAddition): Promise<ImageTree> {
   for (const [path, text] of await bundleAgent()) t.data(path, text)
   for (const [path, text] of await bundleFolder(join(projectRoot, a.bundle.from), join(GUEST_BUNDLE, a.bundle.to), a.bundle.external)) t.data(path, text)
   await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
-  await addArticleScript(t, GUEST_BASELINE)
   const nodeModules = join(projectRoot, 'node_modules')
   if (a.installedPackage) {
     const installed = join(GUEST_PROJECT, 'node_modules', 'oom-group-lab')

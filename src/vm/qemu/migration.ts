@@ -1,9 +1,11 @@
 /**
- * A guest's state saved through QEMU's migration: to a file by an `exec:` helper (its path quoted for
- * sh), and how to tell that the file holds the whole stream.
+ * A guest's state saved and loaded through QEMU's migration: the save goes to a file by an `exec:` helper
+ * (its path quoted for sh); either way the migration is polled until done, and a saved file is whole
+ * only when it ends as a stream does.
  */
 import { open } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { QmpClient } from './qmp.js'
 
 /** Quotes a word for sh: the state file's path goes into QEMU's `exec:` migration URIs. */
 export function shellQuote(s: string): string {
@@ -40,3 +42,23 @@ export async function waitStreamEnd(path: string, deadline: number): Promise<voi
   }
 }
 
+
+type MigrationInfo = { status?: string; 'error-desc'?: string }
+
+/**
+ * Polls query-migrate until the migration (a save or a restore) completes; fails with QEMU's reason, or
+ * `late` at the deadline. `stderr`: QEMU's last lines, where its `exec:` helper says what went wrong.
+ */
+export async function waitMigration(qmp: QmpClient, deadline: number, late: string, stderr: readonly string[]): Promise<void> {
+  for (;;) {
+    const info = await qmp.execute<MigrationInfo>('query-migrate')
+    if (info.status === 'completed') return
+    if (info.status === 'failed' || info.status === 'cancelled') {
+      // What the `exec:` helper said (sh: cannot create, cat: No space left on device) beats QEMU's "Broken pipe".
+      const helper = stderr.filter((l) => l.trim() && !/^qemu-system-\w+: /.test(l)).at(-1)
+      throw new Error(`migration ${info.status}: ${info['error-desc'] ?? 'QEMU gave no reason'}${helper ? ` (${helper.trim()})` : ''}`)
+    }
+    if (Date.now() >= deadline) throw new Error(late)
+    await sleep(POLL_MS)
+  }
+}
