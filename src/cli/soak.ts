@@ -31,9 +31,17 @@ import { readStat } from '../proc/procfs.js'
 
 const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--boots N (100)] [--boot-cpus N (1)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
 
-/** QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). */
+/** This soak and the oomlab runs it started: a guest's folder is named after its owner's pid (src/vm/owned-dirs.ts). */
+const ownPids = new Set([process.pid])
+
+/**
+ * QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). Guests'
+ * folders count only when this soak or a run it started owns them: other oomlab runs on the host make
+ * and remove theirs all the time.
+ */
 async function hostLeftovers(): Promise<string[]> {
-  const found = readdirSync(tmpdir()).filter((f) => /^oomlab-(vm|kernel|bench)-/.test(f)).map((f) => `temp dir ${join(tmpdir(), f)}`)
+  const ours = (f: string) => /^oomlab-(kernel|bench)-/.test(f) || ownPids.has(Number(/^oomlab-vm-(\d+)-/.exec(f)?.[1]))
+  const found = readdirSync(tmpdir()).filter(ours).map((f) => `temp dir ${join(tmpdir(), f)}`)
   // This soak's QEMUs only (its children: setpriv execs QEMU): another oomlab run's, started or stopping
   // meanwhile (two soaks side by side, both stopped with Ctrl-C), are not this check's leftovers.
   const ps = await execa('pgrep', ['-f', 'qemu-system-x86_64 .*oomlab-vm-'], { reject: false })
@@ -101,6 +109,7 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
     for (const [i, sig] of (['SIGINT', 'SIGTERM', 'SIGINT', 'SIGTERM'] as const).entries())
       await check(`oomlab reproduce stopped with ${sig} at a random moment (${i + 1})`, async () => {
         const child = execa(process.execPath, [oomlabBin, 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
+        if (child.pid !== undefined) ownPids.add(child.pid)
         const at = 2000 + Math.floor(Math.random() * 25_000)
         const timer = setTimeout(() => child.kill(sig), at)
         const r = await child
