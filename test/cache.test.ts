@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, existsSync, statSync, truncateSync, utimesSync
 import { join } from 'node:path'
 import { dir, type DirectoryResult } from 'tmp-promise'
 import { cacheLimit, enforceLimit, IN_USE_MS, listCache, pruneCache } from '../src/vm/cache.js'
-import { pruneOldImages } from '../src/vm/initramfs.js'
+import { pruneOldImages } from '../src/vm/image/store.js'
 
 const RECORD = JSON.parse(readFileSync(new URL('./fixtures/cache/snapshot-record.json', import.meta.url), 'utf8')) as { inputs: string[]; files?: object }
 const QEMU = RECORD.inputs.find((i) => i.startsWith('qemu:'))!.slice(5)

@@ -4,8 +4,8 @@ import { withDir } from 'tmp-promise'
 import { execa } from 'execa'
 import { join } from 'node:path'
 import { readFileSync, readlinkSync, statSync, lstatSync, writeFileSync } from 'node:fs'
-import { writeCpio } from '../src/vm/cpio.js'
-import { parseLdd } from '../src/vm/initramfs.js'
+import { writeCpio } from '../src/vm/image/cpio.js'
+import { parseLdd } from '../src/vm/image/tree.js'
 
 describe('newc cpio', () => {
   it('writes two images at once without mixing their files (a matrix prepares kernels in parallel)', async () => {

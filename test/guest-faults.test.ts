@@ -5,9 +5,9 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { existsSync } from 'node:fs'
-import { prepareLabGuest } from '../src/vm/lab-guest.js'
-import { WarmGuests } from '../src/vm/warm.js'
-import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
+import { prepareLabGuest } from '../src/vm/prepare.js'
+import { GuestsAhead } from '../src/vm/ahead.js'
+import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/restore.js'
 import { Lab, ROOT } from '../src/experiment/lab.js'
 import { labGuestSkipReason } from './helpers/lab-guest.js'
 import { timeoutScale } from '../src/util/timeout-scale.js'
@@ -73,9 +73,9 @@ describe.skipIf(why !== '')(`faults of a restored guest${why ? ` (skipped: ${why
     expect(r.ms).toBeLessThan(5_000 * T)
   })
 
-  it('a guest restored ahead (leased from another process) panics: the same, at once, its console come over the lease', { timeout: 60_000 * T }, async () => {
-    await using warm = await WarmGuests.start(guest.spec, guest.snapshot, 1, { timeoutMs: 30_000 * T })
-    const r = await faultWhileWaiting(inGuest('echo c > /proc/sysrq-trigger'), { ...guest, warm: warm.socketPath })
+  it('a guest restored ahead (held by another process) panics: the same, at once, its console come over the claim socket', { timeout: 60_000 * T }, async () => {
+    await using ahead = await GuestsAhead.start(guest.spec, guest.snapshot, 1, { timeoutMs: 30_000 * T })
+    const r = await faultWhileWaiting(inGuest('echo c > /proc/sysrq-trigger'), { ...guest, ahead: ahead.socketPath })
     expect(os!.restoredAhead).toBe(true)
     expect(r.message).toMatch(/the guest kernel panicked: Kernel panic - not syncing: sysrq triggered crash/)
     expect(r.ms).toBeLessThan(5_000 * T)

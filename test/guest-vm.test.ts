@@ -9,10 +9,14 @@ import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { execa } from 'execa'
-import { GuestVm, machineArgs, type MachineSpec } from '../src/vm/guest-vm.js'
-import { ensureSnapshot, qemuBuildId, restoreFromSnapshot, snapshotKey, type Ready, type Snapshot, type SnapshotIds } from '../src/vm/snapshot.js'
-import { ImageTree, buildInitramfs, imageWithModules, staticBusybox, zstdImage, zstdInitrd } from '../src/vm/initramfs.js'
-import { writeCpio } from '../src/vm/cpio.js'
+import { GuestVm, type MachineSpec } from '../src/vm/vm.js'
+import { machineArgs } from '../src/vm/qemu/command.js'
+import { ensureSnapshot, qemuBuildId, restoreFromSnapshot, snapshotKey, type Ready, type Snapshot, type SnapshotIds } from '../src/vm/snapshot/store.js'
+import { ImageTree } from '../src/vm/image/tree.js'
+import { buildInitramfs, imageWithModules, zstdImage, zstdInitrd } from '../src/vm/image/store.js'
+import { probeTree, staticBusybox } from '../src/vm/image/recipes.js'
+import { bootProbe } from '../src/vm/accel.js'
+import { writeCpio } from '../src/vm/image/cpio.js'
 import { DEFAULT_KERNEL, resolveKernel } from '../src/kernel/resolve.js'
 import { cacheDir, projectRoot } from '../src/util/paths.js'
 import { which } from '../src/util/which.js'
@@ -178,6 +182,21 @@ describe.skipIf(why !== '')(`long-lived QEMU guests and their snapshots${why ? `
     expect(existsSync(vm.workDir)).toBe(false)
   })
 
+  it("boots the accelerator probe's guest, which says so on its console and powers off; a guest that does not say so fails the probe", { timeout: 60_000 * T }, async () => {
+    // Under TCG: whether KVM works is the probe's question, not this test's; the guest and its reading are the same.
+    const probe = await buildInitramfs(cacheDir(), await probeTree(), 'probe')
+    const r = await bootProbe('tcg', spec.qemu, spec.kernel, probe.path)
+    expect(r.failure).toBeUndefined()
+    const mute = new ImageTree()
+    await mute.file(await staticBusybox(), '/bin/busybox')
+    for (const a of ['sh', 'reboot']) mute.symlink(`/bin/${a}`, 'busybox')
+    mute.chardev('/dev/console', 5, 1)
+    mute.data('/init', '#!/bin/sh\nreboot -f\n', 0o755)
+    const silent = await buildInitramfs(cacheDir(), mute, 'probe-test')
+    expect((await bootProbe('tcg', spec.qemu, spec.kernel, silent.path)).failure).toMatch(/QEMU exited \(0\) and its console does not say why|its console did not say it booted/)
+    expect(qemuWith(probe.path)).toEqual([])
+  })
+
   it("boots from its image compressed with zstd, as a Debian kernel's lab guests do", { timeout: 30_000 * T }, async () => {
     const packed = await zstdImage(cacheDir(), { path: spec.initrd, hash: ids.initrdId, bytes: 0, reused: true, ms: 0 })
     expect(packed.hash).not.toBe(ids.initrdId)
@@ -219,7 +238,7 @@ describe.skipIf(why !== '')(`long-lived QEMU guests and their snapshots${why ? `
   it('takes QEMU down with its parent, even when the parent is SIGKILLed', { timeout: 30_000 * T }, async () => {
     const dir = newCache()
     const script = join(dir, 'parent.mts') // .mts: an ES module wherever it is (top-level await)
-    writeFileSync(script, `import { GuestVm } from ${JSON.stringify(join(projectRoot, 'src/vm/guest-vm.ts'))}
+    writeFileSync(script, `import { GuestVm } from ${JSON.stringify(join(projectRoot, 'src/vm/vm.ts'))}
 const vm = await GuestVm.boot(${JSON.stringify(spec)}, { connectTimeoutMs: 10000 })
 console.log(vm.workDir)
 setInterval(() => undefined, 1000)

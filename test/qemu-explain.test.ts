@@ -1,7 +1,7 @@
 /** What a guest that stopped without a result is said to have done, from its console (captured from real runs). */
 import { describe, it, expect } from 'vitest'
 import { readFileSync } from 'node:fs'
-import { explainSilence } from '../src/vm/qemu.js'
+import { explainSilence } from '../src/vm/qemu/console.js'
 
 const console61oom = readFileSync(new URL('./fixtures/console/6.1-guest-out-of-memory.txt', import.meta.url), 'utf8').trim().split('\n')
 

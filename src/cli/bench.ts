@@ -18,14 +18,15 @@ import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import { execa } from 'execa'
 import { dir as tmpDir } from 'tmp-promise'
-import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
-import { openGuestOs, type GuestOs, type PreparedGuest } from '../vm/guest-os.js'
-import { shellGuestTree, buildInitramfs } from '../vm/initramfs.js'
-import { bootGuest } from '../vm/qemu.js'
+import { prepareLabGuest, remakeSnapshotIn } from '../vm/prepare.js'
+import { openGuestOs, type GuestOs, type PreparedGuest } from '../vm/restore.js'
+import { buildInitramfs } from '../vm/image/store.js'
+import { shellGuestTree, SHELL_GUEST_EXIT } from '../vm/image/recipes.js'
+import { GuestVm } from '../vm/vm.js'
 import { parseKernelSpec } from '../kernel/resolve.js'
 import { readEvidenceDir, type Evidence } from '../report/evidence.js'
 import { Lab, ROOT } from '../experiment/lab.js'
-import { GUEST_BASELINE, GUEST_CGROUP_ROOT } from '../vm/guest/layout.js'
+import { GUEST_BASELINE, GUEST_CGROUP_ROOT } from '../vm/in-guest/layout.js'
 import { oomlabBin, projectRoot, userReports, cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
@@ -88,13 +89,29 @@ async function timeCommand(args: string[], env: Record<string, string>, signal: 
   }
 }
 
-/** The shell script in a freshly booted guest of busybox, stress-ng, setpriv and nohup: the whole QEMU run. */
-async function shellGuestRun(g: PreparedGuest, signal: AbortSignal): Promise<{ ms: number; failure?: string }> {
+/** How long the shell guest gets from QEMU's start to its power-off (the three scenarios take ~10 s under TCG). */
+const SHELL_GUEST_TIMEOUT_MS = 180_000
+
+/**
+ * The shell script in a freshly booted guest of busybox, stress-ng, setpriv and nohup (no node, no
+ * snapshot), on the lab guest's kernel and machine: the whole QEMU run, from its start to its exit.
+ */
+export async function shellGuestRun(g: PreparedGuest, signal: AbortSignal): Promise<{ ms: number; failure?: string }> {
   const image = await buildInitramfs(cacheDir(), await shellGuestTree(), 'shell')
-  const run = await bootGuest({ kernel: g.spec.kernel, initrd: image.path, accel: g.spec.accel, memoryMiB: g.spec.memoryMiB, cpus: g.spec.cpus, bootTimeoutMs: 60_000, runTimeoutMs: 180_000, qemu: g.spec.qemu, signal })
-  const result = run.frames.find((f) => f.type === 'result')
-  const failure = run.failure ?? (result?.type === 'result' && result.exitCode !== 0 ? `a scenario of the shell script failed (exit ${result.exitCode})` : undefined)
-  return { ms: run.totalMs, ...(failure && { failure }) }
+  const t0 = performance.now()
+  const vm = await GuestVm.boot({ ...g.spec, initrd: image.path, append: [], channel: 'serial' }, { connectTimeoutMs: SHELL_GUEST_TIMEOUT_MS, signal })
+  let timer: NodeJS.Timeout | undefined
+  try {
+    const inTime = await Promise.race([vm.exited.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHELL_GUEST_TIMEOUT_MS)))])
+    const ms = performance.now() - t0
+    if (!inTime) return { ms, failure: `the shell guest did not power off within ${SHELL_GUEST_TIMEOUT_MS / 1000} s` }
+    const exit = SHELL_GUEST_EXIT.exec(vm.consoleTail().join('\n'))?.[1]
+    if (exit === undefined) return { ms, failure: `the shell guest stopped without saying how the script ended: ${vm.failure() ?? 'no reason on its console'}` }
+    return { ms, ...(exit !== '0' && { failure: `scenario ${exit} of the shell script failed` }) }
+  } finally {
+    clearTimeout(timer)
+    await vm.dispose()
+  }
 }
 
 /** Runs article.sh's scenario N on the guest, started in `cgroup` as root in `cwd`; host ms from start to its exit. */

@@ -1,6 +1,6 @@
 /** oomlab cache [prune]: what the cache holds (sizes, ages, what can no longer be used), and pruning it. */
 import { cacheLimit, formatBytes, listCache, pruneCache, type CacheEntry } from '../vm/cache.js'
-import { qemuBuildId } from '../vm/snapshot.js'
+import { qemuBuildId } from '../vm/snapshot/store.js'
 import { cacheDir } from '../util/paths.js'
 import { which } from '../util/which.js'
 import { UserError } from '../util/errors.js'

@@ -7,7 +7,7 @@ import { execa } from 'execa'
 import { preflight, formatCheck, type Check } from '../host/preflight.js'
 import { which } from '../util/which.js'
 import { errorMessage } from '../util/errors.js'
-import { staticBusybox } from '../vm/initramfs.js'
+import { staticBusybox } from '../vm/image/recipes.js'
 import { envSwitch } from './flags.js'
 
 async function tool(name: string, args: string[], pkg: string, why: string): Promise<Check> {

@@ -6,10 +6,10 @@
 import { readFile } from 'node:fs/promises'
 import { execa } from 'execa'
 import { file as tmpFile } from 'tmp-promise'
-import { prepareLabGuest } from '../vm/lab-guest.js'
-import type { PreparedGuest } from '../vm/guest-os.js'
-import { WarmGuests } from '../vm/warm.js'
-import { LAB_DEFAULTS } from '../vm/guest-os.js'
+import { prepareLabGuest } from '../vm/prepare.js'
+import type { PreparedGuest } from '../vm/restore.js'
+import { GuestsAhead } from '../vm/ahead.js'
+import { LAB_DEFAULTS } from '../vm/restore.js'
 import { projectRoot, oomlabBin, ownModule, vitestBin } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { inScopeCommand } from '../host/scope.js'
@@ -162,12 +162,12 @@ async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ 
 }
 
 /**
- * The run's first guests, loaded while vitest starts (as many as it has workers, no more than its specs);
- * each experiment claims one (src/vm/warm.ts). Only for a run on one kernel; none with OOMLAB_RESTORE_AHEAD=0.
+ * The run's first guests, restored ahead while vitest starts (as many as it has workers, no more than its specs);
+ * each experiment claims one (src/vm/ahead.ts). Only for a run on one kernel; none with OOMLAB_RESTORE_AHEAD=0.
  */
-export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jobs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<WarmGuests | undefined> {
+export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jobs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<GuestsAhead | undefined> {
   const count = process.env.OOMLAB_RESTORE_AHEAD === '0' ? 0 : Math.min(jobs, specs)
-  return count > 0 ? WarmGuests.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
+  return count > 0 ? GuestsAhead.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
 }
 
 /**
@@ -192,7 +192,7 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
     if (names.length > 0) {
       const one = config.kernels.length === 1 ? p.prepared[names[0]!] : undefined
       await using ahead = one ? await restoreGuestsAhead(one, config.specs.length || 1, config.jobs, { log, signal }) : undefined
-      if (one && ahead) config.prepared = { [names[0]!]: { ...one, warm: ahead.socketPath } }
+      if (one && ahead) config.prepared = { [names[0]!]: { ...one, ahead: ahead.socketPath } }
       // Only the kernels that could be prepared run; the others keep their column with the reason.
       const runnable = { ...config, kernels: config.kernels.filter((k) => p.prepared[k.name]) }
       const path = writeRunConfig(runnable.kernels.length === config.kernels.length ? config : runnable)

@@ -6,7 +6,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dir as tmpDir } from 'tmp-promise'
-import { prepareLabGuest, remakeSnapshotIn } from '../vm/lab-guest.js'
+import { prepareLabGuest, remakeSnapshotIn } from '../vm/prepare.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { availableParallelism } from 'node:os'
 import { newRunId, type RunConfig } from '../run/config.js'
@@ -15,9 +15,11 @@ import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
 import { log, runExperiments } from './experiments.js'
-import { openGuestOs } from '../vm/guest-os.js'
+import { openGuestOs } from '../vm/restore.js'
 import { ROOT } from '../experiment/lab.js'
-import { FAULTS_RESULTS, GUEST_BUNDLE, GUEST_PROJECT } from '../vm/guest/layout.js'
+import { GUEST_BUNDLE, GUEST_PROJECT } from '../vm/in-guest/layout.js'
+import { parseImageAddition, type ImageAddition } from '../vm/image/recipes.js'
+import { readFile } from 'node:fs/promises'
 
 export interface SoakCount {
   kernel: string
@@ -30,7 +32,7 @@ export interface SoakCount {
   failed: number
   unsupported: number
   restoreMs: number[]
-  /** Spec runs whose guest was restored ahead and leased. */
+  /** Spec runs whose guest was restored ahead. */
   ahead: number
   failures: string[]
 }
@@ -48,7 +50,7 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   const maxRounds = Math.ceil(target / specs.length) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)
-    // As `oomlab reproduce` runs them: the first guests restored ahead (src/vm/warm.ts), the others restored by the workers.
+    // As `oomlab reproduce` runs them: the first guests restored ahead (src/vm/ahead.ts), the others restored by the workers.
     const config: RunConfig = {
       id: `${newRunId()}-r${round}`,
       by: 'cli',
@@ -122,8 +124,8 @@ export interface BootCount {
 
 /**
  * Snapshot boots: the guest booted to its agent's ready state `n` times, as making a snapshot does (each
- * into a temp cache, removed after). The boot-per-run design saw one soft lockup in early userspace in 31
- * runs; the guest kernel panics on one (softlockup_panic=1), so a boot that hits it fails with its report.
+ * into a temp cache, removed after). A soft lockup in early userspace has been seen once in 31 boots;
+ * the guest kernel panics on one (softlockup_panic=1), so a boot that hits it fails with its report.
  */
 export async function soakBoots(kernel: string, n: number, signal: AbortSignal, cpus?: number): Promise<BootCount> {
   const count: BootCount = { kernel, boots: 0, failed: 0, guestSeconds: 0, failures: [] }
@@ -169,24 +171,48 @@ export interface FaultsOutcome {
 }
 
 /**
- * The native path's fault tests (test/guest: interrupts at every stage, SIGKILL and the next run's
- * reaping, two runs at once), run for real by vitest inside a restored runner guest: a CI runner with
- * cgroup v2, as root, its job in a cgroup of its own beside the trees the tests make.
+ * The native fault tests' recipe, as data outside the product (the harness's image builder never names
+ * them): the image addition, and the entry that runs them (`run`, in the addition's bundle folder).
+ */
+export const FAULT_TESTS_RECIPE = 'scripts/fault-tests.json'
+/** Where the runner guest writes vitest's JSON results of the fault tests. */
+const FAULTS_RESULTS = '/tmp/oomlab-faults.json'
+
+async function readFaultTestsRecipe(): Promise<{ image: ImageAddition; run: string }> {
+  const path = join(projectRoot, FAULT_TESTS_RECIPE)
+  if (!existsSync(path)) throw new UserError(`the native fault tests come with the repository (${FAULT_TESTS_RECIPE} and the tests it names), not with the npm package: run \`npm run soak\` in a clone`)
+  let v: { image?: unknown; run?: unknown }
+  try {
+    v = JSON.parse(await readFile(path, 'utf8')) as typeof v
+  } catch (err) {
+    throw new UserError(`${path} is not valid JSON: ${errorMessage(err)}`)
+  }
+  if (typeof v.run !== 'string') throw new UserError(`${path}: run is missing or not a string`)
+  return { image: parseImageAddition(v.image, `${path} (image)`), run: v.run }
+}
+
+/**
+ * The native path's fault tests (interrupts at every stage, SIGKILL and the next run's reaping, two runs
+ * at once), run for real by vitest inside a restored runner guest: a CI runner with cgroup v2, as root,
+ * its job in a cgroup of its own beside the trees the tests make.
  */
 export async function nativeFaultsInRunner(kernel: string | undefined, signal: AbortSignal, filters: string[] = []): Promise<FaultsOutcome> {
   const say = (line: string) => log(`soak faults ${line}`)
-  if (!existsSync(join(projectRoot, 'test/guest'))) throw new UserError('the native fault tests come with the repository (test/guest), not with the npm package: run `npm run soak` in a clone')
+  const recipe = await readFaultTestsRecipe()
   // The runner carries the CLI as npm installs it: compiled from these sources first.
-  say('building the package the runner guest carries (npm run build)')
-  const built = await execa('npm', ['run', 'build'], { cwd: packageRoot, reject: false, all: true, cancelSignal: signal })
-  if (built.exitCode !== 0) throw new Error(`npm run build failed: ${String(built.all).slice(-600)}`)
-  const guest = await prepareLabGuest({ ...(kernel !== undefined && { kernel }), accel: 'auto', image: 'runner' }, { log: say, signal })
+  if (recipe.image.installedPackage) {
+    say('building the package the runner guest carries (npm run build)')
+    const built = await execa('npm', ['run', 'build'], { cwd: packageRoot, reject: false, all: true, cancelSignal: signal })
+    if (built.exitCode !== 0) throw new Error(`npm run build failed: ${String(built.all).slice(-600)}`)
+  }
+  const guest = await prepareLabGuest({ ...(kernel !== undefined && { kernel }), accel: 'auto', addition: recipe.image }, { log: say, signal })
   const t0 = performance.now()
   await using os = await openGuestOs(guest, { signal, log: say })
   const job = '/sys/fs/cgroup/runner-job'
   const [made] = await os.run([{ op: 'mkdir', path: job }])
   if (!made?.ok) throw new Error(`mkdir ${job} in the runner guest: ${made?.error}`)
-  const p = await os.spawn({ argv: ['node', `${GUEST_BUNDLE}/faults-runner.mjs`, ...filters], cgroup: job, user: ROOT, cwd: GUEST_PROJECT, stdin: 'ignore', timeoutMs: 60_000 })
+  const entry = join(GUEST_BUNDLE, recipe.image.bundle.to, recipe.run)
+  const p = await os.spawn({ argv: ['node', entry, FAULTS_RESULTS, ...filters], cgroup: job, user: ROOT, cwd: GUEST_PROJECT, stdin: 'ignore', timeoutMs: 60_000 })
   say(`running in a runner guest restored in ${(os.restoreMs / 1000).toFixed(2)} s (${guest.kernel.release}, ${guest.spec.cpus} vCPUs, ${guest.spec.memoryMiB} MiB)`)
   await os.waitExit([{ pid: p.pid, startTime: p.startTime, label: 'the fault tests' }], FAULTS_DEADLINE_MS)
   const output = await os.output(p.id)

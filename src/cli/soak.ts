@@ -4,9 +4,10 @@
  *     the native path's fault tests of test/guest: the Lab's scenario and `oomlab reproduce --native`, each
  *     interrupted with SIGINT/SIGTERM at each stage, killed with SIGKILL and cleaned up by the next run, two
  *     runs at once.
- *  2. The VM runner's faults: a guest kernel that panics, one that hangs, a guest that runs out of
- *     memory itself, a result channel cut off mid-frame, and the CLI interrupted with SIGINT/SIGTERM at
- *     random moments: each must be reported for what it is, with no QEMU and no temp dir left.
+ *  2. A restored guest's faults while an experiment waits on it (src/cli/soak-faults.ts): its kernel
+ *     panics, it hangs, it runs out of memory itself, its channel is cut mid-frame; and the CLI
+ *     interrupted with SIGINT/SIGTERM at random moments: each must be reported for what it is, with no
+ *     QEMU and no temp dir left.
  *  3. The eight specs, each in a guest restored from a snapshot, until `--runs N` (200) spec runs have
  *     passed in a row on the default kernel and `--others N` (50) on each other kernel of the matrix
  *     (src/cli/soak-restored.ts), with the restore times' distribution; before them, `--boots N` (100)
@@ -18,25 +19,32 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { execa } from 'execa'
-import { runInVm, vmRunFailure, type VmOptions } from '../vm/runner.js'
-import { guestTree, buildInitramfs } from '../vm/initramfs.js'
+import { GUEST_FAULTS, checkGuestFault } from './soak-faults.js'
 import { DEFAULT_KERNEL, parseKernelSpec } from '../kernel/resolve.js'
 import { MATRIX_DEFAULT } from './args.js'
 import { positiveInt } from './args.js'
-import { soakRestored, soakBoots, distribution, nativeFaultsInRunner, type SoakCount, type BootCount } from './soak-restored.js'
-import { cacheDir, oomlabBin, projectRoot, userReports } from '../util/paths.js'
+import { soakRestored, soakBoots, distribution, nativeFaultsInRunner, FAULT_TESTS_RECIPE, type SoakCount, type BootCount } from './soak-restored.js'
+import { oomlabBin, projectRoot, userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 import { readStat } from '../proc/procfs.js'
 
 const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--boots N (100)] [--boot-cpus N (1)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
 
-/** QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). */
+/** This soak and the oomlab runs it started: a guest's folder is named after its owner's pid (src/vm/owned-dirs.ts). */
+const ownPids = new Set([process.pid])
+
+/**
+ * QEMU processes and temp dirs of oomlab's on this host (compared before and after each check). Guests'
+ * folders count only when this soak or a run it started owns them: other oomlab runs on the host make
+ * and remove theirs all the time.
+ */
 async function hostLeftovers(): Promise<string[]> {
-  const found = readdirSync(tmpdir()).filter((f) => /^oomlab-(qemu|kernel|bench)-/.test(f)).map((f) => `temp dir ${join(tmpdir(), f)}`)
+  const ours = (f: string) => /^oomlab-(kernel|bench)-/.test(f) || ownPids.has(Number(/^oomlab-vm-(\d+)-/.exec(f)?.[1]))
+  const found = readdirSync(tmpdir()).filter(ours).map((f) => `temp dir ${join(tmpdir(), f)}`)
   // This soak's QEMUs only (its children: setpriv execs QEMU): another oomlab run's, started or stopping
   // meanwhile (two soaks side by side, both stopped with Ctrl-C), are not this check's leftovers.
-  const ps = await execa('pgrep', ['-f', 'qemu-system-x86_64 .*oomlab-(qemu|vm)-'], { reject: false })
+  const ps = await execa('pgrep', ['-f', 'qemu-system-x86_64 .*oomlab-vm-'], { reject: false })
   for (const pid of String(ps.stdout).split('\n').filter(Boolean).map(Number))
     if (readStat(pid)?.ppid === process.pid) found.push(`QEMU ${pid}`)
   return found
@@ -65,11 +73,8 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
   const defaultKernel = v.kernel ?? DEFAULT_KERNEL
   const kernels = v.kernels !== undefined ? v.kernels.split(',').filter(Boolean) : [defaultKernel, ...MATRIX_DEFAULT.filter((k) => k !== defaultKernel)]
   for (const k of kernels) parseKernelSpec(k)
-  const kernel = v.kernel !== undefined ? { kernel: v.kernel } : {}
-  if (!v['skip-faults'] && !existsSync(join(projectRoot, 'test/guest')))
-    throw new UserError('the fault tests come with the repository (test/guest), not with the npm package: run `npm run soak` in a clone, or add --skip-faults')
-  // The VM runner's fault checks boot the guest that runs vitest and the specs at boot: built only for them.
-  const base: VmOptions = { ...kernel, ...(!v['skip-faults'] && { initramfs: await buildInitramfs(cacheDir(), await guestTree()) }), signal, log: () => undefined }
+  if (!v['skip-faults'] && !existsSync(join(projectRoot, FAULT_TESTS_RECIPE)))
+    throw new UserError(`the native fault tests come with the repository (${FAULT_TESTS_RECIPE} and the tests it names), not with the npm package: run \`npm run soak\` in a clone, or add --skip-faults`)
   const checks: Check[] = []
   // Another oomlab run on this host is not this soak's business: only what a check adds counts.
   const before = new Set(await hostLeftovers())
@@ -89,12 +94,6 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
     checks.push({ name, ok: problem === undefined, detail, ms: performance.now() - t0 })
     log(`${problem ? 'FAIL' : 'ok  '} ${name} (${((performance.now() - t0) / 1000).toFixed(1)} s)${problem ? `: ${problem}` : ''}`)
   }
-  /** A run that must fail with a message matching `expected`. */
-  const mustFail = (o: Partial<VmOptions>, expected: RegExp) => async () => {
-    const vm = await runInVm({ ...base, filters: ['02-'], ...o })
-    const failure = vmRunFailure(vm) ?? 'no failure reported'
-    return expected.test(failure) ? undefined : `expected ${expected}, got: ${failure}`
-  }
 
   if (!v['skip-faults']) {
     await check('native fault tests in a restored runner guest (the Lab and the CLI: interrupts, SIGKILL, two runs at once)', async () => {
@@ -106,13 +105,11 @@ export async function soak(argv: string[], signal: AbortSignal): Promise<number>
       await writeFile(kept, r.output)
       return `${r.failed} of ${r.passed + r.failed} failed${r.broken ? ', vitest itself failed' : ''}${r.leftovers.length ? `, left: ${r.leftovers.join(', ')}` : ''} (their output: ${kept})`
     })
-    await check('a guest kernel that panics', mustFail({ append: ['rdinit=/nonexistent'] }, /^the guest kernel panicked: Kernel panic/))
-    await check('a guest that hangs before reporting', mustFail({ append: ['rdinit=/bin/sh'], bootTimeoutMs: 20_000 }, /^the guest did not start within 20 s/))
-    await check('a guest that runs out of memory itself', mustFail({ memoryMiB: 640, fault: 'exhaust-memory' }, /the guest ran out of memory itself: its kernel killed/))
-    await check('a result channel cut off mid-frame', mustFail({ fault: 'cut-channel' }, /^the result channel was cut off in the middle of a frame/))
+    for (const f of GUEST_FAULTS) await check(`${f.name}, while an experiment waits on it`, () => checkGuestFault(f, v.kernel, signal))
     for (const [i, sig] of (['SIGINT', 'SIGTERM', 'SIGINT', 'SIGTERM'] as const).entries())
       await check(`oomlab reproduce stopped with ${sig} at a random moment (${i + 1})`, async () => {
         const child = execa(process.execPath, [oomlabBin, 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
+        if (child.pid !== undefined) ownPids.add(child.pid)
         const at = 2000 + Math.floor(Math.random() * 25_000)
         const timer = setTimeout(() => child.kill(sig), at)
         const r = await child

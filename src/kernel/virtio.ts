@@ -8,7 +8,7 @@
 import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { execa } from 'execa'
-import { writeCpio, type CpioEntry } from '../vm/cpio.js'
+import { writeCpio, type CpioEntry } from '../vm/image/cpio.js'
 
 export type VirtioSupport =
   | { kind: 'builtin' }

@@ -19,7 +19,7 @@ import { killTree, killAndRemoveSync, reapStaleTrees, subtreeDirs, trackTree, un
 import type { KmsgRecord } from '../kmsg/record.js'
 import { valueOf, type MachineStats, type Os, type OsFacts, type Op, type OpResult, type OpValue, type ProcInfo, type SpawnSpec, type Spawned, type Tree, type TreeOptions, type KeyedCondition, type ProcIdentity, type Marker, type AllocationWatch, type AllocationEnd } from './os.js'
 
-/** Present only in an oomlab guest (see vm/initramfs.ts): its kernel log is ours to write to. */
+/** Present only in an oomlab guest (see vm/image/recipes.ts): its kernel log is ours to write to. */
 export const GUEST_MARK = '/etc/oomlab-guest'
 
 /** How long teardown waits for the kernel to empty a tree. */

@@ -154,7 +154,7 @@ export interface MachineStats {
   restoreMs?: number
   /** Host ms the experiment waited for its guest (less than restoreMs for a guest restored ahead, while vitest started). */
   waitedMs?: number
-  /** The guest was loaded ahead by the CLI and claimed by this experiment (src/vm/warm.ts). */
+  /** The guest was restored ahead by the CLI and claimed by this experiment (src/vm/ahead.ts). */
   restoredAhead?: boolean
   /** Host CPU ms its QEMU used so far (restore included): what emulating the guest costs the host. */
   qemuCpuMs?: number

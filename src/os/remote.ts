@@ -1,5 +1,5 @@
 /**
- * The Os of a guest, reached through its agent (src/vm/guest/agent.ts): each call is one request and
+ * The Os of a guest, reached through its agent (src/vm/in-guest/agent.ts): each call is one request and
  * one answer on the channel; the kernel log's records are pushed by the agent as they come. A call
  * that gets no answer in time, or a channel that breaks, fails with what the guest's console says.
  */

@@ -1,6 +1,6 @@
 /**
  * The agent's side of the wire: serves an Os (this machine's) to the other end, and pushes the kernel
- * log's records to it as they come. The guest agent (src/vm/guest/serve.ts) runs this on its serial port.
+ * log's records to it as they come. The guest agent (src/vm/in-guest/agent.ts) runs this on its serial port.
  */
 import type { BirpcReturn } from 'birpc'
 import { connect, type AgentFunctions, type Duplex, type HostFunctions } from './wire.js'

@@ -5,7 +5,7 @@
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
-import type { PreparedGuest } from '../vm/guest-os.js'
+import type { PreparedGuest } from '../vm/restore.js'
 
 /** The environment variable that names the run's configuration file: set by oomlab for vitest, never by a user. */
 export const RUN_ENV = 'OOMLAB_RUN'

@@ -4,7 +4,7 @@
  * environment (plain `vitest`); workers get what they need from the global setup (`inject`).
  */
 import { readRunConfig, RUN_ENV, type RunConfig } from '../run/config.js'
-import type { PreparedGuest } from '../vm/guest-os.js'
+import type { PreparedGuest } from '../vm/restore.js'
 
 /** What a worker needs of the run: where its evidence goes, and the machine to act on. */
 export interface WorkerRun {

@@ -24,7 +24,7 @@ async function machineOf(run: RunConfig, project: string): Promise<MachineChoice
   if (prepared) return { where: 'guest', guest: prepared }
   const m = run.machine
   // Plain vitest only: under oomlab the guest came prepared, and the image and snapshot code need not load.
-  const { prepareLabGuest } = await import('../vm/lab-guest.js')
+  const { prepareLabGuest } = await import('../vm/prepare.js')
   const guest = await prepareLabGuest(
     {
       ...(kernel.image !== undefined ? { kernelImage: kernel.image } : { kernel: kernel.name }),

@@ -5,7 +5,7 @@
  */
 import { inject } from 'vitest'
 import { LocalOs } from '../os/local.js'
-import { openGuestOs } from '../vm/guest-os.js'
+import { openGuestOs } from '../vm/restore.js'
 import type { Os } from '../os/os.js'
 import { UserError } from '../util/errors.js'
 import type { MachineChoice, WorkerRun } from './context.js'
@@ -30,7 +30,7 @@ let here: Promise<{ machine: MachineChoice; run: WorkerRun }> | undefined
 
 async function resolveHere(): Promise<{ machine: MachineChoice; run: WorkerRun }> {
   const { currentRun } = await import('./context.js')
-  const { prepareLabGuest } = await import('../vm/lab-guest.js')
+  const { prepareLabGuest } = await import('../vm/prepare.js')
   try {
     const resolved = await currentRun()
     const run = { id: resolved.id, report: resolved.report }

@@ -7,10 +7,13 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { execa } from 'execa'
-import { ImageTree, buildInitramfs, staticBusybox } from './initramfs.js'
-import { bootGuest, type Accel } from './qemu.js'
-import { encodeFrame } from './channel.js'
+import { buildInitramfs } from './image/store.js'
+import { probeTree, PROBE_HELLO } from './image/recipes.js'
+import type { Accel } from './qemu/command.js'
+import { GuestVm } from './vm.js'
+import { errorMessage } from '../util/errors.js'
 
+/** From QEMU's start to the probe guest powering off: a KVM guest boots busybox in well under a second. */
 const PROBE_TIMEOUT_MS = 15_000
 
 export interface AccelChoice {
@@ -35,19 +38,6 @@ async function hostKey(qemu: string, kernel: string): Promise<string> {
   return createHash('sha256').update(host).digest('hex').slice(0, 16)
 }
 
-/** A busybox-only guest whose /init says hello on the result channel and reboots. */
-async function probeTree(): Promise<ImageTree> {
-  const t = new ImageTree()
-  await t.file(await staticBusybox(), '/bin/busybox')
-  for (const a of ['sh', 'mount', 'echo', 'reboot', 'cat']) t.symlink(`/bin/${a}`, 'busybox')
-  t.dir('/proc')
-  t.dir('/dev')
-  t.chardev('/dev/console', 5, 1)
-  const hello = encodeFrame({ type: 'hello', release: 'probe', version: 'probe', uptimeMs: 0 }).trim()
-  t.data('/init', `#!/bin/sh\nmount -t devtmpfs devtmpfs /dev\necho '${hello}' > /dev/ttyS1\necho '${encodeFrame({ type: 'result', exitCode: 0, passed: 0, failed: 0, skipped: 0, vitestMs: 0, uptimeMs: 0, leftovers: [] }).trim()}' > /dev/ttyS1\nreboot -f\n`, 0o755)
-  return t
-}
-
 /** A failed probe is trusted for a day: long enough not to pay for it on every run, short enough that a busy host's timeout does not pin TCG forever. */
 const FAILURE_TTL_MS = 24 * 3600 * 1000
 
@@ -66,13 +56,33 @@ export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; k
   if (kvm === undefined) {
     opts.log?.('accel: probing KVM with a tiny guest (once per host)')
     const image = await buildInitramfs(opts.cache, await probeTree(), 'probe')
-    const run = await bootGuest({ kernel: opts.kernel, initrd: image.path, accel: 'kvm', bootTimeoutMs: PROBE_TIMEOUT_MS, runTimeoutMs: PROBE_TIMEOUT_MS, memoryMiB: 256, cpus: 1, qemu, ...(opts.signal && { signal: opts.signal }) })
+    const probe = await bootProbe('kvm', qemu, opts.kernel, image.path, opts.signal)
     opts.signal?.throwIfAborted()
-    kvm = run.failure === undefined
-    reason = kvm ? `a KVM guest booted in ${Math.round(run.bootMs ?? 0)} ms` : `a KVM guest did not boot: ${run.failure}`
+    kvm = probe.failure === undefined
+    reason = kvm ? `a KVM guest booted in ${Math.round(probe.ms)} ms` : `a KVM guest did not boot: ${probe.failure}`
     await mkdir(join(opts.cache, 'accel'), { recursive: true })
     await writeFile(file, JSON.stringify({ kvm, reason, probedAt: new Date().toISOString() }))
   }
   if (opts.want === 'kvm' && !kvm) throw new Error(`--accel kvm: ${reason}`)
   return kvm ? { accel: 'kvm', reason, cached: known !== undefined } : { accel: 'tcg', reason: `${reason}; using TCG`, cached: known !== undefined }
+}
+
+/** Boots the probe guest: it booted when its /init said so on the console before QEMU exited, within the deadline. */
+export async function bootProbe(accel: Accel, qemu: string, kernel: string, initrd: string, signal?: AbortSignal): Promise<{ ms: number; failure?: string }> {
+  const t0 = performance.now()
+  let vm: GuestVm | undefined
+  let timer: NodeJS.Timeout | undefined
+  try {
+    vm = await GuestVm.boot({ qemu, kernel, initrd, accel, memoryMiB: 256, cpus: 1, append: [] }, { connectTimeoutMs: PROBE_TIMEOUT_MS, ...(signal && { signal }) })
+    const booted = vm
+    const inTime = await Promise.race([booted.exited.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PROBE_TIMEOUT_MS)))])
+    const ms = performance.now() - t0
+    if (booted.consoleTail().some((l) => l.trim() === PROBE_HELLO)) return { ms }
+    return { ms, failure: inTime ? (booted.failure() ?? 'its console did not say it booted') : `no word from it within ${PROBE_TIMEOUT_MS / 1000} s` }
+  } catch (err) {
+    return { ms: performance.now() - t0, failure: errorMessage(err) }
+  } finally {
+    clearTimeout(timer)
+    await vm?.dispose()
+  }
 }

@@ -11,7 +11,7 @@
  */
 import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { beingMade } from './snapshot.js'
+import { beingMade } from './snapshot/store.js'
 
 export type EntryKind = 'kernel' | 'image' | 'snapshot'
 

@@ -2,7 +2,7 @@
  * The CLI as a CI runner with cgroup v2 runs it: the npm package installed in /oomlab/node_modules,
  * `oomlab reproduce --native 02-` as root. Interrupted with SIGINT or SIGTERM at each stage of the run,
  * killed with SIGKILL and cleaned up by the next run, two runs at once; afterwards nothing of it may be
- * left. Runs inside the restored runner guest (`oomlab soak`, src/vm/guest/faults-runner.ts).
+ * left. Runs inside the restored runner guest (`oomlab soak`, run-faults.ts).
  */
 import { describe, it, expect } from 'vitest'
 import { spawn } from 'node:child_process'

@@ -1,69 +1,31 @@
 /**
- * A long-lived QEMU guest as a disposable object: booted, or restored from a saved state, with a
- * QMP socket to control it and a byte stream to its agent (a virtio-serial port, or the second
- * UART). Unlike bootGuest (one run, a report at the end), the caller talks to the guest while
- * it runs. QEMU dies with this process (pdeathsig) and with dispose(); nothing is left behind.
+ * A guest's lifecycle as a disposable object: booted, or restored from a saved state (whole, or paused
+ * here and resumed by another process: src/vm/ahead.ts), saved, and disposed of. The caller talks to
+ * the guest while it runs, over a QMP socket and a byte stream to its agent. QEMU dies with this
+ * process (pdeathsig) and with dispose(); a signal or exit stops every live guest: nothing is left behind.
  */
 import type { Socket } from 'node:net'
 import { open, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { execa } from 'execa'
-import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
+import { rmSync } from 'node:fs'
+import type { DirectoryResult } from 'tmp-promise'
 import { endBySignal } from '../util/signals.js'
-import { BASE_CMDLINE, TCG_ACCEL, TCG_CPU, ConsoleRecord, explainSilence, lineSplitter } from './qemu.js'
-import { QmpClient, connectUnix } from './qmp.js'
+import { ConsoleRecord, explainSilence } from './qemu/console.js'
+import { machineArgs, type MachineSpec } from './qemu/command.js'
+import { spawnQemu, setsidPath, type QemuProcess, type QemuSinks } from './qemu/process.js'
+import { shellQuote, waitMigration, waitStreamEnd } from './qemu/migration.js'
+import { QmpClient, connectUnix } from './qemu/qmp.js'
+import { ownedTempDir } from './owned-dirs.js'
 import { setprivPath } from '../proc/spawn.js'
-import { selfOwner, ownerIsGone } from '../proc/owner.js'
-import { VIRTIO_CHANNEL_WORD } from './guest/layout.js'
-import { readdirSync, rmSync, lstatSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { which } from '../util/which.js'
 
-export interface MachineSpec {
-  qemu: string
-  kernel: string
-  initrd: string
-  accel: 'kvm' | 'tcg'
-  memoryMiB: number
-  cpus: number
-  /** Kernel command-line words after BASE_CMDLINE. */
-  append: string[]
-  /** The agent's channel: a virtio-serial port where the kernel has the driver (the initrd its modules), else the second UART. */
-  channel?: 'serial' | 'virtio'
-}
+export type { MachineSpec } from './qemu/command.js'
+export type { QemuProcess, QemuSinks } from './qemu/process.js'
 
 export interface VmHooks {
   onConsole?: (line: string) => void
   /** Aborting stops QEMU (SIGKILL); a pending boot, restore or save then fails. */
   signal?: AbortSignal
-}
-
-/**
- * The arguments that define the machine: a saved state fits only a QEMU started with exactly these
- * (snapshot keys are built from them). Socket paths and -incoming are added per run.
- */
-export function machineArgs(spec: MachineSpec): string[] {
-  const accel = spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', TCG_ACCEL, '-cpu', TCG_CPU]
-  return [
-    ...accel,
-    '-smp', String(spec.cpus),
-    '-m', String(spec.memoryMiB),
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-nic', 'none',
-    '-kernel', spec.kernel,
-    '-initrd', spec.initrd,
-    '-append', [...BASE_CMDLINE, ...spec.append, ...(spec.channel === 'virtio' ? [VIRTIO_CHANNEL_WORD] : [])].join(' '),
-    '-serial', 'stdio', // ttyS0: the console
-    ...(spec.channel === 'virtio'
-      ? ['-device', 'virtio-serial-pci,id=oomlab-vs', '-device', 'virtserialport,bus=oomlab-vs.0,chardev=agent,name=oomlab']
-      : ['-serial', 'chardev:agent']), // ttyS1
-  ]
-}
-
-/** Quotes a word for sh: the state file's path goes into QEMU's `exec:` migration URIs. */
-export function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`
 }
 
 const SAVE_TIMEOUT_MS = 120_000
@@ -74,8 +36,6 @@ const POLL_MS = 25
 const EXIT_GRACE_MS = 500
 /** QEMU's own stderr lines kept: a failed save's reason is among the last. */
 const STDERR_LINES = 30
-
-type MigrationInfo = { status?: string; 'error-desc'?: string }
 
 /** Guests of this process not yet disposed of: a signal or exit stops them. */
 const live = new Set<GuestVm>()
@@ -97,95 +57,13 @@ function installVmTeardown(): void {
     })
 }
 
-const VM_DIR = 'oomlab-vm-'
-
-/** A guest's temp folder (its sockets), named after its owner: a run killed outright leaves it to the next. */
-export async function ownedTempDir(): Promise<DirectoryResult> {
-  const o = selfOwner()
-  return tmpDir({ prefix: `${VM_DIR}${o.pid}-${o.startTime.toString(36)}-${o.pidns.toString(36)}-`, unsafeCleanup: true })
-}
-
-/** Removes the temp folders of guests whose owner is gone (killed with SIGKILL: its QEMU died with it). */
-export function reapStaleVmDirs(say: (line: string) => void = () => undefined): string[] {
-  const reaped: string[] = []
-  const ours = selfOwner().pidns
-  for (const f of readdirSync(tmpdir())) {
-    const m = f.startsWith(VM_DIR) ? f.slice(VM_DIR.length).match(/^(\d+)-([0-9a-z]+)-([0-9a-z]+)-/) : null
-    if (!m) continue
-    const owner = { pid: Number(m[1]), startTime: parseInt(m[2]!, 36), pidns: parseInt(m[3]!, 36) }
-    if (owner.pidns !== ours || !ownerIsGone(owner)) continue
-    const path = join(tmpdir(), f)
-    const st = lstatSync(path, { throwIfNoEntry: false })
-    if (!st?.isDirectory() || st.uid !== process.getuid?.()) continue
-    rmSync(path, { recursive: true, force: true })
-    reaped.push(path)
-    say(`removed stale guest folder ${path} left by an interrupted run`)
-  }
-  return reaped
-}
-
-/**
- * The QEMU process behind a guest: spawned by this process, or restored ahead by another and leased
- * to this one (src/vm/warm.ts). Its output comes a line at a time to the sinks given when it starts.
- */
-export interface QemuProcess {
-  readonly pid: number | undefined
-  /** QEMU's exit code or signal, once it is gone (and its last lines delivered). */
-  readonly exited: Promise<number | string | undefined>
-  /** SIGKILL, or for a leased guest, asks its holder to. */
-  kill(): void
-}
-
-export interface QemuSinks {
-  out: (line: string) => void
-  err: (line: string) => void
-}
-
-/**
- * QEMU as a child of this process; it dies with this process (pdeathsig) even when that is SIGKILLed.
- * It runs in a session of its own: with the kernel's autogroups (sched_autogroup_enabled) a session is
- * what the scheduler shares the CPU between, so a guest gets its share whichever process started it.
- * (Guests restored ahead by the CLI, in the CLI's session while vitest has its own, ran the experiments
- * whose workload keeps going, 01 and 11 together on sid, 3-8 times slower than in the workers' session.)
- */
-function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: QemuSinks, fd3?: number): QemuProcess {
-  // setsid execs QEMU in place (it is no group leader here), so the pid and the pdeathsig stay QEMU's.
-  const child = execa(setpriv, ['--pdeathsig', 'KILL', '--', setsidPath(), qemu, ...args], {
-    // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode
-    // execa passes a descriptor number through to the child (its types leave numbers out of extra fds)
-    stdio: (fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3]) as ['pipe', 'pipe', 'pipe'],
-    buffer: false,
-    reject: false,
-    cleanup: true,
-  })
-  const out = lineSplitter(sinks.out)
-  const err = lineSplitter(sinks.err)
-  child.stdout!.on('data', out.push)
-  child.stderr!.on('data', err.push)
-  return {
-    pid: child.pid,
-    exited: child.then((r) => {
-      out.flush()
-      err.flush()
-      return r.exitCode ?? r.signal ?? (r.failed ? String(r.shortMessage ?? 'failed') : undefined)
-    }),
-    kill: () => void child.kill('SIGKILL'),
-  }
-}
-
-let setsidFound: string | undefined
-function setsidPath(): string {
-  setsidFound ??= which('setsid')
-  if (!setsidFound) throw new Error('setsid (util-linux) is missing: QEMU runs in a session of its own; install util-linux')
-  return setsidFound
-}
-
 /** Where a guest's QEMU comes from: started here on these arguments, or a process already running. */
 type Start = { args: string[]; fd3?: number } | { process: (sinks: QemuSinks) => QemuProcess }
 
 export class GuestVm implements AsyncDisposable {
   private readonly proc: QemuProcess
-  private readonly leased: boolean
+  /** Its QEMU is another process's, which restored it ahead (src/vm/ahead.ts): so are its folder and its death. */
+  private readonly heldElsewhere: boolean
   private readonly console = new ConsoleRecord()
   private exitCode: number | string | undefined
   private gone = false
@@ -214,7 +92,7 @@ export class GuestVm implements AsyncDisposable {
         this.onLine(l)
       },
     }
-    this.leased = 'process' in start
+    this.heldElsewhere = 'process' in start
     if ('process' in start) this.proc = start.process(sinks)
     else {
       const args = [...machineArgs(spec), '-chardev', `socket,id=agent,path=${this.agentPath},server=on,wait=off`, '-qmp', `unix:${this.qmpPath},server=on,wait=off`, ...start.args]
@@ -235,8 +113,8 @@ export class GuestVm implements AsyncDisposable {
   /** For a signal or exit, when nothing can be awaited: QEMU killed, the temp folder removed. */
   teardownSync(): void {
     this.proc.kill()
-    // A leased guest's folder is its holder's, who removes it once QEMU is gone.
-    if (!this.leased) rmSync(this.work.path, { recursive: true, force: true })
+    // A guest restored ahead has its folder removed by its holder, once QEMU is gone.
+    if (!this.heldElsewhere) rmSync(this.work.path, { recursive: true, force: true })
   }
 
   private get agentPath() {
@@ -290,15 +168,15 @@ export class GuestVm implements AsyncDisposable {
    */
   static async restore(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     const deadline = Date.now() + o.timeoutMs
-    const vm = await GuestVm.load(spec, stateFile, o)
+    const vm = await GuestVm.restorePaused(spec, stateFile, o)
     return vm.starting('restoring', deadline, (deadline) => vm.resume(deadline))
   }
 
   /**
    * The first half of a restore: QEMU started on the state and the state loaded, the guest still paused
-   * and its agent not connected. `handOff` then leaves QMP to whoever resumes it (src/vm/warm.ts).
+   * and its agent not connected. `handOff` then leaves QMP to whoever resumes it (src/vm/ahead.ts).
    */
-  static async load(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
+  static async restorePaused(spec: MachineSpec, stateFile: string, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     o.signal?.throwIfAborted()
     const setpriv = setprivPath()
     setsidPath()
@@ -327,10 +205,10 @@ export class GuestVm implements AsyncDisposable {
   }
 
   /**
-   * A loaded guest whose QEMU another process holds, resumed here: its folder (sockets) is that
-   * process's, and so are QEMU's life and death (`process`: its output, exit and kill, over a lease).
+   * A guest restored ahead and paused by another process, resumed here: its folder (sockets) is that
+   * process's, and so are QEMU's life and death (`process`: its output, exit and kill, over the claim's socket).
    */
-  static async resumeLoaded(spec: MachineSpec, dir: string, process: (sinks: QemuSinks) => QemuProcess, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
+  static async resumeAhead(spec: MachineSpec, dir: string, process: (sinks: QemuSinks) => QemuProcess, o: VmHooks & { timeoutMs: number }): Promise<GuestVm> {
     const vm = new GuestVm(spec, { path: dir, cleanup: async () => undefined }, '', { process }, o)
     return vm.starting('resuming', Date.now() + o.timeoutMs, async (deadline) => {
       await vm.connectQmp(deadline)
@@ -398,19 +276,9 @@ export class GuestVm implements AsyncDisposable {
     }
   }
 
-  /** Polls query-migrate until it completes; fails with QEMU's reason, or `late` at the deadline. */
-  private async waitMigration(deadline: number, late: string): Promise<void> {
-    for (;;) {
-      const info = await this.qmp.execute<MigrationInfo>('query-migrate')
-      if (info.status === 'completed') return
-      if (info.status === 'failed' || info.status === 'cancelled') {
-        // What the `exec:` helper said (sh: cannot create, cat: No space left on device) beats QEMU's "Broken pipe".
-        const helper = this.stderrLines.filter((l) => l.trim() && !/^qemu-system-\w+: /.test(l)).at(-1)
-        throw new Error(`migration ${info.status}: ${info['error-desc'] ?? 'QEMU gave no reason'}${helper ? ` (${helper.trim()})` : ''}`)
-      }
-      if (Date.now() >= deadline) throw new Error(late)
-      await sleep(POLL_MS)
-    }
+  /** Polls query-migrate until it completes; fails with QEMU's reason (or its helper's), or `late` at the deadline. */
+  private waitMigration(deadline: number, late: string): Promise<void> {
+    return waitMigration(this.qmp, deadline, late, this.stderrLines)
   }
 
   /**
@@ -515,33 +383,6 @@ export class GuestVm implements AsyncDisposable {
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.dispose()
-  }
-}
-
-/**
- * A migration stream ends with QEMU_VM_EOF (0), then QEMU_VM_VMDESCRIPTION (6), a big-endian length
- * and that many bytes of JSON: the last thing QEMU writes. Found at the file's end, the file is whole.
- * (The pc machines send it; a machine type with suppress-vmdesc would need another check.)
- */
-export async function streamComplete(path: string): Promise<boolean> {
-  const fh = await open(path, 'r')
-  try {
-    const size = (await fh.stat()).size
-    const n = Math.min(size, 4 << 20)
-    const { buffer } = await fh.read({ buffer: Buffer.alloc(n), position: size - n })
-    if (buffer[n - 1] !== 0x7d) return false // '}'
-    for (let p = n - 6; p >= 1; p--)
-      if (buffer[p] === 6 && buffer[p - 1] === 0 && buffer[p + 5] === 0x7b && buffer.readUInt32BE(p + 1) === n - p - 5) return true
-    return false
-  } finally {
-    await fh.close()
-  }
-}
-
-async function waitStreamEnd(path: string, deadline: number): Promise<void> {
-  while (!(await streamComplete(path))) {
-    if (Date.now() >= deadline) throw new Error(`${path} does not end with QEMU's device description: the state is incomplete (its writer was stopped?)`)
-    await sleep(POLL_MS)
   }
 }
 

@@ -1,13 +1,13 @@
 /**
  * A guest for one experiment: restored from its kernel's snapshot, reached through its agent as an Os,
- * thrown away after. What the vitest workers import (preparing a guest is src/vm/lab-guest.ts's, once per run).
+ * thrown away after. What the vitest workers import (preparing a guest is src/vm/prepare.ts's, once per run).
  */
 import type { Socket } from 'node:net'
 import { readStat } from '../proc/procfs.js'
-import { GuestVm, type MachineSpec, type VmHooks } from './guest-vm.js'
-import { claimLoaded, type Leased } from './warm.js'
+import { GuestVm, type MachineSpec, type VmHooks } from './vm.js'
+import { claimAhead, type ClaimedAhead } from './ahead.js'
 import { errorMessage } from '../util/errors.js'
-import { readyWithin, restoreFromSnapshot, type Snapshot, type SnapshotIds } from './snapshot.js'
+import { readyWithin, restoreFromSnapshot, type Snapshot, type SnapshotIds } from './snapshot/store.js'
 import { RemoteOs } from '../os/remote.js'
 import type { Duplex } from '../os/wire.js'
 import type { MachineStats } from '../os/os.js'
@@ -25,8 +25,8 @@ export interface PreparedGuest {
   bootTimeoutMs: number
   /** How long each step took (ms). */
   timings: { kernelMs: number; imageMs: number; accelMs: number; snapshotMs: number }
-  /** The socket of a process holding guests of this snapshot restored ahead (src/vm/warm.ts), if one does. */
-  warm?: string
+  /** The socket of a process holding guests of this snapshot restored ahead (src/vm/ahead.ts), if one does. */
+  ahead?: string
 }
 
 /**
@@ -92,7 +92,7 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
   const t0 = performance.now()
   const timeoutMs = LAB_DEFAULTS.restoreTimeoutMs * timeoutScale()
   const hooks = { ...(o.onConsole && { onConsole: o.onConsole }), ...(o.signal && { signal: o.signal }) }
-  const ahead = g.warm ? await resumeAhead(g, g.warm, { ...hooks, timeoutMs, ...(o.log && { log: o.log }) }) : undefined
+  const ahead = g.ahead ? await resumeAhead(g, g.ahead, { ...hooks, timeoutMs, ...(o.log && { log: o.log }) }) : undefined
   const { vm, snapshot } = ahead
     ? { vm: ahead.vm, snapshot: g.snapshot }
     : await restoreFromSnapshot(g.spec, {
@@ -118,22 +118,22 @@ export async function openGuestOs(g: PreparedGuest, o: { log?: (line: string) =>
  * A guest restored ahead, claimed, resumed and its agent answering; undefined when none is left (or it
  * fails: then the experiment restores its own, and the log says why).
  */
-async function resumeAhead(g: PreparedGuest, socket: string, o: VmHooks & { timeoutMs: number; log?: (line: string) => void }): Promise<Leased | undefined> {
+async function resumeAhead(g: PreparedGuest, socket: string, o: VmHooks & { timeoutMs: number; log?: (line: string) => void }): Promise<ClaimedAhead | undefined> {
   const t0 = performance.now()
-  let leased: Leased | { none: string }
+  let claimed: ClaimedAhead | { none: string }
   try {
-    leased = await claimLoaded(socket, g.snapshot.key, g.spec, o)
+    claimed = await claimAhead(socket, g.snapshot.key, g.spec, o)
   } catch (err) {
     if (o.signal?.aborted) throw err
     o.log?.(`a guest restored ahead could not be resumed (${errorMessage(err)}); restoring one`)
     return undefined
   }
-  if ('none' in leased) return undefined
+  if ('none' in claimed) return undefined
   try {
-    await readyWithin(leased.vm, 'restored', agentReady, o.timeoutMs - (performance.now() - t0), `the guest agent did not answer within ${o.timeoutMs / 1000} s of the resume`)
-    return leased
+    await readyWithin(claimed.vm, 'restored', agentReady, o.timeoutMs - (performance.now() - t0), `the guest agent did not answer within ${o.timeoutMs / 1000} s of the resume`)
+    return claimed
   } catch (err) {
-    await leased.vm.dispose()
+    await claimed.vm.dispose()
     if (o.signal?.aborted) throw err
     o.log?.(`a guest restored ahead did not answer (${errorMessage(err)}); restoring one`)
     return undefined

@@ -1,10 +1,8 @@
-/** Where things are in the guest's file system. */
+/** Where things are in the guest's file system: shared by the code that runs there and the host that builds it. */
 export const GUEST_PROJECT = '/oomlab'
-/** The agent and the experiment specs, compiled on the host (chunks here, so their projectRoot is /oomlab). */
+/** Code bundled on the host for the guest (src/vm/image/bundle.ts); /init runs the agent from here. */
 export const GUEST_BUNDLE = '/oomlab/.oomlab/guest'
-/** /init runs it with node. */
-export const GUEST_AGENT = `${GUEST_BUNDLE}/agent.mjs`
-/** The result channel: the second serial port, a file on the host. */
+/** The agent's channel on the second UART (a socket of QEMU's on the host). */
 export const GUEST_CHANNEL = '/dev/ttyS1'
 /** On the kernel command line: the agent talks over a virtio-serial port instead (vm/virtio.ts). */
 export const VIRTIO_CHANNEL_WORD = 'oomlab.channel=virtio'
@@ -13,6 +11,3 @@ export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
 export const GUEST_CGROUP_ROOT = '/sys/fs/cgroup'
 /** The article's experiments as a plain shell script: the benchmark's baseline. */
 export const GUEST_BASELINE = '/oomlab/experiments/article.sh'
-
-/** The runner guest's fault tests write vitest's JSON results here (src/vm/guest/faults-runner.ts). */
-export const FAULTS_RESULTS = '/tmp/oomlab-faults.json'

@@ -1,31 +1,33 @@
 /**
- * Guests restored ahead of need. Loading a snapshot's state is most of a restore, and a run's first
- * guests are all wanted at once, just after vitest has started its workers, ~1.2 s after the CLI has
- * prepared the snapshot. So the CLI loads them while vitest starts, and each worker claims one over a
- * unix socket instead of loading its own; when none is left, a worker restores its own as before.
+ * Guests restored ahead: restored before an experiment asks for one, and handed to it. Loading a
+ * snapshot's state is most of a restore, and a run's first guests are all wanted at once, just after
+ * vitest has started its workers, ~1.2 s after the CLI has prepared the snapshot. So the CLI (the
+ * holder) restores them, paused, while vitest starts, and each worker claims one over a unix socket
+ * instead of restoring its own; when none is left, a worker restores its own.
  *
- * A claimed guest is leased. Its QEMU stays a child of the holder (the CLI), so it dies with the holder,
- * however the holder dies; its console and its exit come to the worker over the lease; and when the lease
- * ends (the worker disposed of its guest, or died) the holder kills it and removes its folder.
+ * A claimed guest's QEMU stays a child of the holder, so it dies with the holder however the holder
+ * dies; its console and its exit come to the worker over the claim's socket; and when that socket
+ * closes (the worker disposed of its guest, or died) the holder kills it and removes its folder.
  *
- * The lease, one JSON object per line:
+ * The claim's socket, one JSON object per line:
  *   worker -> holder   {"claim": snapshot key}   {"kill": true}
  *   holder -> worker   {"guest": {"pid", "dir", "loadMs"}} or {"none": why}, then {"line": text}... {"exit": code}
  */
 import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import type { DirectoryResult } from 'tmp-promise'
-import { GuestVm, ownedTempDir, type MachineSpec, type QemuProcess, type QemuSinks, type VmHooks } from './guest-vm.js'
-import { connectUnix } from './qmp.js'
-import { lineSplitter } from './qemu.js'
+import { GuestVm, type MachineSpec, type QemuProcess, type QemuSinks, type VmHooks } from './vm.js'
+import { ownedTempDir } from './owned-dirs.js'
+import { connectUnix } from './qemu/qmp.js'
+import { lineSplitter } from './qemu/console.js'
 import { errorMessage } from '../util/errors.js'
 
-/** Console lines kept for a guest nobody has claimed yet (a loaded guest is paused: QEMU's own warnings). */
+/** Console lines kept for a guest nobody has claimed yet (it is paused: QEMU's own warnings). */
 const UNCLAIMED_LINES = 200
-/** A frame longer than this is not the lease's. */
+/** A frame longer than this is not the claim socket's. */
 const MAX_FRAME = 64 * 1024
 
-export interface Leased {
+export interface ClaimedAhead {
   vm: GuestVm
   /** Host ms the holder spent loading its state (QEMU start to the load complete). */
   loadMs: number
@@ -34,20 +36,20 @@ export interface Leased {
 type Holder = { guest: { pid: number; dir: string; loadMs: number } } | { none: string } | { line: string } | { exit: number | string | null }
 type Claimer = { claim: string } | { kill: true }
 
-interface Ahead {
+interface Held {
   loading: Promise<GuestVm | undefined>
   vm?: GuestVm
   loadMs?: number
   claimed: boolean
   lines: string[]
-  lease?: Socket
+  claimer?: Socket
 }
 
 function send(s: Socket, msg: Holder | Claimer): void {
   if (!s.destroyed && s.writable) s.write(`${JSON.stringify(msg)}\n`)
 }
 
-/** Reads a lease's frames; anything that is not one of `parse`'s ends the lease. */
+/** Reads a claim socket's frames; anything that is not one of `parse`'s closes it. */
 function frames<T>(s: Socket, parse: (v: unknown) => T | undefined, on: (msg: T) => void): void {
   const split = lineSplitter((line) => {
     if (line.length > MAX_FRAME) return void s.destroy()
@@ -86,49 +88,49 @@ function parseHolder(v: unknown): Holder | undefined {
   return undefined
 }
 
-/** The guests one process loads ahead for one snapshot, and the socket the workers claim them on. */
-export class WarmGuests implements AsyncDisposable {
+/** The guests one process restores ahead for one snapshot, and the socket the workers claim them on. */
+export class GuestsAhead implements AsyncDisposable {
   private disposing: Promise<void> | undefined
 
   private constructor(
     private readonly key: string,
     private readonly dir: DirectoryResult,
     private readonly server: Server,
-    private readonly guests: Ahead[],
+    private readonly guests: Held[],
   ) {}
 
   get socketPath(): string {
-    return join(this.dir.path, 'warm.sock')
+    return join(this.dir.path, 'ahead.sock')
   }
 
-  /** Starts loading `count` guests of `snapshot` at once; returns before they are loaded. */
+  /** Starts restoring `count` guests of `snapshot` at once, paused; returns before they are restored. */
   static async start(
     spec: MachineSpec,
     snapshot: { path: string; key: string },
     count: number,
     o: { timeoutMs: number; log?: (line: string) => void; signal?: AbortSignal },
-  ): Promise<WarmGuests> {
+  ): Promise<GuestsAhead> {
     const dir = await ownedTempDir()
-    const guests: Ahead[] = []
-    const server = createServer((s) => warm.serve(s))
-    const warm = new WarmGuests(snapshot.key, dir, server, guests)
+    const guests: Held[] = []
+    const server = createServer((s) => ahead.serve(s))
+    const ahead = new GuestsAhead(snapshot.key, dir, server, guests)
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen(warm.socketPath, () => resolve())
+      server.listen(ahead.socketPath, () => resolve())
     })
     let said = false
     for (let i = 0; i < count; i++) {
-      const a: Ahead = { claimed: false, lines: [], loading: Promise.resolve(undefined) }
+      const a: Held = { claimed: false, lines: [], loading: Promise.resolve(undefined) }
       const t0 = performance.now()
-      a.loading = GuestVm.load(spec, snapshot.path, {
+      a.loading = GuestVm.restorePaused(spec, snapshot.path, {
         timeoutMs: o.timeoutMs,
-        onConsole: (line) => (a.lease ? send(a.lease, { line }) : a.lines.length < UNCLAIMED_LINES && a.lines.push(line)),
+        onConsole: (line) => (a.claimer ? send(a.claimer, { line }) : a.lines.length < UNCLAIMED_LINES && a.lines.push(line)),
         ...(o.signal && { signal: o.signal }),
       }).then(
         async (vm) => {
           a.loadMs = performance.now() - t0
           a.vm = vm
-          void vm.exited.then(() => warm.ended(a))
+          void vm.exited.then(() => ahead.ended(a))
           await vm.handOff()
           return vm
         },
@@ -141,13 +143,13 @@ export class WarmGuests implements AsyncDisposable {
       )
       guests.push(a)
     }
-    return warm
+    return ahead
   }
 
   private serve(s: Socket): void {
-    let held: Ahead | undefined
+    let held: Held | undefined
     s.on('error', () => undefined)
-    // The lease ends: the worker is done with its guest, or gone.
+    // The claim ends: the worker is done with its guest, or gone.
     s.on('close', () => void held?.vm?.dispose())
     frames(s, parseClaimer, (msg) => {
       if ('kill' in msg) return void held?.vm?.dispose()
@@ -157,15 +159,15 @@ export class WarmGuests implements AsyncDisposable {
         if (!a) return send(s, { none: 'none is left' })
         held = a
         if (s.destroyed) return void a.vm!.dispose()
-        a.lease = s
+        a.claimer = s
         send(s, { guest: { pid: a.vm!.pid!, dir: a.vm!.workDir, loadMs: Math.round(a.loadMs!) } })
         for (const line of a.lines.splice(0)) send(s, { line })
       })
     })
   }
 
-  /** The next guest in the order they were started, once loaded; undefined when none is left. */
-  private async claim(): Promise<Ahead | undefined> {
+  /** The next guest in the order they were started, once restored; undefined when none is left. */
+  private async claim(): Promise<Held | undefined> {
     for (const a of this.guests) {
       if (a.claimed) continue
       a.claimed = true
@@ -175,12 +177,12 @@ export class WarmGuests implements AsyncDisposable {
     return undefined
   }
 
-  /** Its QEMU is gone: the folder removed, then the lease told. */
-  private async ended(a: Ahead): Promise<void> {
+  /** Its QEMU is gone: the folder removed, then the claimer told. */
+  private async ended(a: Held): Promise<void> {
     await a.vm!.dispose()
-    if (a.lease) {
-      send(a.lease, { exit: a.vm!.exitStatus ?? null })
-      a.lease.end()
+    if (a.claimer) {
+      send(a.claimer, { exit: a.vm!.exitStatus ?? null })
+      a.claimer.end()
     }
   }
 
@@ -189,7 +191,7 @@ export class WarmGuests implements AsyncDisposable {
     this.disposing ??= (async () => {
       this.server.close()
       await Promise.all(this.guests.map(async (a) => (await a.loading)?.dispose()))
-      for (const a of this.guests) a.lease?.destroy()
+      for (const a of this.guests) a.claimer?.destroy()
       await this.dir.cleanup().catch(() => undefined)
     })()
     return this.disposing
@@ -201,10 +203,10 @@ export class WarmGuests implements AsyncDisposable {
 }
 
 /**
- * Claims a guest loaded ahead and resumes it here. `{ none: why }` when the holder has none for this
+ * Claims a guest restored ahead and resumes it here. `{ none: why }` when the holder has none for this
  * snapshot, or is gone; a guest that fails to resume is disposed of and the failure thrown.
  */
-export async function claimLoaded(socketPath: string, key: string, spec: MachineSpec, o: VmHooks & { timeoutMs: number }): Promise<Leased | { none: string }> {
+export async function claimAhead(socketPath: string, key: string, spec: MachineSpec, o: VmHooks & { timeoutMs: number }): Promise<ClaimedAhead | { none: string }> {
   const deadline = Date.now() + o.timeoutMs
   let s: Socket
   try {
@@ -226,7 +228,7 @@ export async function claimLoaded(socketPath: string, key: string, spec: Machine
     if (deliver) deliver(msg)
     else queued.push(msg)
   })
-  s.once('close', () => answered({ none: 'the process holding them closed the lease' }))
+  s.once('close', () => answered({ none: 'the process holding them closed the claim' }))
   const timer = setTimeout(() => answered({ none: `no answer within ${o.timeoutMs / 1000} s` }), o.timeoutMs)
   send(s, { claim: key })
   const reply = await answer
@@ -236,7 +238,7 @@ export async function claimLoaded(socketPath: string, key: string, spec: Machine
     return 'none' in reply ? reply : { none: 'the holder answered out of turn' }
   }
   const { pid, dir, loadMs } = reply.guest
-  const lease = (sinks: QemuSinks): QemuProcess => {
+  const held = (sinks: QemuSinks): QemuProcess => {
     let ended!: (code: number | string | undefined) => void
     const exited = new Promise<number | string | undefined>((resolve) => (ended = resolve))
     const on = (msg: Holder) => {
@@ -244,11 +246,11 @@ export async function claimLoaded(socketPath: string, key: string, spec: Machine
       else if ('exit' in msg) ended(msg.exit ?? undefined)
       else s.destroy()
     }
-    s.once('close', () => ended('the lease on it ended'))
+    s.once('close', () => ended('its holder closed the claim'))
     for (const msg of queued.splice(0)) on(msg)
     deliver = on
     return { pid, exited, kill: () => send(s, { kill: true }) }
   }
-  const vm = await GuestVm.resumeLoaded(spec, dir, lease, { ...o, timeoutMs: Math.max(0, deadline - Date.now()) })
+  const vm = await GuestVm.resumeAhead(spec, dir, held, { ...o, timeoutMs: Math.max(0, deadline - Date.now()) })
   return { vm, loadMs }
 }

@@ -2,7 +2,7 @@
  * A rehearsal of an experiment, run by the agent at boot before the guest is snapshotted: every kind of
  * call, through the same wire, on this machine. Under TCG, V8 compiling a function the first time it runs
  * cost more than the call itself (openTree took 0.5 s in a restored guest); the snapshot keeps the
- * compiled code, so every restored guest starts warm.
+ * compiled code, so no restored guest compiles it again.
  */
 import { join } from 'node:path'
 import { LocalOs } from '../../os/local.js'

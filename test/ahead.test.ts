@@ -1,7 +1,7 @@
 /**
- * Guests restored ahead (src/vm/warm.ts), on real guests of the lab snapshot: claimed and resumed pristine,
- * leased, and gone with whoever ends the lease. The lease's end kills QEMU: without that, the SIGKILL test
- * finds the claimer's QEMU still running (tried by removing the holder's 'close' handler).
+ * Guests restored ahead (src/vm/ahead.ts), on real guests of the lab snapshot: claimed and resumed pristine,
+ * and gone with whoever ends the claim. The claim's end kills QEMU: without that, the SIGKILL test finds
+ * the claimer's QEMU still running (tried by removing the holder's 'close' handler).
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { existsSync, writeFileSync } from 'node:fs'
@@ -9,9 +9,9 @@ import { join } from 'node:path'
 import { connect } from 'node:net'
 import { execa } from 'execa'
 import { dir as tmpDir } from 'tmp-promise'
-import { prepareLabGuest } from '../src/vm/lab-guest.js'
-import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/guest-os.js'
-import { WarmGuests } from '../src/vm/warm.js'
+import { prepareLabGuest } from '../src/vm/prepare.js'
+import { openGuestOs, type GuestOs, type PreparedGuest } from '../src/vm/restore.js'
+import { GuestsAhead } from '../src/vm/ahead.js'
 import { projectRoot } from '../src/util/paths.js'
 import { labGuestSkipReason } from './helpers/lab-guest.js'
 import { readStat } from '../src/proc/procfs.js'
@@ -35,7 +35,7 @@ async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> 
 
 describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` : ''}`, () => {
   let guest: PreparedGuest
-  let warm: WarmGuests | undefined
+  let ahead: GuestsAhead | undefined
   const opened: GuestOs[] = []
 
   beforeAll(async () => {
@@ -44,20 +44,20 @@ describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` :
 
   afterEach(async () => {
     for (const os of opened.splice(0)) await os.dispose()
-    await warm?.dispose()
-    warm = undefined
+    await ahead?.dispose()
+    ahead = undefined
   })
 
-  const start = async (count: number) => (warm = await WarmGuests.start(guest.spec, guest.snapshot, count, { timeoutMs: 30_000 * T }))
+  const start = async (count: number) => (ahead = await GuestsAhead.start(guest.spec, guest.snapshot, count, { timeoutMs: 30_000 * T }))
   const open = async (g: PreparedGuest) => {
     const os = await openGuestOs(g)
     opened.push(os)
     return os
   }
 
-  it('hands a loaded guest to the claimer, which resumes it pristine; its end takes QEMU and its folder', { timeout: 60_000 * T }, async () => {
+  it('hands a guest restored ahead to the claimer, which resumes it pristine; its end takes QEMU and its folder', { timeout: 60_000 * T }, async () => {
     const w = await start(2)
-    const [a, b] = await Promise.all([open({ ...guest, warm: w.socketPath }), open({ ...guest, warm: w.socketPath })])
+    const [a, b] = await Promise.all([open({ ...guest, ahead: w.socketPath }), open({ ...guest, ahead: w.socketPath })])
     expect([a!.restoredAhead, b!.restoredAhead]).toEqual([true, true])
     expect(a!.vm.pid).not.toBe(b!.vm.pid)
     // Each its own pristine guest: the same first PID, and one's file not in the other.
@@ -70,7 +70,7 @@ describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` :
     expect(await run(a!, 'touch /tmp/mine; echo done', 'done')).toBe(await run(b!, 'echo done', 'done'))
     await run(b!, 'test -e /tmp/mine && echo there || echo absent', 'absent')
     // Each QEMU in a session of its own, not the holder's (this process's): the scheduler's autogroups
-    // share the CPU between sessions, and leased guests in the holder's ran some experiments 3-8 times slower.
+    // share the CPU between sessions, and guests restored ahead in the holder's session ran some experiments 3-8 times slower.
     for (const os of [a!, b!]) expect(readStat(os.vm.pid!)!.session).toBe(os.vm.pid)
     const s = a!.stats()
     expect(s.restoredAhead).toBe(true)
@@ -84,17 +84,17 @@ describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` :
 
   it('restores its own when none is left, or the holder is gone', { timeout: 60_000 * T }, async () => {
     const w = await start(1)
-    const first = await open({ ...guest, warm: w.socketPath })
-    const second = await open({ ...guest, warm: w.socketPath })
+    const first = await open({ ...guest, ahead: w.socketPath })
+    const second = await open({ ...guest, ahead: w.socketPath })
     expect([first.restoredAhead, second.restoredAhead]).toEqual([true, false])
     const socket = w.socketPath
     await w.dispose()
     expect(existsSync(socket)).toBe(false)
-    const third = await open({ ...guest, warm: socket })
+    const third = await open({ ...guest, ahead: socket })
     expect(third.restoredAhead).toBe(false)
   })
 
-  it('ends a lease that sends what is not a claim, and offers nothing for another snapshot', { timeout: 60_000 * T }, async () => {
+  it('closes a claim socket that sends what is not a claim, and offers nothing for another snapshot', { timeout: 60_000 * T }, async () => {
     const w = await start(1)
     const talk = (line: string) =>
       new Promise<string>((resolve) => {
@@ -110,7 +110,7 @@ describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` :
     expect(await talk('{"claim":"x","extra":1}\n')).toBe('closed')
     expect(await talk('{"claim":"another-key"}\n')).toMatch(/^\{"none":"the guests restored ahead are of snapshot /)
     // Still there for a real claim.
-    expect((await open({ ...guest, warm: w.socketPath })).restoredAhead).toBe(true)
+    expect((await open({ ...guest, ahead: w.socketPath })).restoredAhead).toBe(true)
   })
 
   it('kills the QEMU of a claimer that dies (SIGKILL), and removes its folder', { timeout: 60_000 * T }, async () => {
@@ -120,8 +120,8 @@ describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` :
       const script = join(work.path, 'claimer.mts')
       writeFileSync(
         script,
-        `import { openGuestOs } from ${JSON.stringify(join(projectRoot, 'src/vm/guest-os.ts'))}
-const os = await openGuestOs(${JSON.stringify({ ...guest, warm: w.socketPath })})
+        `import { openGuestOs } from ${JSON.stringify(join(projectRoot, 'src/vm/restore.ts'))}
+const os = await openGuestOs(${JSON.stringify({ ...guest, ahead: w.socketPath })})
 console.log(JSON.stringify({ ahead: os.restoredAhead, pid: os.vm.pid, dir: os.vm.workDir }))
 setInterval(() => undefined, 1000)
 `,
@@ -135,7 +135,7 @@ setInterval(() => undefined, 1000)
       expect(alive(said.pid)).toBe(true)
       claimer.kill('SIGKILL')
       await claimer
-      await until('the leased QEMU gone', () => !alive(said.pid))
+      await until('the claimed QEMU gone', () => !alive(said.pid))
       await until('its folder removed', () => !existsSync(said.dir))
     } finally {
       await work.cleanup()

@@ -5,11 +5,13 @@
 import { stat } from 'node:fs/promises'
 import { resolveKernel, DEFAULT_KERNEL } from '../kernel/resolve.js'
 import { kernelFromImage } from '../kernel/image.js'
-import { labImage, buildInitramfs, guestTree, imageWithModules, zstdImage, zstdInitrd } from './initramfs.js'
+import { buildInitramfs, imageWithModules, zstdImage, zstdInitrd } from './image/store.js'
+import { additionTree, labImage, type ImageAddition } from './image/recipes.js'
 import { chooseAccel } from './accel.js'
-import { reapStaleVmDirs, type MachineSpec } from './guest-vm.js'
-import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot.js'
-import { agentReady, LAB_DEFAULTS, type PreparedGuest } from './guest-os.js'
+import type { MachineSpec } from './vm.js'
+import { reapStaleVmDirs } from './owned-dirs.js'
+import { ensureSnapshot, qemuBuildId, type SnapshotIds } from './snapshot/store.js'
+import { agentReady, LAB_DEFAULTS, type PreparedGuest } from './restore.js'
 import { cacheLimit, enforceLimit, formatBytes, markUsed, stampsOf } from './cache.js'
 import { cacheDir } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
@@ -29,18 +31,16 @@ export interface GuestChoice {
   /** From QEMU start to the agent ready, when a snapshot is made (default 60 s). */
   bootTimeoutMs?: number
   /**
-   * The guest's userland: the lab's (the agent alone), or a CI runner's that also carries vitest and the
-   * native fault tests (`oomlab soak`; 1536 MiB and 2 vCPUs unless told otherwise).
+   * What the caller adds to the lab guest's userland (the agent alone), as data: e.g. vitest and the
+   * native fault tests of a CI runner with cgroup v2 (`oomlab soak`). Its machine's size unless told otherwise.
    */
-  image?: 'lab' | 'runner'
+  addition?: ImageAddition
   /**
    * The agent's channel: 'auto' is virtio-serial where the kernel has it (Debian's kernels), else the
-   * second UART; 'serial' is the UART always. The runner guest always uses the UART.
+   * second UART; 'serial' is the UART always, as for a guest with an addition.
    */
   channel?: 'auto' | 'serial'
 }
-
-const RUNNER_DEFAULTS = { memoryMiB: 1536, cpus: 2 }
 
 export interface PrepareOptions {
   log?: (line: string) => void
@@ -61,11 +61,11 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     ? await kernelFromImage(choice.kernelImage)
     : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.progress && { progress: o.progress }), ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
   const t1 = performance.now()
-  const plainImage = choice.image === 'runner' ? await buildInitramfs(cache, await guestTree('lab'), 'runner', o.progress) : await labImage(cache, o.progress)
-  const channel = choice.image !== 'runner' && channelWanted(choice) === 'auto' && (kernel.virtio === 'builtin' || kernel.virtio === 'modules') ? 'virtio' : 'serial'
+  const plainImage = choice.addition ? await buildInitramfs(cache, await additionTree(choice.addition), choice.addition.name, o.progress) : await labImage(cache, o.progress)
+  const channel = !choice.addition && channelWanted(choice) === 'auto' && (kernel.virtio === 'builtin' || kernel.virtio === 'modules') ? 'virtio' : 'serial'
   const packed = zstdInitrd(kernel) ? await zstdImage(cache, plainImage) : plainImage
   const image = channel === 'virtio' && kernel.virtioModules ? await imageWithModules(cache, packed, kernel.virtioModules) : packed
-  const defaults = choice.image === 'runner' ? RUNNER_DEFAULTS : LAB_DEFAULTS
+  const defaults = choice.addition?.machine ?? LAB_DEFAULTS
   const t2 = performance.now()
   // Marked used before the snapshot is made: another run's eviction meanwhile leaves them alone.
   await markUsed([...new Set([image.path, packed.path, plainImage.path].flatMap((initrd) => stampsOf(cache, { kernelPath: kernel.path, release: kernel.release, initrd })))])

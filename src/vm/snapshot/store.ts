@@ -1,23 +1,24 @@
 /**
  * A cache of booted guests: a guest is booted once, its agent greeted, and its whole state saved;
- * later runs restore it in a fraction of a boot (see the Snapshots section of the notes). A state
- * fits one QEMU build and one exact machine, so its file name is a hash of both.
+ * later runs restore it in a fraction of a boot. A state fits one QEMU build and one exact machine,
+ * so its file name is a hash of both (key.ts); one process makes it while the others wait (lock.ts).
  *
  * <cacheDir>/snapshots/<key>.state   the guest's saved state, its RAM in it, renamed into place only when whole
  * <cacheDir>/snapshots/<key>.json    its record, written last: no record, no snapshot
  * <cacheDir>/snapshots/<key>.lock    held by the one process making it; the others wait
  */
 import { createHash } from 'node:crypto'
-import { createReadStream, readFileSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
+import { createReadStream } from 'node:fs'
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { execa } from 'execa'
-import { GuestVm, machineArgs, type MachineSpec } from './guest-vm.js'
-import { UserError, errorMessage } from '../util/errors.js'
-import { which } from '../util/which.js'
-import { readStat } from '../proc/procfs.js'
-import type { Progress } from '../util/progress.js'
+import { GuestVm, type MachineSpec } from '../vm.js'
+import { keyInputs, snapshotKey, type SnapshotIds } from './key.js'
+import { lockHeld, tryLock } from './lock.js'
+import { UserError, errorMessage } from '../../util/errors.js'
+import type { Progress } from '../../util/progress.js'
+
+export { snapshotKey, qemuBuildId, type SnapshotIds } from './key.js'
 
 export interface Snapshot {
   path: string
@@ -28,14 +29,6 @@ export interface Snapshot {
   makeMs?: number
   /** Why the snapshot found in the cache was not used (cut short, stale record, rejected by QEMU). */
   remadeBecause?: string
-}
-
-export interface SnapshotIds {
-  /** Stand for the kernel and initrd paths in the key: a content hash, a release, a version. */
-  kernelId: string
-  initrdId: string
-  /** From qemuBuildId(). */
-  qemuId: string
 }
 
 /** The guest is ready to be saved (after boot) or to be used (after restore): the caller's agent handshake. */
@@ -60,16 +53,6 @@ const LOCK_POLL_MS = 100
 const LOCK_SLACK_MS = 60_000
 /** A save's deadline (a 2 GB guest writes in well under a minute). */
 const SAVE_TIMEOUT_MS = 120_000
-/** An unreadable lock (its maker between create and write) counts as held for this long. */
-const FRESH_LOCK_MS = 10_000
-
-/** The words a snapshot depends on: the machine with kernel and initrd by id, the QEMU build, the host CPU under KVM. */
-function keyInputs(spec: MachineSpec, ids: SnapshotIds): string[] {
-  const args = machineArgs(spec).map((a) => (a === spec.kernel ? `kernel:${ids.kernelId}` : a === spec.initrd ? `initrd:${ids.initrdId}` : a))
-  // Under KVM the guest sees the host's CPU (-cpu host): a state may not load on another model.
-  // How the state holds the RAM: in the stream (a state whose RAM was in a file beside it is another format).
-  return [...args, 'ram:stream', `qemu:${ids.qemuId}`, ...(spec.accel === 'kvm' ? [`cpu:${hostCpuModel()}`] : [])]
-}
 
 /** A key's inputs as "flag value" words, so that a difference reads "-cpu max", not "max". */
 function words(inputs: string[]): string[] {
@@ -97,23 +80,6 @@ async function howOthersDiffer(dir: string, key: string, inputs: string[]): Prom
   }
   if (!closest) return undefined
   return `the cached snapshot ${closest.key} of this kernel and image was made with ${closest.was.map(short).join(', ') || 'the same arguments'}; this one is for ${closest.is.map(short).join(', ') || 'the same arguments'}`
-}
-
-export function snapshotKey(spec: MachineSpec, ids: SnapshotIds): string {
-  return createHash('sha256').update(JSON.stringify(keyInputs(spec, ids))).digest('hex').slice(0, 24)
-}
-
-function hostCpuModel(): string {
-  return readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m)?.[1] ?? 'unknown'
-}
-
-/** `qemu --version`'s first line plus the binary's size and mtime: a rebuilt QEMU of the same version differs. */
-export async function qemuBuildId(qemu: string): Promise<string> {
-  const path = qemu.includes('/') ? qemu : which(qemu)
-  if (!path) throw new UserError(`${qemu} is not installed: apt-get install qemu-system-x86`)
-  const version = String((await execa(path, ['--version'])).stdout).split('\n')[0]
-  const st = await stat(await realpath(path))
-  return `${version} size=${st.size} mtime=${Math.round(st.mtimeMs)}`
 }
 
 interface SnapshotRecord {
@@ -217,7 +183,7 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
   let vm: GuestVm | undefined
   try {
     // Under TCG a guest has, rarely, stalled before its console printed anything (once in ~70 boots
-    // in an earlier session): such a boot is tried once more, and said. One that printed is not.
+    // measured): such a boot is tried once more, and said. One that printed is not.
     for (let attempt = 1; ; attempt++) {
       const tBoot = performance.now()
       vm = await GuestVm.boot(spec, { connectTimeoutMs: o.bootTimeoutMs, ...hooks(o) })
@@ -282,6 +248,11 @@ async function diskFull(err: unknown, dir: string): Promise<boolean> {
   return fs !== undefined && fs.bavail * fs.bsize < 1 << 20
 }
 
+/** Whether a live process holds the snapshot's lock: it is being made now (the cache leaves it alone). */
+export function beingMade(cacheDir: string, key: string): Promise<boolean> {
+  return lockHeld(pathsFor(cacheDir, key).lock)
+}
+
 /** Restores the snapshot (made first if needed); a state QEMU rejects, or whose agent stays silent, is made again once. */
 export async function restoreFromSnapshot(spec: MachineSpec, o: EnsureOptions & { timeoutMs: number }): Promise<{ vm: GuestVm; snapshot: Snapshot }> {
   const first = await ensure(spec, o)
@@ -337,89 +308,6 @@ export async function readyWithin(vm: GuestVm, phase: 'booted' | 'restored', rea
     clearTimeout(timer)
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-// The maker's lock: created with O_EXCL, holding the maker's PID and its start time, so that a
-// lock left by a process that died (or a PID reused since) is recognised as stale and taken over.
-
-interface LockOwner {
-  pid: number
-  /** /proc/PID/stat field 22 (starttime): tells a reused PID apart. */
-  start: string
-  since: string
-}
-
-function procStart(pid: number): string | undefined {
-  const st = readStat(pid)
-  return st === undefined ? undefined : String(st.startTime)
-}
-
-const alive = (o: LockOwner) => procStart(o.pid) === o.start
-
-/** Whether a live process holds the snapshot's lock: it is being made now (the cache leaves it alone). */
-export async function beingMade(cacheDir: string, key: string): Promise<boolean> {
-  const path = pathsFor(cacheDir, key).lock
-  const text = await readFile(path, 'utf8').catch(() => undefined)
-  if (text === undefined) return false
-  const owner = parseOwner(text)
-  return owner ? alive(owner) : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? 0) <= FRESH_LOCK_MS
-}
-
-async function tryLock(path: string): Promise<{ release: () => Promise<void> } | { owner: LockOwner | undefined }> {
-  for (let attempt = 0; ; attempt++) {
-    const me: LockOwner = { pid: process.pid, start: procStart(process.pid) ?? '', since: new Date().toISOString() }
-    try {
-      const fh = await open(path, 'wx')
-      try {
-        await fh.writeFile(JSON.stringify(me))
-      } finally {
-        await fh.close()
-      }
-      return { release: () => rm(path, { force: true }) }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    }
-    const text = await readFile(path, 'utf8').catch(() => undefined)
-    if (text === undefined) continue // released just now: try again
-    const owner = parseOwner(text)
-    const stale = owner ? !alive(owner) : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now()) > FRESH_LOCK_MS
-    if (!stale || attempt > 0) return { owner }
-    await breakStale(path, text)
-  }
-}
-
-function parseOwner(text: string): LockOwner | undefined {
-  try {
-    const o = JSON.parse(text) as LockOwner
-    return typeof o.pid === 'number' && typeof o.start === 'string' ? o : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/**
- * Removes a stale lock, but only the one that was judged stale: breakers take turns under a second
- * lock and compare contents, so that nobody removes a lock another process has just created.
- */
-async function breakStale(path: string, seen: string): Promise<void> {
-  const breaker = `${path}.break`
-  try {
-    await (await open(breaker, 'wx')).close()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-    // Held for milliseconds; an old one belongs to a breaker that died.
-    const st = await stat(breaker).catch(() => undefined)
-    if (st && Date.now() - st.mtimeMs > FRESH_LOCK_MS) await rm(breaker, { force: true })
-    return
-  }
-  try {
-    if ((await readFile(path, 'utf8').catch(() => undefined)) === seen) await rm(path, { force: true })
-  } finally {
-    await rm(breaker, { force: true })
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 
 async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256')

@@ -1,6 +1,6 @@
 /**
  * The guest agent: the last step of a lab guest's /init. It serves this machine's Os (LocalOs) to the
- * host over its channel (vm/guest/port.ts), and pushes the kernel log's records as they come. A snapshot of
+ * host over its channel (port.ts), and pushes the kernel log's records as they come. A snapshot of
  * the guest is taken while it waits here, so every restored guest starts at this point, pristine.
  */
 import { readFileSync } from 'node:fs'
