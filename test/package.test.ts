@@ -64,7 +64,7 @@ describe('the packed package', () => {
         'dist/vitest.config.js',
         // The guest image: its /init, the bench's shell baseline, the agent bundled from its compiled copy.
         'dist/src/vm/guest/init.sh',
-        'dist/src/vm/guest/serve.js',
+        'dist/src/vm/in-guest/agent.js',
         'dist/experiments/article.sh',
       ]),
     )

@@ -2,7 +2,7 @@
  * The report of a run over one or more kernels, written to a folder (also after a failed run):
  * summary.txt (the terminal table), report.json (everything), report.md (for humans) and
  * figures/<scenario>.svg (the article's figure 1: the tree, its settings, and who survived, per
- * kernel). junit.xml is vitest's JUnit reporter's, one suite per kernel (src/report/junit.ts).
+ * kernel). junit.xml is vitest's JUnit reporter's, one suite per kernel (src/vitest/junit.ts).
  */
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'

@@ -4,7 +4,7 @@ export const GUEST_PROJECT = '/oomlab'
 export const GUEST_BUNDLE = '/oomlab/.oomlab/guest'
 /** The agent's channel on the second UART (a socket of QEMU's on the host). */
 export const GUEST_CHANNEL = '/dev/ttyS1'
-/** On the kernel command line: the agent talks over a virtio-serial port instead (vm/virtio.ts). */
+/** On the kernel command line: the agent talks over a virtio-serial port instead (kernel/virtio.ts). */
 export const VIRTIO_CHANNEL_WORD = 'oomlab.channel=virtio'
 export const GUEST_USER = { name: 'oomlab', uid: 1000, gid: 1000 }
 /** Where /init mounts cgroup2 (init.sh). */

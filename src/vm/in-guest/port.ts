@@ -1,6 +1,6 @@
 /**
  * The agent's end of its channel to the host: the virtio-serial port when the kernel command line
- * says `oomlab.channel=virtio` (see vm/virtio.ts), else the second UART. One descriptor each way for
+ * says `oomlab.channel=virtio` (see kernel/virtio.ts), else the second UART. One descriptor each way for
  * the UART, kept open: reopening it loses what the host sent meanwhile; a virtio port opens once only.
  */
 import { createWriteStream, openSync, read, readFileSync, readdirSync, watch } from 'node:fs'
