@@ -8,7 +8,7 @@
  * The kernel log stamps records with local_clock(), which is sched_clock() plus an offset fixed at boot;
  * the trace clock named "local" is sched_clock() alone. "global" is local_clock() (kept monotonic across
  * CPUs). In a restored bookworm guest, records written between two trace markers came out 21 ms before
- * the first under "local", and between them under "global" and "perf" (test/lab-on-guest.test.ts).
+ * the first under "local", and between them under "global" and "perf" (test/integration/lab-on-guest.test.ts).
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
