@@ -12,7 +12,6 @@
  *     restored for it, as many at once as a run's workers, no vitest and no Lab.
  * A missed target exits 1.
  */
-import { parseArgs } from 'node:util'
 import { cp, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
@@ -28,9 +27,10 @@ import { readEvidenceDir, type Evidence } from '../report/evidence.js'
 import { Lab, ROOT } from '../experiment/lab.js'
 import { GUEST_BASELINE, GUEST_CGROUP_ROOT } from '../vm/in-guest/layout.js'
 import { oomlabBin, projectRoot, userReports, cacheDir } from '../util/paths.js'
-import { UserError, errorMessage } from '../util/errors.js'
+import { errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 import { positiveInt } from './args.js'
+import { oneOf, stringFlag, type Parsed } from './flags.js'
 import { MATRIX_DEFAULT } from './args.js'
 
 export const TARGETS = {
@@ -45,6 +45,8 @@ export const TARGETS = {
   /** A scenario through the harness against the shell script in a restored guest. */
   scenarioRatio: 1.3,
   killHarnessMs: 30,
+  /** `npm start`'s start-up: from the command's start to its first experiment asking for its guest. */
+  startupMs: 1_500,
 }
 
 export const median = (xs: readonly number[]): number => {
@@ -67,12 +69,13 @@ const ARTICLE = ['01-', '02-', '03-']
 const scenarioOf = (file: string) => Number(file.match(/^0?(\d+)-/)?.[1] ?? NaN)
 
 /** One whole `oomlab` command, timed from outside; its evidence read back. */
-async function timeCommand(args: string[], env: Record<string, string>, signal: AbortSignal, o: { npmScript?: string } = {}): Promise<{ ms: number; exitCode: number; evidence: Evidence[]; output: string }> {
+async function timeCommand(args: string[], env: Record<string, string>, signal: AbortSignal, o: { npmScript?: string } = {}): Promise<{ ms: number; startupMs: number; exitCode: number; evidence: Evidence[]; output: string }> {
   const report = await tmpDir({ prefix: 'oomlab-bench-report-', unsafeCleanup: true })
   try {
     // `npm start` as the user types it, npm's own start-up included; its script's arguments come first.
     const [file, argv] = o.npmScript ? ['npm', ['run', '--silent', o.npmScript, '--', ...args, '--report', report.path]] : [process.execPath, [oomlabBin, ...args, '--report', report.path]]
     const t0 = performance.now()
+    const wall0 = Date.now()
     const r = await execa(file, argv, { reject: false, all: true, env: { ...process.env, ...env }, cancelSignal: signal, cwd: projectRoot })
     const ms = performance.now() - t0
     const evidence = await readEvidenceDir(join(report.path, 'evidence'))
@@ -83,7 +86,9 @@ async function timeCommand(args: string[], env: Record<string, string>, signal: 
       await writeFile(join(keep, 'output.txt'), String(r.all ?? ''))
       log(`kept the failed run's report in ${keep}`)
     }
-    return { ms, exitCode: r.exitCode ?? 1, evidence, output: String(r.all ?? '') }
+    // The start-up ends when the first experiment asks for its machine (evidence `askedAt`, the host's clock).
+    const asked = evidence.map((e) => Date.parse(e.askedAt ?? '')).filter(Number.isFinite)
+    return { ms, startupMs: asked.length ? Math.min(...asked) - wall0 : NaN, exitCode: r.exitCode ?? 1, evidence, output: String(r.all ?? '') }
   } finally {
     await report.cleanup()
   }
@@ -169,16 +174,10 @@ export async function shellCells(guests: readonly PreparedGuest[], perGuest: num
   return performance.now() - t0
 }
 
-export async function bench(argv: string[], signal: AbortSignal): Promise<number> {
-  let v
-  try {
-    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, kernel: { type: 'string' }, accel: { type: 'string' }, 'skip-matrix': { type: 'boolean' } }, strict: true }).values
-  } catch (err) {
-    throw new UserError(`${(err as Error).message.split('\n')[0]} (oomlab bench [--runs N] [--kernel NAME] [--accel auto|kvm|tcg] [--skip-matrix])`)
-  }
-  const runs = positiveInt('runs', v.runs, 1, 50) ?? 3
-  const accel = (v.accel ?? 'auto') as 'auto' | 'kvm' | 'tcg'
-  if (!['auto', 'kvm', 'tcg'].includes(accel)) throw new UserError(`--accel ${JSON.stringify(v.accel)}: expected auto, kvm or tcg`)
+export async function bench(p: Parsed, signal: AbortSignal): Promise<number> {
+  const v = { kernel: stringFlag(p, 'kernel'), 'skip-matrix': p.values['skip-matrix'] === true }
+  const runs = positiveInt('runs', stringFlag(p, 'runs'), 1, 50) ?? 3
+  const accel = oneOf('--accel', stringFlag(p, 'accel'), ['auto', 'kvm', 'tcg'] as const, 'auto')
   if (v.kernel !== undefined) parseKernelSpec(v.kernel)
   const kernelArgs = v.kernel !== undefined ? ['--kernel', v.kernel] : []
 
@@ -249,7 +248,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   log(`article.sh 1-3 in a freshly booted minimal guest, whole QEMU run: ${shellBoot.map((x) => sec(x)).join(', ')}`)
 
   // `npm start` itself, untraced, as a user runs it (the kill detection comes from the traced runs above).
-  const starts: { ms: number; evidence: Evidence[] }[] = []
+  const starts: { ms: number; startupMs: number; evidence: Evidence[] }[] = []
   for (let i = 0; i < runs; i++) {
     const r = await step('npm start', () => timeCommand(kernelArgs, {}, signal, { npmScript: 'start' }))
     if (r && r.exitCode !== 0) failures.push(`npm start exited ${r.exitCode}: ${r.output.split('\n').filter((l) => /FAIL|oomlab:/.test(l)).slice(-3).join(' | ')}`)
@@ -321,12 +320,14 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   for (const e of eightEvidence) if (e.file && e.machine?.roundTrips !== undefined) roundTrips.set(e.file, Math.max(roundTrips.get(e.file) ?? 0, e.machine.roundTrips))
   const restoreDuring = eightEvidence.flatMap((e) => (e.machine?.restoreMs !== undefined ? [e.machine.restoreMs] : []))
   const startMs = median(starts.map((r) => r.ms))
+  const startupMs = median(starts.map((r) => r.startupMs))
   const shellBootMs = median(shellBoot)
   const worstKill = Math.max(...per.filter((p) => p.scenario !== 1).map((p) => p.killHarnessMs))
   // Its own clocks' error, not another scenario's.
   const worstClocksMs = per.find((p) => p.killHarnessMs === worstKill)?.clockUncertaintyMs ?? NaN
   const results = {
     start: { ms: startMs, ok: startMs <= TARGETS.startMs },
+    startup: { ms: startupMs, ok: startupMs <= TARGETS.startupMs },
     startVsShell: { ratio: startMs / shellBootMs, ok: startMs / shellBootMs <= TARGETS.startVsShell },
     eightSpecs: { ms: median(eights.map((r) => r.ms)), ok: median(eights.map((r) => r.ms)) <= TARGETS.eightSpecsMs },
     ...(!v['skip-matrix'] && { matrix: { ms: matrixMs ?? NaN, ok: (matrixMs ?? Infinity) <= TARGETS.matrixMs } }),
@@ -337,7 +338,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
   }
   const ok = failures.length === 0 && Object.values(results).every((r) => r.ok)
   const floors = { jobs, start: floorStarts, eightSpecs: floorEights, matrix: floorMatrix }
-  const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, channel: g.spec.channel ?? 'serial', runs, targets: TARGETS, results, floors, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), solos: solos.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
+  const summary = { date: new Date().toISOString(), kernel: g.kernel.release, accel: g.spec.accel, channel: g.spec.channel ?? 'serial', runs, targets: TARGETS, results, floors, per, roundTrips: Object.fromEntries(roundTrips), restores, restoreDuring, shellBoot, shellRestored: Object.fromEntries(shellRestored), starts: starts.map((r) => r.ms), startups: starts.map((r) => r.startupMs), solos: solos.map((r) => r.ms), eights: eights.map((r) => r.ms), matrixMs, make, failures }
   const out = userReports('bench.json')
   await mkdir(userReports(''), { recursive: true })
   await writeFile(out, `${JSON.stringify(summary, null, 2)}\n`)
@@ -347,6 +348,7 @@ export async function bench(argv: string[], signal: AbortSignal): Promise<number
     `oomlab bench: kernel ${g.kernel.release} (${g.spec.accel}, agent over ${g.spec.channel === 'virtio' ? 'virtio-serial' : 'the UART'}), ${runs} run(s) each; medians`,
     '',
     ` npm start (3 article specs)    ${sec(results.start.ms).padEnd(10)} target <= ${sec(TARGETS.startMs)}: ${met(results.start.ok)}  (runs ${range(starts.map((r) => r.ms))}; shell floor*** ${sec(floorStart)})`,
+    `   its start-up                 ${sec(results.startup.ms).padEnd(10)} target <= ${sec(TARGETS.startupMs)}: ${met(results.startup.ok)}  (npm start to its first experiment asking for its guest: npm, the CLI, vitest and its worker; runs ${range(starts.map((r) => r.startupMs))}; the shell floor has none)`,
     ` vs the shell script booted     ${`${results.startVsShell.ratio.toFixed(2)}x`.padEnd(10)} target <= ${TARGETS.startVsShell}x: ${met(results.startVsShell.ok)}  (article.sh 1-3 in a fresh minimal guest, whole QEMU run: ${sec(shellBootMs)})`,
     ` all eight specs                ${sec(results.eightSpecs.ms).padEnd(10)} target <= ${sec(TARGETS.eightSpecsMs)}: ${met(results.eightSpecs.ok)}  (runs ${range(eights.map((r) => r.ms))}; shell floor*** ${sec(floorEight)})`,
     ...(results.matrix ? [` four kernels x eight specs     ${sec(results.matrix.ms).padEnd(10)} target <= ${sec(TARGETS.matrixMs)}: ${met(results.matrix.ok)}  (shell floor*** ${sec(floorMatrix)})`] : [' four kernels x eight specs     skipped (--skip-matrix)']),

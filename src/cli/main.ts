@@ -112,11 +112,11 @@ async function main(argv: string[]): Promise<number> {
       return doctor()
     case 'bench': {
       const { bench } = await import('./bench.js')
-      return bench(rest, controller.signal)
+      return bench(p, controller.signal)
     }
     case 'soak': {
       const { soak } = await import('./soak.js')
-      return soak(rest, controller.signal)
+      return soak(p, controller.signal)
     }
     case 'kernels': {
       listing()

@@ -13,7 +13,6 @@
  *     (src/cli/soak-restored.ts), with the restore times' distribution; before them, `--boots N` (100)
  *     snapshot boots, counting soft lockups (the guest kernel panics on one).
  */
-import { parseArgs } from 'node:util'
 import { existsSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -22,14 +21,13 @@ import { execa } from 'execa'
 import { GUEST_FAULTS, checkGuestFault } from './soak-faults.js'
 import { DEFAULT_KERNEL, parseKernelSpec } from '../kernel/resolve.js'
 import { MATRIX_DEFAULT } from './args.js'
+import { stringFlag, type Parsed } from './flags.js'
 import { positiveInt } from './args.js'
 import { soakRestored, soakBoots, distribution, nativeFaultsInRunner, FAULT_TESTS_RECIPE, type SoakCount, type BootCount } from './soak-restored.js'
 import { oomlabBin, projectRoot, userReports } from '../util/paths.js'
 import { UserError, errorMessage } from '../util/errors.js'
 import { log } from './experiments.js'
 import { readStat } from '../proc/procfs.js'
-
-const USAGE = 'oomlab soak [--runs N (200)] [--others N (50)] [--boots N (100)] [--boot-cpus N (1)] [--kernel NAME] [--kernels A,B,...] [--skip-faults]'
 
 /** This soak and the oomlab runs it started: a guest's folder is named after its owner's pid (src/vm/owned-dirs.ts). */
 const ownPids = new Set([process.pid])
@@ -57,13 +55,8 @@ interface Check {
   ms: number
 }
 
-export async function soak(argv: string[], signal: AbortSignal): Promise<number> {
-  let v
-  try {
-    v = parseArgs({ args: argv, options: { runs: { type: 'string' }, others: { type: 'string' }, boots: { type: 'string' }, 'boot-cpus': { type: 'string' }, kernel: { type: 'string' }, kernels: { type: 'string' }, 'skip-faults': { type: 'boolean' } }, strict: true }).values
-  } catch (err) {
-    throw new UserError(`${(err as Error).message.split('\n')[0]} (${USAGE})`)
-  }
+export async function soak(p: Parsed, signal: AbortSignal): Promise<number> {
+  const v = { runs: stringFlag(p, 'runs'), others: stringFlag(p, 'others'), boots: stringFlag(p, 'boots'), 'boot-cpus': stringFlag(p, 'boot-cpus'), kernel: stringFlag(p, 'kernel'), kernels: stringFlag(p, 'kernels'), 'skip-faults': p.values['skip-faults'] === true }
   const runs = positiveInt('runs', v.runs, 0, 5000) ?? 200
   const others = positiveInt('others', v.others, 0, 5000) ?? 50
   const boots = positiveInt('boots', v.boots, 0, 5000) ?? 100
