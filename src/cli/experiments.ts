@@ -22,7 +22,7 @@ import { reportPaths } from '../report/paths.js'
 import { claimReportDir, defaultReportRoot, pointLatest, pruneRuns, runDirOf } from '../report/folder.js'
 import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
-import { RUN_ENV, writeRunConfig, type RunConfig } from '../run/config.js'
+import { RUN_ENV, guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
 import { collectRuns, readTally, writeRunReport } from '../run/report.js'
 
 /** The CLI's messages, and the live line of long steps (kernel download, image, snapshot) on a terminal. */
@@ -140,15 +140,7 @@ async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ 
     const tag = many ? `[${k.name}] ` : ''
     try {
       prepared[k.name] = await prepareLabGuest(
-        {
-          ...(k.image !== undefined ? { kernelImage: k.image } : { kernel: k.name }),
-          accel: m.accel,
-          ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }),
-          ...(m.cpus !== undefined && { cpus: m.cpus }),
-          append: [...m.append, ...(k.append ?? [])],
-          refresh: m.refresh,
-          ...(m.bootTimeoutMs !== undefined && { bootTimeoutMs: m.bootTimeoutMs }),
-        },
+        guestChoiceOf(m, k),
         { log: (line) => log(`${tag}${line}`), progress: (key, text, f) => progress(`${k.name} ${key}`, `${tag}${text}`, f), signal },
       )
     } catch (err) {

@@ -6,6 +6,7 @@
 import { readFileSync, writeFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import type { PreparedGuest } from '../vm/restore.js'
+import type { GuestChoice } from '../vm/prepare.js'
 
 /** The environment variable that names the run's configuration file: set by oomlab for vitest, never by a user. */
 export const RUN_ENV = 'OOMLAB_RUN'
@@ -87,5 +88,18 @@ export function readRunConfig(path: string): RunConfig {
     return JSON.parse(readFileSync(path, 'utf8')) as RunConfig
   } catch (err) {
     throw new Error(`${RUN_ENV}=${path}: cannot read the run's configuration: ${(err as Error).message}`)
+  }
+}
+
+/** What preparing a kernel's guest is asked: the run's machine, with the kernel's own extra command line. */
+export function guestChoiceOf(m: GuestMachine, k: KernelTarget): GuestChoice {
+  return {
+    ...(k.image !== undefined ? { kernelImage: k.image } : { kernel: k.name }),
+    accel: m.accel,
+    ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }),
+    ...(m.cpus !== undefined && { cpus: m.cpus }),
+    append: [...m.append, ...(k.append ?? [])],
+    refresh: m.refresh,
+    ...(m.bootTimeoutMs !== undefined && { bootTimeoutMs: m.bootTimeoutMs }),
   }
 }

@@ -6,7 +6,7 @@
 import type { TestProject } from 'vitest/node'
 import { UserError } from '../util/errors.js'
 import { StatusLine } from '../util/progress.js'
-import { kernelOfProject, type RunConfig } from '../run/config.js'
+import { guestChoiceOf, kernelOfProject, type RunConfig } from '../run/config.js'
 import { evidenceKernelOf } from '../run/report.js'
 import { currentRun, type MachineChoice } from './context.js'
 
@@ -26,15 +26,7 @@ async function machineOf(run: RunConfig, project: string): Promise<MachineChoice
   // Plain vitest only: under oomlab the guest came prepared, and the image and snapshot code need not load.
   const { prepareLabGuest } = await import('../vm/prepare.js')
   const guest = await prepareLabGuest(
-    {
-      ...(kernel.image !== undefined ? { kernelImage: kernel.image } : { kernel: kernel.name }),
-      accel: m.accel,
-      ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }),
-      ...(m.cpus !== undefined && { cpus: m.cpus }),
-      append: [...m.append, ...(kernel.append ?? [])],
-      refresh: m.refresh,
-      ...(m.bootTimeoutMs !== undefined && { bootTimeoutMs: m.bootTimeoutMs }),
-    },
+    guestChoiceOf(m, kernel),
     { log: status.log, progress: status.progress },
   )
   status.end()

@@ -9,6 +9,7 @@ import { openGuestOs } from '../vm/restore.js'
 import type { Os } from '../os/os.js'
 import { UserError } from '../util/errors.js'
 import type { MachineChoice, WorkerRun } from './context.js'
+import { guestChoiceOf } from '../run/config.js'
 
 export interface MachineRequest {
   /** The test's name, for messages. */
@@ -37,7 +38,7 @@ async function resolveHere(): Promise<{ machine: MachineChoice; run: WorkerRun }
     const m = resolved.machine
     if (m.kind === 'native') return { run, machine: { where: 'local', ...(m.cgroupRoot !== undefined && { cgroupRoot: m.cgroupRoot }) } }
     const k = resolved.kernels[0]!
-    const guest = await prepareLabGuest({ ...(k.image !== undefined ? { kernelImage: k.image } : { kernel: k.name }), accel: m.accel, append: m.append, refresh: m.refresh, ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }) }, { log: say })
+    const guest = await prepareLabGuest(guestChoiceOf(m, k), { log: say })
     return { run, machine: { where: 'guest', guest } }
   } catch (err) {
     if (!(err instanceof UserError)) throw err
