@@ -89,7 +89,7 @@ describe.skipIf(why !== '')(`the npm package in a lab guest${why ? ` (skipped: $
   const evidenceOf = async (id: string, run = 'latest') => JSON.parse(await readFile(join(user, 'reports', run, 'evidence', `${id}.json`), 'utf8')) as Evidence
 
   it('npx oomlab reproduce ./my-layout.spec.ts: the spec of one\'s own runs, report and evidence in the user\'s folder', { timeout: 300_000 * T }, async () => {
-    const r = await execa('npx', ['oomlab', 'reproduce', '../my-layout.spec.ts'], { cwd: user, reject: false, all: true })
+    const r = await execa('npx', ['oomlab', 'reproduce', './my-layout.spec.ts'], { cwd: user, reject: false, all: true })
     expect(r.exitCode, r.all).toBe(0)
     expect(r.all).toMatch(/PASS {2}my-layout: a slice of two containers/)
     expect(r.all).toMatch(/group kill: runtime\.slice\/web\.scope/)

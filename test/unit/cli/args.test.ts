@@ -30,7 +30,7 @@ describe('run options', () => {
     expect(await fails(reproduce(['--kernel-image', '/nonexistent/bzImage']))).toBe('--kernel-image /nonexistent/bzImage: no such file')
     expect(await fails(reproduce(['--vm', '--native']))).toBe('--vm and --native exclude each other')
     expect(await fails(reproduce(['--native'], { OOMLAB_VM: '1' }))).toMatch(/^--native runs on the host kernel/)
-    expect(await fails(reproduce(['../../../etc']))).toMatch(/etc: a spec of one's own is a file named \*\.spec\.ts/)
+    expect(await fails(reproduce(['../etc']))).toMatch(/etc: a spec of one's own is a file named \*\.spec\.ts/)
     expect(await fails(reproduce(['a b']))).toMatch(/^spec filter "a b"/)
     expect(await fails(reproduce([], { OOMLAB_JOBS: 'abc' }))).toBe('OOMLAB_JOBS="abc": expected a whole number from 1 to 64')
   })
