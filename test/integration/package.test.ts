@@ -63,7 +63,7 @@ describe('the packed package', () => {
         'dist/src/vitest/reporter.js',
         'dist/vitest.config.js',
         // The guest image: its /init, the bench's shell baseline, the agent bundled from its compiled copy.
-        'dist/src/vm/guest/init.sh',
+        'dist/src/vm/in-guest/init.sh',
         'dist/src/vm/in-guest/agent.js',
         'dist/experiments/article.sh',
       ]),
@@ -76,7 +76,8 @@ describe('the packed package', () => {
   it('npx oomlab --help and npx oomlab doctor answer from the installed copy', { timeout: 60_000 * T }, async () => {
     const help = await execa('npx', ['oomlab', '--help'], { cwd: user, reject: false, all: true })
     expect(help.exitCode, help.all).toBe(0)
-    expect(help.stdout).toMatch(/^usage: oomlab <command>/)
+    expect(help.stdout).toMatch(/^oomlab \d+\.\d+\.\d+: reproduces/)
+    expect(help.stdout).toMatch(/^usage: oomlab <command>/m)
     // 0 when the experiments can run here (natively or in guests), 1 when neither way can; either way one verdict line.
     const doctor = await execa('npx', ['oomlab', 'doctor'], { cwd: user, reject: false, all: true })
     expect([0, 1], doctor.all).toContain(doctor.exitCode)
