@@ -4,8 +4,8 @@
  * compressed and module-carrying variants are made beside it the same way; old ones are pruned.
  */
 import { appendFile, copyFile, readdir, stat, readFile, writeFile, mkdir, rename, unlink } from 'node:fs/promises'
-import { createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
+import { sha256File } from '../../util/files.js'
 import { join, dirname, basename } from 'node:path'
 import { execa } from 'execa'
 import { file as tmpFile } from 'tmp-promise'
@@ -152,12 +152,6 @@ export async function checkImage(path: string): Promise<string | undefined> {
   if ((await sha256File(path)) !== record[0]) return `${basename(path)} does not match its sha256 (damaged)`
   await writeFile(`${path}.sha256`, `${record[0]}  ${record[1]}  ${st.mtimeMs}\n`)
   return undefined
-}
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256')
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer)
-  return h.digest('hex')
 }
 
 /**

@@ -7,15 +7,14 @@
  * <cacheDir>/snapshots/<key>.json    its record, written last: no record, no snapshot
  * <cacheDir>/snapshots/<key>.lock    held by the one process making it; the others wait
  */
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { GuestVm, type MachineSpec } from '../vm.js'
 import { keyInputs, snapshotKey, type SnapshotIds } from './key.js'
 import { lockHeld, tryLock } from './lock.js'
 import { UserError, errorMessage } from '../../util/errors.js'
+import { fsyncPath, sha256File } from '../../util/files.js'
 import type { Progress } from '../../util/progress.js'
 
 export { snapshotKey, qemuBuildId, type SnapshotIds } from './key.js'
@@ -207,9 +206,9 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
     log(`agent ready after ${secs(performance.now() - t0)} s; saving`)
     const saved = await vm.save(p.partial, { timeoutMs: SAVE_TIMEOUT_MS })
     if (saved.bytes === 0) throw new Error('QEMU saved an empty state')
-    const [sha256] = await Promise.all([sha256File(p.partial), fsync(p.partial)])
+    const [sha256] = await Promise.all([sha256File(p.partial), fsyncPath(p.partial)])
     await rename(p.partial, p.state)
-    await fsync(p.dir)
+    await fsyncPath(p.dir)
     const st = await stat(p.state)
     const record: SnapshotRecord = {
       key,
@@ -224,7 +223,7 @@ async function make(spec: MachineSpec, o: EnsureOptions, p: Paths, key: string, 
     }
     const tmp = `${p.record}.${process.pid}.tmp`
     await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`)
-    await fsync(tmp)
+    await fsyncPath(tmp)
     await rename(tmp, p.record)
     log(`saved in ${secs(saved.ms)} s: ${Math.round(st.size / 1e6)} MB`)
     const makeMs = performance.now() - t0
@@ -309,19 +308,5 @@ export async function readyWithin(vm: GuestVm, phase: 'booted' | 'restored', rea
   }
 }
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256')
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer)
-  return h.digest('hex')
-}
-
-async function fsync(path: string): Promise<void> {
-  const fh = await open(path, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
 
 const secs = (ms: number) => (ms / 1000).toFixed(1)
