@@ -18,6 +18,8 @@ interface Run {
   out: string[]
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   kill(sig: NodeJS.Signals): void
+  /** The run's report folder. */
+  report: string
 }
 
 function startCli(): Run {
@@ -27,7 +29,7 @@ function startCli(): Run {
   p.stdout.setEncoding('utf8').on('data', (c: string) => out.push(c))
   p.stderr.setEncoding('utf8').on('data', (c: string) => out.push(c))
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => p.on('exit', (code, signal) => resolve({ code, signal })))
-  return { out, exit, kill: (sig) => p.kill(sig) }
+  return { out, exit, kill: (sig) => p.kill(sig), report }
 }
 
 /** Resolves once `path` exists: watches the deepest folder that does (mkdir on cgroupfs raises inotify events). */
@@ -151,9 +153,10 @@ describe('two oomlab reproduce --native at once', () => {
     const runs = [startCli(), startCli()]
     const ends = await Promise.all(runs.map((r) => r.exit))
     for (const [i, e] of ends.entries()) expect(e.code, runs[i]!.out.join('').slice(-600)).toBe(0)
-    const groupKills = runs.map((r) => /group kill: (\S+)/.exec(r.out.join(''))?.[1])
-    expect(groupKills[0]).toBeDefined()
-    expect(groupKills[1]).toBeDefined()
+    // The kernel's own path of each run's group kill: the same names (test01/test011) under two trees.
+    const groupKills = runs.map((r) => (JSON.parse(readFileSync(join(r.report, 'evidence', '02-leaf-oom-group-1.json'), 'utf8')) as { oomEvents: { groupKill: string | null }[] }).oomEvents[0]?.groupKill)
+    expect(groupKills[0]).toMatch(/^\/oomlab-.*\/test01\/test011$/)
+    expect(groupKills[1]).toMatch(/^\/oomlab-.*\/test01\/test011$/)
     expect(groupKills[0]).not.toBe(groupKills[1])
     expect(leftovers()).toEqual([])
   })
