@@ -28,10 +28,10 @@ const experiments = (run: RunConfig, kernel: KernelTarget | undefined) => ({
   },
 })
 
-export default defineConfig(async ({ mode }) => {
-  void mode
+export default defineConfig(async () => {
   const run = await currentRun()
-  const kernels: (KernelTarget | undefined)[] = run.machine.kind === 'guest' ? run.kernels : [undefined]
+  // Only the kernels whose guest was prepared run; the others keep their column, named as in a full matrix, with the reason.
+  const kernels: (KernelTarget | undefined)[] = run.machine.kind === 'guest' ? run.kernels.filter((k) => !run.prepared || run.prepared[k.name]) : [undefined]
   return {
     // vite's and vitest's caches in the user's cache folder, not in the project (or an installed package's folder, as root).
     cacheDir: join(cacheDir(), 'vite'),

@@ -23,7 +23,8 @@ import { claimReportDir, defaultReportRoot, pointLatest, pruneRuns, runDirOf } f
 import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
 import { RUN_ENV, guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
-import { collectRuns, readTally, writeRunReport } from '../run/report.js'
+import { collectRuns, readTally } from '../run/report.js'
+import { writeReport } from '../report/write.js'
 
 /** The CLI's messages, and the live line of long steps (kernel download, image, snapshot) on a terminal. */
 const status = new StatusLine(process.stderr)
@@ -125,8 +126,6 @@ export interface RunOutcome {
   /** Why the run as a whole failed (vitest died, timed out, interrupted), beyond failed tests. */
   failure?: string
   interrupted: boolean
-  /** Per kernel, how long preparing took (guests). */
-  timings: string[]
 }
 
 /** Each kernel's guest prepared (fetched, snapshotted), `jobs` at a time; a kernel that cannot be is named, the others go on. */
@@ -169,8 +168,6 @@ export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jo
  */
 export async function runExperiments(config: RunConfig, signal: AbortSignal, o: { prepared?: Record<string, PreparedGuest> } = {}): Promise<RunOutcome> {
   using folder = claimReportDir(config.report, config.id)
-  const t0 = performance.now()
-  const timings: string[] = []
   let failures = new Map<string, string>()
   let failure: string | undefined
   let exit: VitestExit | undefined
@@ -178,16 +175,12 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
     const p = o.prepared ? { prepared: o.prepared, failures } : await prepareGuests(config, signal)
     failures = p.failures
     config.prepared = p.prepared
-    for (const [name, g] of Object.entries(p.prepared))
-      timings.push(`${name}: kernel ${(g.timings.kernelMs / 1000).toFixed(1)} s, image ${(g.timings.imageMs / 1000).toFixed(1)} s, snapshot ${(g.timings.snapshotMs / 1000).toFixed(1)} s (${g.snapshot.made ? 'made' : 'reused'})`)
     const names = Object.keys(p.prepared)
     if (names.length > 0) {
       const one = config.kernels.length === 1 ? p.prepared[names[0]!] : undefined
       await using ahead = one ? await restoreGuestsAhead(one, config.specs.length || 1, config.jobs, { log, signal }) : undefined
       if (one && ahead) config.prepared = { [names[0]!]: { ...one, ahead: ahead.socketPath } }
-      // Only the kernels that could be prepared run; the others keep their column with the reason.
-      const runnable = { ...config, kernels: config.kernels.filter((k) => p.prepared[k.name]) }
-      const path = writeRunConfig(runnable.kernels.length === config.kernels.length ? config : runnable)
+      const path = writeRunConfig(config)
       exit = await runVitest('experiments*', vitestReporters(config), { ...(process.env as Record<string, string>), [RUN_ENV]: path }, signal, undefined, config.runTimeoutMs)
     }
   } else {
@@ -202,15 +195,14 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
   if (exit && !signal.aborted) failure = vitestFailure(exit, config, tally)
   const releases = Object.fromEntries(Object.entries(config.prepared ?? {}).map(([k, g]) => [k, g.kernel.release]))
   const runs = await collectRuns(config, tally, { failures, releases, ...(failure !== undefined && { runFailure: failure }) })
-  await writeRunReport(config, runs)
+  await writeReport(config.report, runs)
   folder.finish()
   const root = defaultReportRoot()
   if (config.report === runDirOf(root, config.id) && !signal.aborted) {
     pointLatest(root, config.report)
     pruneRuns(root)
   }
-  timings.push(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-  return { config, tally, runs, failures, ...(failure !== undefined && { failure }), interrupted: signal.aborted, timings }
+  return { config, tally, runs, failures, ...(failure !== undefined && { failure }), interrupted: signal.aborted }
 }
 
 /** vitest's JSON reporter beside ours, into the run's folder. */

@@ -6,7 +6,7 @@
  */
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { homedir } from 'node:os'
-import { dirname, join, relative, resolve, sep } from 'node:path'
+import { join, relative, resolve, sep } from 'node:path'
 import { UserError } from '../util/errors.js'
 import { ownerIsGone, selfOwner, type TreeOwner } from '../proc/owner.js'
 
@@ -203,11 +203,4 @@ export function pruneRuns(root: string, keep = RUNS_KEPT): string[] {
   }
   if (existsSync(runs) && readdirSync(runs).length === 0) rmdirSync(runs)
   return removed
-}
-
-/** The parent of a folder exists or can be made (so a bad --report fails before anything runs). */
-export function reportParentWritable(dir: string): boolean {
-  let d = dirname(resolve(dir))
-  while (!existsSync(d)) d = dirname(d)
-  return statSync(d).isDirectory()
 }

@@ -7,7 +7,6 @@ import type { Evidence } from '../report/evidence.js'
 import type { KernelRun } from '../report/matrix.js'
 import { reportPaths } from '../report/paths.js'
 import { readResults, tally, type Tally } from '../report/results.js'
-import { writeReport } from '../report/write.js'
 import { projectOf, type KernelTarget, type RunConfig } from './config.js'
 
 /** The kernel name a run's evidence is filed under: none for a run on one kernel, the kernel's in a matrix. */
@@ -54,8 +53,4 @@ export async function collectRuns(config: RunConfig, t: Tally, o: { failures?: R
     })
   }
   return runs
-}
-
-export async function writeRunReport(config: RunConfig, runs: readonly KernelRun[]): Promise<void> {
-  await writeReport(config.report, runs)
 }

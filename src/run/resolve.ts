@@ -70,7 +70,7 @@ export function selectSpecs(filters: string[], own: string[]): string[] {
 }
 
 /** The variables a user sets for a run, checked: a bad value is one line. */
-export function runVariables(env: NodeJS.ProcessEnv) {
+function runVariables(env: NodeJS.ProcessEnv) {
   const memory = wholeNumber('OOMLAB_MEMORY', env.OOMLAB_MEMORY || undefined, 512, 65536)
   return {
     vm: envSwitch('OOMLAB_VM', env.OOMLAB_VM) ?? false,
