@@ -29,12 +29,16 @@ export interface GuestMachine {
 }
 
 
-/** A kernel a guest run boots: a Debian suite or version, or an image of one's own. */
+/** A kernel a guest run boots: a Debian suite or version, an image of one's own, or one built from a source tree. */
 export interface KernelTarget {
-  /** What the user named (suite, version, or the image's path): the report's column and the project's name. */
+  /** What the user named (suite, version, cell, or the image's or tree's path): the report's column and the project's name. */
   name: string
+  /** The Debian suite or version to boot, when `name` says more (a cell: "bookworm+memory_localevents"). */
+  kernel?: string
   /** A bzImage of one's own. */
   image?: string
+  /** A source tree (or its tarball) that oomlab builds (src/kernel/build/). */
+  src?: string
   /** Extra words on the guest's kernel command line for this target (a matrix cell with a mount option). */
   append?: string[]
 }
@@ -94,7 +98,7 @@ export function readRunConfig(path: string): RunConfig {
 /** What preparing a kernel's guest is asked: the run's machine, with the kernel's own extra command line. */
 export function guestChoiceOf(m: GuestMachine, k: KernelTarget): GuestChoice {
   return {
-    ...(k.image !== undefined ? { kernelImage: k.image } : { kernel: k.name }),
+    ...(k.src !== undefined ? { kernelSrc: k.src } : k.image !== undefined ? { kernelImage: k.image } : { kernel: k.kernel ?? k.name }),
     accel: m.accel,
     ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }),
     ...(m.cpus !== undefined && { cpus: m.cpus }),

@@ -10,7 +10,7 @@
  * Only names of these shapes are ever listed or removed.
  */
 import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { beingMade } from './snapshot/store.js'
 
 export type EntryKind = 'kernel' | 'image' | 'snapshot'
@@ -64,7 +64,8 @@ export async function markUsed(paths: string[]): Promise<void> {
 /** The stamps of what a guest is made of: its kernel (when the cache holds it), its image, its snapshot. */
 export function stampsOf(cache: string, o: { kernelPath: string; release: string; initrd: string; snapshotKey?: string }): string[] {
   return [
-    ...(o.kernelPath.startsWith(`${cache}/`) ? [join(cache, 'kernels', o.release, USED)] : []),
+    // A kernel's own folder: kernels/<release>/, or kernels/built/<key>/ for one built from source.
+    ...(o.kernelPath.startsWith(`${cache}/`) ? [join(dirname(o.kernelPath), USED)] : []),
     `${o.initrd}${USED}`,
     ...(o.snapshotKey !== undefined ? [join(cache, 'snapshots', `${o.snapshotKey}${USED}`)] : []),
   ]
