@@ -1,5 +1,5 @@
 /** oomlab cache [prune]: what the cache holds (sizes, ages, what can no longer be used), and pruning it. */
-import { cacheLimit, formatBytes, listCache, pruneCache, type CacheEntry } from '../vm/cache.js'
+import { cacheLimit, formatBytes, listCache, pruneCache, UNLIMITED, type CacheEntry } from '../vm/cache.js'
 import { qemuBuildId } from '../vm/snapshot/store.js'
 import { cacheDir } from '../util/paths.js'
 import { which } from '../util/which.js'
@@ -43,8 +43,9 @@ export async function cache(argv: string[]): Promise<number> {
     return 0
   }
   const entries = await listCache(dir, qemuId)
-  const total = entries.reduce((s, e) => s + e.bytes, 0)
-  console.log(`${dir}: ${formatBytes(total)}${limit > 0 ? ` of a ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT)` : ' (no limit: OOMLAB_CACHE_LIMIT=0)'}`)
+  const total = entries.filter((e) => !UNLIMITED.includes(e.kind)).reduce((s, e) => s + e.bytes, 0)
+  const builds = entries.filter((e) => UNLIMITED.includes(e.kind)).reduce((s, e) => s + e.bytes, 0)
+  console.log(`${dir}: ${formatBytes(total)}${limit > 0 ? ` of a ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT)` : ' (no limit: OOMLAB_CACHE_LIMIT=0)'}${builds ? `; kernel build folders and unpacked sources, not under the limit: ${formatBytes(builds)}` : ''}`)
   for (const l of table(entries.sort((a, b) => b.usedMs - a.usedMs), now)) console.log(l)
   const stale = entries.filter((e) => e.stale !== undefined)
   if (stale.length > 0) console.log(`${stale.length} stale (${formatBytes(stale.reduce((s, e) => s + e.bytes, 0))}): \`oomlab cache prune\` removes them`)

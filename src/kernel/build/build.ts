@@ -5,10 +5,10 @@
  * A tree built before reuses its kernel without running make; a changed tree is built again in the
  * same folder, so make redoes only what changed.
  */
-import { copyFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises'
 import { createWriteStream, existsSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { execa, type ResultPromise } from 'execa'
 import { exists, readJson, sha256File, writeJsonAtomic } from '../../util/files.js'
@@ -80,13 +80,13 @@ export interface BuiltKernel {
 }
 
 /** Where `src` leads: a tree, or a tarball unpacked into the cache; and what its files are measured against outside git. */
-async function treeOf(cache: string, src: string, log: (line: string) => void, signal?: AbortSignal): Promise<{ tree: KernelTree; base?: string; baseline: string }> {
+async function treeOf(cache: string, src: string, log: (line: string) => void, signal?: AbortSignal): Promise<{ tree: KernelTree; base?: string; baseline: string; source?: string }> {
   checkKernelSrc(src)
   if ((await stat(src)).isFile()) {
     const line = missingToolsLine(checkBuildTools({ tarball: true }))
     if (line) throw new UserError(line)
     const t = await unpackTarball(cache, src, { log, ...(signal && { signal }) })
-    return { tree: kernelTree(t.root), base: t.base, baseline: t.baseline }
+    return { tree: kernelTree(t.root), base: t.base, baseline: t.baseline, source: dirname(t.baseline) }
   }
   const tree = kernelTree(src)
   return { tree, baseline: join(buildDirOf(cache, tree.root), BUILD_FILES.baseline) }
@@ -95,9 +95,10 @@ async function treeOf(cache: string, src: string, log: (line: string) => void, s
 /** The key of the tree as it is now, and what it is made of. */
 export async function keyOf(cache: string, src: string, o: { log?: (line: string) => void; signal?: AbortSignal } = {}) {
   const log = o.log ?? (() => undefined)
-  const { tree, base, baseline } = await treeOf(cache, src, log, o.signal)
+  const { tree, base, baseline, source } = await treeOf(cache, src, log, o.signal)
   const dir = buildDirOf(cache, tree.root)
   await mkdir(dir, { recursive: true })
+  if (!existsSync(join(dir, BUILD_FILES.tree))) await writeFile(join(dir, BUILD_FILES.tree), `${tree.root}\n`)
   const [identity, fragment, compiler, linker] = await Promise.all([
     gitIdentity(tree.root).then((g) => g ?? filesIdentity(tree.root, { baseline, ...(base !== undefined && { base }) })),
     readFile(FRAGMENT, 'utf8'),
@@ -105,7 +106,7 @@ export async function keyOf(cache: string, src: string, o: { log?: (line: string
     versionLine('ld'),
   ])
   const inputs: BuildInputs = { arch: 'x86_64', version: tree.version, tree: { kind: identity.kind, base: identity.base, ...(identity.changes && { changes: identity.changes }) }, fragment: sha256Text(fragment), compiler, linker }
-  return { tree, dir, identity, fragment, inputs, key: buildKey(inputs) }
+  return { tree, dir, identity, fragment, inputs, key: buildKey(inputs), ...(source !== undefined && { source }) }
 }
 
 /** The kernel built under `key`, when it is all there and whole. */
@@ -140,6 +141,7 @@ export async function buildKernel(src: string, o: BuildOptions = {}): Promise<Bu
   const k = await keyOf(cache, src, { log, ...(o.signal && { signal: o.signal }) })
   const name = src
   const hit = await cachedBuild(cache, k.key, name)
+  await stamp([k.dir, ...(k.source ? [k.source] : []), ...(hit ? [builtDir(cache, k.key)] : [])])
   if (hit) return { ...hit, identity: k.identity, reused: true, buildDir: k.dir }
   const tools = missingToolsLine(checkBuildTools())
   if (tools) throw new UserError(tools)
@@ -149,7 +151,6 @@ export async function buildKernel(src: string, o: BuildOptions = {}): Promise<Bu
     const again = await cachedBuild(cache, k.key, name)
     if (again) return { ...again, identity: k.identity, reused: true, buildDir: k.dir }
     await endLeftoverMake(k.dir, log)
-    await writeFile(join(k.dir, BUILD_FILES.tree), `${k.tree.root}\n`)
     const said = k.identity.kind === 'git' ? `git ${k.identity.commit!.slice(0, 12)}${k.identity.changes ? ` + ${k.identity.changed} uncommitted file(s)` : ''}` : k.identity.changes ? `${k.identity.changed} file(s) changed since unpacked/first built` : 'as unpacked/first built'
     log(`building Linux ${k.tree.version} from ${k.tree.root} (${said}) in ${k.dir}, key ${k.key}`)
     const logPath = join(k.dir, BUILD_FILES.log)
@@ -183,6 +184,7 @@ export async function buildKernel(src: string, o: BuildOptions = {}): Promise<Bu
       builtAt: new Date().toISOString(),
     }
     const stored = await storeBuilt(cache, record, image, configText)
+    await writeFile(join(k.dir, BUILD_FILES.bytes), String(await diskBytes(k.dir)))
     log(`built ${record.release} in ${formatElapsed(buildMs)}: ${formatCount(count.objects)} compiled${full ? '' : ' (only what changed)'}; ${stored}`)
     return { kernel: kernelOfRecord(record, stored, name), record, identity: k.identity, reused: false, buildDir: k.dir }
   } finally {
@@ -303,6 +305,18 @@ async function takeLock(dir: string, log: (line: string) => void, progress?: Pro
     await new Promise((done) => setTimeout(done, 1000))
     if (signal?.aborted) throw signal.reason
   }
+}
+
+/** Marks cache folders used now (src/vm/cache.ts evicts and prunes by it). */
+async function stamp(dirs: string[]): Promise<void> {
+  const now = new Date()
+  for (const d of dirs) await utimes(join(d, '.used'), now, now).catch(() => writeFile(join(d, '.used'), '').catch(() => undefined))
+}
+
+/** A folder's size on disk, from du (a build folder holds tens of thousands of files). */
+export async function diskBytes(dir: string): Promise<number> {
+  const r = await execa('du', ['-sk', dir], { reject: false, stdin: 'ignore' })
+  return (Number(String(r.stdout).split('\t')[0]) || 0) * 1024
 }
 
 /** The objects a full build of this major.minor compiled before, for "of about N". */

@@ -32,6 +32,8 @@ export const BUILD_FILES = {
   lock: '.lock',
   /** Which tree this folder builds (for `oomlab cache`). */
   tree: 'tree',
+  /** The folder's size on disk, measured after each build (listing the cache must not walk it). */
+  bytes: 'bytes',
 } as const
 
 /** Shapes of the names oomlab makes in these folders: nothing else is ever listed or removed. */

@@ -10,6 +10,7 @@ import { execa } from 'execa'
 import { readJson, sha256File, writeJsonAtomic } from '../../util/files.js'
 import { UserError } from '../../util/errors.js'
 import { listFiles } from './tree.js'
+import { diskBytes } from './build.js'
 import { BUILD_FILES, sourcesDir, tarballDirOf } from './layout.js'
 
 interface Origin {
@@ -64,6 +65,7 @@ export async function unpackTarball(cache: string, tarball: string, o: { log: (l
     if (entries.length !== 1 || !(await stat(join(partial, top!))).isDirectory()) throw new UserError(`${tarball} does not hold one top folder (it holds ${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}): unpack it yourself and give the tree`)
     const origin: Origin = { tarball, sha256: sha, top: top!, unpackedAt: new Date().toISOString() }
     await writeFile(join(partial, BUILD_FILES.baseline), await listFiles(join(partial, top!)))
+    await writeFile(join(partial, BUILD_FILES.bytes), String(await diskBytes(partial)))
     await writeJsonAtomic(join(partial, 'origin.json'), origin)
     try {
       await rename(partial, dir)

@@ -33,7 +33,7 @@ describe('verdict cells', () => {
       'bullseye (5.10.0-32-cloud-amd64), Linux 5.10: has memory.swap.max, memory.events.local; its version must have memory.events.local; lacks cgroup.kill, oom_group_kill (not required by its version)',
     ])
     expect(capabilityLines(v419)).toEqual([
-      '../shared/kernels/linux-4.19.304/bzImage (4.19.304), Linux 4.19: has memory.oom.group, memory.swap.max; its version must have memory.oom.group; lacks memory.events.local, cgroup.kill, oom_group_kill, memory.peak (not required by its version)',
+      '../shared/kernels/linux-4.19.304/bzImage (4.19.304), Linux 4.19: has memory.oom.group, memory.swap.max; its version must have memory.oom.group; lacks memory.events.local, cgroup.kill, oom_group_kill, memory.peak (not required by its version); memory.events counts each event in its own cgroup only',
     ])
   })
 
