@@ -37,6 +37,15 @@ describe('verdict cells', () => {
     ])
   })
 
+  it('says a cell whose cgroup2 is mounted with memory_localevents counts each event in its own cgroup', () => {
+    // Spec 14 on bookworm+memory_localevents (6.1.0-50-cloud-amd64, cgroup2 mounted rw,memory_localevents).
+    const cell: KernelRun = { name: 'bookworm+memory_localevents', release: '6.1.0-50-cloud-amd64', where: 'vm', evidence: [evidence('6.1-memory_localevents-14-counting', '14-counting')] }
+    expect(capabilityLines(cell)).toEqual([
+      'bookworm+memory_localevents (6.1.0-50-cloud-amd64), Linux 6.1: has memory.oom.group, memory.swap.max, memory.events.local, cgroup.kill, oom_group_kill, memory.peak; its version must have memory.oom.group, memory.events.local, cgroup.kill, oom_group_kill, memory.peak; cgroup2 mounted with memory_localevents; memory.events counts each event in its own cgroup only',
+    ])
+    expect(capabilityLines({ ...cell, name: 'bookworm', evidence: [evidence('6.1-02-leaf-oom-group-1', '02-leaf-oom-group-1')] })[0]).not.toContain('memory_localevents')
+  })
+
   it('names what a kernel lacks though its version must have it', () => {
     // 4.19.304's real probe, as a kernel whose release says 5.14 would have shown it.
     const { capabilitiesExpected: _expected, ...probed } = v419.evidence[0]!
