@@ -66,6 +66,8 @@ export interface BuiltRecord {
   /** Objects compiled by the build that made it, and whether it started from an empty folder. */
   objects: number
   full: boolean
+  /** The kernel's objects in the build folder after it: about what a full build of this config compiles. */
+  objectsInTree?: number
   buildMs: number
   builtAt: string
 }
@@ -180,6 +182,7 @@ export async function buildKernel(src: string, o: BuildOptions = {}): Promise<Bu
       unmet,
       objects: count.objects,
       full,
+      objectsInTree: await objectsIn(k.dir),
       buildMs: Math.round(buildMs),
       builtAt: new Date().toISOString(),
     }
@@ -319,17 +322,23 @@ export async function diskBytes(dir: string): Promise<number> {
   return (Number(String(r.stdout).split('\t')[0]) || 0) * 1024
 }
 
-/** The objects a full build of this major.minor compiled before, for "of about N". */
+/** The kernel's objects in a build folder (not the host's tools, objtool's, or kallsyms' passes). */
+async function objectsIn(dir: string): Promise<number> {
+  const r = await execa('find', ['.', '(', '-path', './tools', '-o', '-path', './scripts', ')', '-prune', '-o', '-name', '*.o', '!', '-name', '.tmp_*', '-print'], { cwd: dir, reject: false, stdin: 'ignore' })
+  return String(r.stdout).split('\n').filter(Boolean).length
+}
+
+/** About how many objects a full build of this major.minor compiles, from the builds before it here, for "of about N". */
 async function objectsOfFullBuild(cache: string, version: string): Promise<number | undefined> {
   const v = kernelVersion(version)
-  let best: number | undefined
+  let about: number | undefined
   for (const key of await readdir(builtDir(cache)).catch(() => [] as string[])) {
     const r = await readJson<BuiltRecord>(join(builtDir(cache, key), 'build.json'))
-    if (!r?.full || !v) continue
-    const rv = kernelVersion(r.inputs.version)
-    if (rv && rv[0] === v[0] && rv[1] === v[1]) best = r.objects
+    const rv = r && kernelVersion(r.inputs.version)
+    if (!r || !v || !rv || rv[0] !== v[0] || rv[1] !== v[1]) continue
+    about = r.objectsInTree ?? (r.full ? r.objects : about)
   }
-  return best
+  return about
 }
 
 /** The bzImage, its .config and record under the key, moved into place whole. */

@@ -106,6 +106,12 @@ export async function listFiles(root: string): Promise<string> {
   return `${r.stdout.split('\n').filter(Boolean).sort().join('\n')}\n`
 }
 
+/** Whether no file or folder under `root` (.git aside) changed its inode since `stamp` was written: find stops at the first that did. */
+async function unchangedSince(root: string, stamp: string): Promise<boolean> {
+  const r = await execa('find', ['.', '-path', './.git', '-prune', '-o', '-cnewer', stamp, '-print', '-quit'], { cwd: root, reject: false, stdin: 'ignore' })
+  return r.exitCode === 0 && String(r.stdout).trim() === ''
+}
+
 /** The files of `now` that are not in `then` as they were (size, mtime), and those gone. */
 export function changedFiles(then: string, now: string): { changed: string[]; gone: string[] } {
   if (then === now) return { changed: [], gone: [] }
@@ -120,17 +126,19 @@ export function changedFiles(then: string, now: string): { changed: string[]; go
  * them as they were then (written now when there is none yet). Files changed since are hashed by content.
  */
 export async function filesIdentity(root: string, o: { base?: string; baseline: string }): Promise<TreeIdentity> {
-  const now = await listFiles(root)
   let then = await readFile(o.baseline, 'utf8').catch(() => undefined)
+  const base = (list: string) => o.base ?? `files:${sha256(list)}`
+  // Nothing's inode changed since the list was taken (a write, a touch, a file added or removed in a folder all do): the same files.
+  if (then !== undefined && (await unchangedSince(root, o.baseline))) return { kind: 'files', base: base(then), changed: 0 }
+  const now = await listFiles(root)
   if (then === undefined) {
     await writeFile(o.baseline, now)
     then = now
   }
-  const base = o.base ?? `files:${sha256(then)}`
   const { changed, gone } = changedFiles(then, now)
-  if (changed.length + gone.length === 0) return { kind: 'files', base, changed: 0 }
+  if (changed.length + gone.length === 0) return { kind: 'files', base: base(then), changed: 0 }
   const hash = createHash('sha256')
   for (const f of changed.sort()) hash.update(`${f}\0`).update(await readFile(join(root, f))).update('\0')
   for (const f of gone.sort()) hash.update(`${f}\0(gone)\0`)
-  return { kind: 'files', base, changes: hash.digest('hex'), changed: changed.length + gone.length }
+  return { kind: 'files', base: base(then), changes: hash.digest('hex'), changed: changed.length + gone.length }
 }
