@@ -78,7 +78,9 @@ async function run(cmd: 'reproduce' | 'test' | 'matrix', p: Parsed): Promise<num
   }
   const outcome = await runExperiments(config, controller.signal)
   const counts = printOutcome(outcome, unit)
-  return exitCodeOf({ ...counts, interrupted, notReady: notReadyOf(outcome) })
+  const code = exitCodeOf({ ...counts, interrupted, notReady: notReadyOf(outcome) })
+  if (code === 125) log('exit 125: the kernel of a source tree did not build or did not boot (the reason is above); `git bisect run` skips this commit')
+  return code
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -21,7 +21,7 @@ export function countLine(c: BuildCount, line: string): boolean {
   const step = STEP.exec(line)
   if (step) {
     c.last = step[2]!.trim()
-    if (OBJECT_TAGS.has(step[1]!) && c.last.endsWith('.o') && !c.last.includes('/tools/')) {
+    if (OBJECT_TAGS.has(step[1]!) && c.last.endsWith('.o') && !c.last.includes('/tools/') && !c.last.startsWith('.tmp_')) {
       c.objects++
       return true
     }
@@ -46,5 +46,5 @@ export function formatElapsed(ms: number): string {
 /** "412 of about 1,830 objects" or, with nothing to compare to, "412 objects". */
 export function formatCount(objects: number, about?: number): string {
   const n = (x: number) => x.toLocaleString('en-US')
-  return about !== undefined && about > 0 ? `${n(objects)} of about ${n(Math.max(about, objects))} objects` : `${n(objects)} objects`
+  return about !== undefined && about > 0 ? `${n(objects)} of about ${n(Math.max(about, objects))} objects` : `${n(objects)} object${objects === 1 ? '' : 's'}`
 }

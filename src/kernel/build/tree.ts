@@ -100,9 +100,9 @@ export async function gitIdentity(root: string): Promise<TreeIdentity | undefine
   return { kind: 'git', base: tree, commit, changes: hash.digest('hex'), changed: entries.length }
 }
 
-/** One line per file: "path\tsize\tmtime", sorted; the tree's files as `find` sees them, .git left out. */
+/** One line per file or symlink: "path\tsize\tmtime\tlink target", sorted; the tree as `find` sees it, .git left out. */
 export async function listFiles(root: string): Promise<string> {
-  const r = await execa('find', ['.', '-path', './.git', '-prune', '-o', '-type', 'f', '-printf', '%P\t%s\t%T@\n'], { cwd: root, stdin: 'ignore', maxBuffer: 1 << 30 })
+  const r = await execa('find', ['.', '-path', './.git', '-prune', '-o', '(', '-type', 'f', '-o', '-type', 'l', ')', '-printf', '%P\t%s\t%T@\t%l\n'], { cwd: root, stdin: 'ignore', maxBuffer: 1 << 30 })
   return `${r.stdout.split('\n').filter(Boolean).sort().join('\n')}\n`
 }
 
@@ -138,7 +138,9 @@ export async function filesIdentity(root: string, o: { base?: string; baseline: 
   const { changed, gone } = changedFiles(then, now)
   if (changed.length + gone.length === 0) return { kind: 'files', base: base(then), changed: 0 }
   const hash = createHash('sha256')
-  for (const f of changed.sort()) hash.update(`${f}\0`).update(await readFile(join(root, f))).update('\0')
+  const links = new Map(now.split('\n').map((l) => l.split('\t')).filter((f) => f[3]).map((f) => [f[0]!, f[3]!]))
+  // A symlink by where it points (its target may be a folder), a file by its contents.
+  for (const f of changed.sort()) hash.update(`${f}\0`).update(links.has(f) ? `-> ${links.get(f)}` : await readFile(join(root, f))).update('\0')
   for (const f of gone.sort()) hash.update(`${f}\0(gone)\0`)
   return { kind: 'files', base: base(then), changes: hash.digest('hex'), changed: changed.length + gone.length }
 }
