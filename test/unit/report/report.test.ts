@@ -46,6 +46,17 @@ describe('verdict cells', () => {
     expect(capabilityLines({ ...cell, name: 'bookworm', evidence: [evidence('6.1-02-leaf-oom-group-1', '02-leaf-oom-group-1')] })[0]).not.toContain('memory_localevents')
   })
 
+  it('names what a kernel built without a feature its version must have lacks: 6.1.192 with cgroup.kill removed', () => {
+    // `oomlab reproduce --kernel-src . 02-` on linux-source-6.1 with cgroup.kill taken out of kernel/cgroup/cgroup.c.
+    const e = { ...(JSON.parse(readFileSync(new URL('../../fixtures/runs/kernel-src/no-cgroup-kill/evidence/02-leaf-oom-group-1.json', import.meta.url), 'utf8')) as Evidence), file: '02-leaf-oom-group-1' }
+    const built: KernelRun = { name: '~/linux', release: e.kernel.release, where: 'vm', evidence: [e] }
+    expect(e.verdict.errors).toEqual(['kernel 6.1.192-gb53dac8f2d9f (Linux 6.1) has no cgroup.kill, which every kernel since 5.14 has (661ee6280931)'])
+    expect(capabilityLines(built)).toEqual([
+      '~/linux (6.1.192-gb53dac8f2d9f), Linux 6.1: has memory.oom.group, memory.swap.max, memory.events.local, oom_group_kill, memory.peak; its version must have memory.oom.group, memory.events.local, cgroup.kill, oom_group_kill, memory.peak',
+      '~/linux (6.1.192-gb53dac8f2d9f): LACKS cgroup.kill, which its version must have',
+    ])
+  })
+
   it('names what a kernel lacks though its version must have it', () => {
     // 4.19.304's real probe, as a kernel whose release says 5.14 would have shown it.
     const { capabilitiesExpected: _expected, ...probed } = v419.evidence[0]!
