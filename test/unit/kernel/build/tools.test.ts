@@ -1,13 +1,17 @@
 /** The build's tool check, against this host's real programs and headers: a PATH without some is named in one line. */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { checkBuildTools, missingToolsLine, INCLUDE_DIRS } from '../../../../src/kernel/build/tools.js'
 import { which } from '../../../../src/util/which.js'
 
-const host = checkBuildTools({ tarball: true })
-const skip = host.missing.length > 0 ? `skipped: this host lacks ${host.missing.join(', ')}` : ''
+// Whether this host has it all, asked without the code under test.
+const lacking = [
+  ...['gcc', 'make', 'flex', 'bison', 'bc', 'tar', 'xz'].filter((p) => !which(p)),
+  ...['gelf.h', 'libelf.h', 'openssl/opensslv.h'].filter((h) => !INCLUDE_DIRS.some((d) => existsSync(join(d, h)))),
+]
+const skip = lacking.length > 0 ? `skipped: this host lacks ${lacking.join(', ')}` : ''
 
 describe.skipIf(skip)(`the tools a kernel build needs ${skip}`, () => {
   let bin: string
@@ -19,7 +23,7 @@ describe.skipIf(skip)(`the tools a kernel build needs ${skip}`, () => {
   afterAll(() => rmSync(bin, { recursive: true, force: true }))
 
   it('finds nothing missing on this host', () => {
-    expect(missingToolsLine(checkBuildTools())).toBeUndefined()
+    expect(missingToolsLine(checkBuildTools({ tarball: true }))).toBeUndefined()
   })
 
   it('names every missing program and header in one line, with the packages', () => {
