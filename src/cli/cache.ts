@@ -5,6 +5,7 @@ import { cacheDir } from '../util/paths.js'
 import { which } from '../util/which.js'
 import { UserError } from '../util/errors.js'
 import { kernelReleaseOf } from '../kernel/resolve.js'
+import { kernelTargetOf } from '../run/resolve.js'
 
 const age = (ms: number, now: number) => {
   const s = Math.max(0, (now - ms) / 1000)
@@ -22,7 +23,9 @@ function table(entries: CacheEntry[], now: number): string[] {
 async function key(argv: string[]): Promise<number> {
   const [flag, name, ...rest] = argv
   if (flag !== '--kernel' || name === undefined || rest.length > 0) throw new UserError('usage: oomlab cache key --kernel NAME')
-  console.log(`kernel=${await kernelReleaseOf(name, { log: (line) => process.stderr.write(`oomlab: ${line}\n`) })}`)
+  // A cell (bookworm+memory_localevents) boots its kernel's release.
+  const kernel = kernelTargetOf(name).kernel ?? name
+  console.log(`kernel=${await kernelReleaseOf(kernel, { log: (line) => process.stderr.write(`oomlab: ${line}\n`) })}`)
   return 0
 }
 
