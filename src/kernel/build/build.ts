@@ -147,8 +147,10 @@ export async function buildKernel(src: string, o: BuildOptions = {}): Promise<Bu
   if (hit) return { ...hit, identity: k.identity, reused: true, buildDir: k.dir }
   const tools = missingToolsLine(checkBuildTools())
   if (tools) throw new UserError(tools)
+  o.signal?.throwIfAborted()
   const lock = await takeLock(k.dir, log, o.progress, o.signal)
   try {
+    o.signal?.throwIfAborted()
     // Another oomlab may have built it while this one waited.
     const again = await cachedBuild(cache, k.key, name)
     if (again) return { ...again, identity: k.identity, reused: true, buildDir: k.dir }
@@ -228,6 +230,7 @@ interface MakeOptions {
  * too), its output into the log and counted. A failure throws BuildFailure with the log's last lines.
  */
 async function make(root: string, dir: string, args: string[], logPath: string, o: MakeOptions): Promise<BuildCount> {
+  o.signal?.throwIfAborted()
   const out = createWriteStream(logPath, { flags: o.append ? 'a' : 'w' })
   const count: BuildCount = { objects: 0 }
   const t0 = performance.now()
@@ -259,6 +262,8 @@ async function make(root: string, dir: string, args: string[], logPath: string, 
     force = setTimeout(() => group('SIGKILL'), 5000)
   }
   o.signal?.addEventListener('abort', onAbort, { once: true })
+  // Aborted between the check above and the spawn: the listener would never fire.
+  if (o.signal?.aborted) onAbort()
   try {
     const r = await child
     if (o.signal?.aborted) throw o.signal.reason
