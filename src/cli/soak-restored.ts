@@ -178,7 +178,7 @@ export const FAULT_TESTS_RECIPE = 'scripts/fault-tests.json'
 /** Where the runner guest writes vitest's JSON results of the fault tests. */
 const FAULTS_RESULTS = '/tmp/oomlab-faults.json'
 
-async function readFaultTestsRecipe(): Promise<{ image: ImageAddition; run: string }> {
+async function readFaultTestsRecipe(): Promise<{ image: ImageAddition & { bundle: NonNullable<ImageAddition['bundle']> }; run: string }> {
   const path = join(projectRoot, FAULT_TESTS_RECIPE)
   if (!existsSync(path)) throw new UserError(`the native fault tests come with the repository (${FAULT_TESTS_RECIPE} and the tests it names), not with the npm package: run \`npm run soak\` in a clone`)
   let v: { image?: unknown; run?: unknown }
@@ -188,7 +188,9 @@ async function readFaultTestsRecipe(): Promise<{ image: ImageAddition; run: stri
     throw new UserError(`${path} is not valid JSON: ${errorMessage(err)}`)
   }
   if (typeof v.run !== 'string') throw new UserError(`${path}: run is missing or not a string`)
-  return { image: parseImageAddition(v.image, `${path} (image)`), run: v.run }
+  const image = parseImageAddition(v.image, `${path} (image)`)
+  if (!image.bundle) throw new UserError(`${path}: image.bundle is missing: the runner guest runs the tests it bundles`)
+  return { image: { ...image, bundle: image.bundle }, run: v.run }
 }
 
 /**
