@@ -45,7 +45,7 @@ export function formatScenario(e: Evidence): string {
   const w = { cg: Math.max(6, ...e.processes.map((p) => p.cgroup.length)), role: Math.max(4, ...e.processes.map((p) => p.role.length)) }
   lines.push(`      ${pad('cgroup', w.cg)}  ${pad('role', w.role)}  ${pad('pid', 6)}  ${pad('adj', 5)}  ${pad('fate', 8)}  kernel record`)
   for (const p of e.processes)
-    lines.push(`      ${pad(p.cgroup, w.cg)}  ${pad(p.role, w.role)}  ${pad(String(p.pid), 6)}  ${pad(p.oomScoreAdj === undefined ? '?' : String(p.oomScoreAdj), 5)}  ${pad(p.fate, 8)}  ${p.kernelRecord ? shortRecord(p.kernelRecord) : '-'}`)
+    lines.push(`      ${pad(p.cgroup, w.cg)}  ${pad(p.role, w.role)}  ${pad(String(p.pid), 6)}  ${pad(p.oomScoreAdj === undefined ? '?' : String(p.oomScoreAdj), 5)}  ${pad(p.fate, 8)}  ${p.kernelRecord ? shortRecord(p.kernelRecord) : (p.cause ?? '-')}`)
   e.oomEvents.forEach((o, i) => {
     const victim = o.victim ? `${o.victim.pid} (${o.victim.comm}${(() => { const adj = o.killed.find((k) => k.pid === o.victim!.pid)?.oomScoreAdj; return adj === undefined ? '' : `, oom_score_adj ${adj}` })()})` : '?'
     lines.push(`      OOM ${i + 1}: limit hit in ${inTree(e.root, o.oomMemcg)}; victim ${victim} in ${inTree(e.root, o.taskMemcg)}; group kill: ${o.groupKill ? inTree(e.root, o.groupKill) : 'none'}`)
