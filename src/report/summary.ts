@@ -3,6 +3,8 @@ import type { Evidence } from './evidence.js'
 
 /** "[   72.328979] Memory cgroup out of memory: Killed process 142 (stress-ng-vm) total-vm:..." -> the gist. */
 export function shortRecord(record: string): string {
+  const exiting = record.match(/^\[\s*([\d.]+)\]\s*(?:.*?: )?(OOM victim \d+ \([^)]*\) is already exiting)/)
+  if (exiting) return `[${exiting[1]}] ${exiting[2]}`
   const m = record.match(/^\[\s*([\d.]+)\]\s*(?:.*?: )?(Killed process \d+ \([^)]*\))(?:.*?(UID:\d+))?(?:.*?(oom_score_adj:-?\d+))?/)
   return m ? `[${m[1]}] ${[m[2], m[3], m[4]].filter(Boolean).join(' ')}` : record
 }
