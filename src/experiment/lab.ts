@@ -88,7 +88,8 @@ export class Lab implements AsyncDisposable {
     this.clock.step(what)
   }
 
-  private unsupported(reason: string): never {
+  /** The kernel cannot run this scenario (it lacks what it needs): the test is skipped with the reason, neither a pass nor a failure. */
+  unsupported(reason: string): never {
     this.unsupportedReason = reason
     if (this.onUnsupported) this.onUnsupported(reason)
     throw new Unsupported(reason)

@@ -16,7 +16,7 @@ import type { Lab, Member, Cgroup, CgroupSettings } from './lab.js'
 import { parseSize } from './cgroup.js'
 import { containerRoles, refreshMember } from './fates.js'
 import { timeouts } from './timeouts.js'
-import { OciContainer } from '../runtime/oci-container.js'
+import { OciContainer, kernelLacks } from '../runtime/oci-container.js'
 import { LxcContainer, absentDirs, lxcLockDirs, removeDirs } from '../runtime/lxc.js'
 import { locate, type RuntimeProgram } from '../runtime/programs.js'
 import type { OciRuntimeName, OciState } from '../runtime/oci.js'
@@ -245,7 +245,11 @@ export class Runtime {
     const driver = new OciContainer(this.os, runtime, programs, root, dir, spec, cgroupName)
     // Known before it is created: a failed create is in the evidence with the runtime's words, and torn down.
     this.asked.push({ name, driver, cgroupDir: join(pod.dir, id) })
-    await driver.create(this.conmonCgroup.dir)
+    await driver.create(this.conmonCgroup.dir).catch((err: Error) => {
+      const lacks = kernelLacks(err.message)
+      if (lacks) this.lab.unsupported(`${runtime} cannot create a container on kernel ${this.lab.facts.release}: it lacks ${lacks}`)
+      throw err
+    })
     const c = new Container(this.lab, name, await this.lab.adopt(cgroupName), o.workload, join(dir, 'output.log'), gate, driver)
     await driver.state('created')
     await driver.start()

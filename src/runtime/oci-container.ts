@@ -235,6 +235,20 @@ export class OciContainer {
   }
 }
 
+/**
+ * What a runtime's failure to create a container says of the kernel, when it says the kernel lacks
+ * something it needs: the feature and its config option (a kernel built without them cannot run it).
+ */
+const KERNEL_LACKS: { said: RegExp; lacks: string }[] = [
+  { said: /bpf_prog_query\(BPF_CGROUP_DEVICE\) failed: function not implemented/, lacks: 'BPF programs on cgroups (CONFIG_BPF_SYSCALL, CONFIG_CGROUP_BPF), which runc needs to control devices on cgroup v2' },
+  { said: /\/proc\/self\/setgroups`?: No such file or directory/, lacks: 'user namespaces (CONFIG_USER_NS): crun writes /proc/self/setgroups' },
+]
+
+/** The kernel feature a runtime's message says is missing, if it says so. */
+export function kernelLacks(message: string): string | undefined {
+  return KERNEL_LACKS.find((k) => k.said.test(message))?.lacks
+}
+
 function ociResources(spec: OciContainerSpec): Record<string, unknown> {
   return { ...(spec.memoryLimit !== undefined && { memory: { limit: spec.memoryLimit, swap: spec.memoryLimit } }), ...(spec.unified !== undefined && { unified: spec.unified }) }
 }
