@@ -11,6 +11,7 @@ import { UserError, errorMessage } from '../util/errors.js'
 import { availableParallelism } from 'node:os'
 import { newRunId, type RunConfig } from '../run/config.js'
 import { articleSpecs } from '../run/resolve.js'
+import { labSpecs } from '../run/images.js'
 import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
@@ -45,7 +46,8 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   count.release = guest.kernel.release
   const base = join(userReports('soak'), kernel)
   await rm(base, { recursive: true, force: true })
-  const specs = articleSpecs()
+  // The lab image's eight: the runtimes' specs run in an image of their own.
+  const specs = labSpecs(articleSpecs())
   // Enough rounds for the target after a failure or two; a kernel that keeps failing stops there.
   const maxRounds = Math.ceil(target / specs.length) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {

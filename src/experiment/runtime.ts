@@ -73,7 +73,6 @@ export class Container {
     readonly name: string,
     readonly cgroup: Cgroup,
     private readonly workload: Workload,
-    private readonly outputFile: string,
     /** The FIFO the workload reads before it allocates, as the machine sees it. */
     private readonly gate: string,
     readonly driver: OciContainer | LxcContainer,
@@ -110,7 +109,9 @@ export class Container {
   }
 
   private async waitOutput(pattern: string): Promise<void> {
-    await this.lab.os.waitText({ path: this.outputFile, pattern, since: 0, expected: `container ${this.name}'s output to say /${pattern}/` }, timeouts.startMs)
+    const expected = `container ${this.name}'s output to say /${pattern}/`
+    if (this.driver instanceof LxcContainer) await this.driver.waitOutput(pattern, expected, timeouts.startMs)
+    else await this.lab.os.waitText({ path: this.driver.outputFile, pattern, since: 0, expected }, timeouts.startMs)
   }
 
   private async enlist(): Promise<Member[]> {
@@ -168,6 +169,7 @@ export class Runtime {
   private readonly programs: Record<string, string> = {}
   private pods = 0
   private conmonCgroup: Cgroup | undefined
+  private lxcCgroup: Cgroup | undefined
   /** LXC's lock folders this experiment's lxcpath made: removed at teardown. */
   private lxcLocks: string[] | undefined
   private disposed = false
@@ -250,7 +252,7 @@ export class Runtime {
       if (lacks) this.lab.unsupported(`${runtime} cannot create a container on kernel ${this.lab.facts.release}: it lacks ${lacks}`)
       throw err
     })
-    const c = new Container(this.lab, name, await this.lab.adopt(cgroupName), o.workload, join(dir, 'output.log'), gate, driver)
+    const c = new Container(this.lab, name, await this.lab.adopt(cgroupName), o.workload, gate, driver)
     await driver.state('created')
     await driver.start()
     this.lab.step(`container ${name} started by ${runtime}`)
@@ -275,19 +277,27 @@ export class Runtime {
       if (opened.exitCode !== 0) throw new Error(`chmod 0711 ${join(this.lab.tree.cwd, '..')}: ${opened.stderr.trim()}`)
       this.lxcLocks = await absentDirs(this.os, lxcLockDirs(lxcpath))
     }
-    // The workload's output goes to a file its user may write (LXC's detached container has none).
-    const outputFile = join(this.lab.tree.cwd, `${name}.out`)
-    const ready = await this.os.exec({ argv: ['/bin/sh', '-c', ': >"$1" && chown "$2" "$1"', 'output', outputFile, `${this.lab.user.uid}:${this.lab.user.gid}`], timeoutMs: 10_000 })
-    if (ready.exitCode !== 0) throw new Error(`could not make ${outputFile}: ${ready.stderr.trim()}`)
     // The container sees the machine's own file system: its gate is where the machine has it.
     const gate = await this.makeGate(join(this.dir, `${name}.gate`))
-    const args = ['/bin/sh', '-c', 'exec >>"$1" 2>&1; shift; exec "$@"', 'output', outputFile, ...o.workload.args(gate)]
     const cgroupName = `${parent.name}/${name}`
-    const spec = { name, args, user: this.lab.user, cwd: this.lab.tree.cwd, cgroupDir: this.fromMount(join(parent.dir, name)), monitorDir: this.fromMount(join(this.lab.root.dir, `lxc.monitor.${name}`)), cgroup: o.cgroup }
+    const spec = {
+      name,
+      args: o.workload.args(gate),
+      user: this.lab.user,
+      cwd: this.lab.tree.cwd,
+      cgroupDir: this.fromMount(join(parent.dir, name)),
+      monitorDir: this.fromMount(join(this.lab.root.dir, `lxc.monitor.${name}`)),
+      monitorPivot: this.fromMount(this.lab.root.dir),
+      cgroup: o.cgroup,
+    }
+    // lxc-execute starts in a cgroup of the tree's own, as conmon does: its monitor then moves where its config says.
+    this.lxcCgroup ??= await this.lab.cgroup('lxc-execute')
     const driver = new LxcContainer(this.os, programs, lxcpath, spec, cgroupName)
     this.asked.push({ name, driver, cgroupDir: join(parent.dir, name) })
-    await driver.start()
-    const c = new Container(this.lab, name, await this.lab.adopt(cgroupName), o.workload, outputFile, gate, driver)
+    await driver.start(this.lxcCgroup.dir, this.lab.tree.cwd)
+    // lxc-execute makes the container's cgroup once it runs: by the time the workload speaks, it is there.
+    await driver.waitOutput(o.workload.ready, `container ${name}'s output to say /${o.workload.ready}/`, timeouts.startMs)
+    const c = new Container(this.lab, name, await this.lab.adopt(cgroupName), o.workload, gate, driver)
     this.lab.step(`container ${name} started by lxc-execute`)
     return c
   }

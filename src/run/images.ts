@@ -46,3 +46,8 @@ export function imageAddition(name: string, file = 'a spec'): ImageAddition {
 export function imagesOf(specs: readonly string[]): string[] {
   return [...new Set(specs.map(specImage).filter((x): x is string => x !== undefined))].sort()
 }
+
+/** The spec files among `specs` that run in the lab's own image: the article's and the five beyond it. */
+export function labSpecs(specs: readonly string[]): string[] {
+  return specs.filter((s) => specImage(s) === undefined)
+}

@@ -1,15 +1,16 @@
 /**
  * An LXC application container, as the article's readers make one: `lxc-execute` runs a command in new
  * namespaces with LXC's init as PID 1, the guest's (or host's) own root file system, and the cgroup
- * settings of its config (`lxc.cgroup2.memory.max`, `lxc.cgroup2.memory.oom.group`). It runs detached
- * (`-d`), in a folder of this experiment's own (`-P`), its cgroup where `lxc.cgroup.dir.container`
- * says (inside the experiment's tree). `lxc-info` gives LXC's view; LXC's log says how its init ended.
+ * settings of its config (`lxc.cgroup2.memory.max`, `lxc.cgroup2.memory.oom.group`). It runs in the
+ * foreground as the experiment's child, in a folder of the experiment's own (`-P`), its cgroup where
+ * `lxc.cgroup.dir.container` says (inside the experiment's tree). `lxc-info` gives LXC's view; LXC's
+ * log says how its init ended.
  */
 import { join } from 'node:path'
 import { OpBatch } from '../os/batch.js'
 import type { Os } from '../os/os.js'
 import type { Credentials } from '../proc/spawn.js'
-import { check, recordOf, type CommandRecord } from './programs.js'
+import { recordOf, type CommandRecord } from './programs.js'
 
 export interface LxcContainerSpec {
   name: string
@@ -22,6 +23,8 @@ export interface LxcContainerSpec {
   cgroupDir: string
   /** Where LXC's monitor process goes (lxc.cgroup.dir.monitor): inside the tree too, so teardown finds it. */
   monitorDir: string
+  /** Where the monitor goes when its container is gone (lxc.cgroup.dir.monitor.pivot: LXC makes lxc.pivot below it): the tree. */
+  monitorPivot: string
   /** lxc.cgroup2.<key> = value: memory.max, memory.oom.group, ... as the article's readers write them. */
   cgroup: Record<string, string>
 }
@@ -44,6 +47,8 @@ export function lxcConfig(spec: LxcContainerSpec): string {
     `lxc.init.cwd = ${spec.cwd}`,
     `lxc.cgroup.dir.container = ${spec.cgroupDir.replace(/^\//, '')}`,
     `lxc.cgroup.dir.monitor = ${spec.monitorDir.replace(/^\//, '')}`,
+    // Where the monitor moves before it removes its own cgroup (LXC makes lxc.pivot below it): by default the root.
+    `lxc.cgroup.dir.monitor.pivot = ${spec.monitorPivot.replace(/^\//, '')}`,
     ...Object.entries(spec.cgroup).map(([k, v]) => `lxc.cgroup2.${k} = ${v}`),
   ]
   return `${lines.join('\n')}\n`
@@ -91,11 +96,15 @@ export interface LxcView {
   commands: CommandRecord[]
   /** LXC's log, at INFO level. */
   log?: string
+  /** The container's output (lxc-execute's, in the foreground). */
+  output?: string
 }
 
 export class LxcContainer {
   readonly view: LxcView
   private removed = false
+  /** lxc-execute, in the foreground: LXC's monitor of the container, and the one whose output is the container's. */
+  private monitor: { id: string; pid: number; startTime: number } | undefined
 
   constructor(
     private readonly os: Os,
@@ -122,30 +131,48 @@ export class LxcContainer {
     return rec
   }
 
-  /** Writes its config and starts it detached; resolves once lxc-execute has started its command. */
-  async start(): Promise<void> {
+  /**
+   * Writes its config and runs lxc-execute in the foreground, as root, from the cgroup `from` (LXC then
+   * moves its monitor to lxc.cgroup.dir.monitor): the container's output is lxc-execute's, and its end is
+   * lxc-execute's exit. (Detached, `-d`, it does not come back on a 4.19 kernel.)
+   */
+  async start(from: string, cwd: string): Promise<void> {
     this.view.version = (await this.exec([this.programs.execute, '--version'], 10_000)).stdout?.trim() ?? '?'
     const conf = join(this.lxcpath, `${this.name}.conf`)
     const b = new OpBatch()
     const written = b.write(conf, this.view.config)
     await b.run(this.os)
     written.value()
-    check(await this.exec([this.programs.execute, '-d', '-n', this.name, '-P', this.lxcpath, '-f', conf, '-o', this.logFile, '-l', 'INFO', '--', ...this.spec.args], 60_000))
+    const argv = [this.programs.execute, '-n', this.name, '-P', this.lxcpath, '-f', conf, '-o', this.logFile, '-l', 'INFO', '--', ...this.spec.args]
+    const s = await this.os.spawn({ argv, cgroup: from, user: { uid: 0, gid: 0 }, cwd, stdin: 'ignore', timeoutMs: 20_000 })
+    this.monitor = { id: s.id, pid: s.pid, startTime: s.startTime }
+    this.view.commands.push({ argv, exitCode: null, ms: 0 })
   }
 
+  /** Waits for `pattern` (a RegExp source) in the container's output. */
+  async waitOutput(pattern: string, expected: string, timeoutMs: number): Promise<void> {
+    if (!this.monitor) throw new Error(`LXC container ${this.name} was not started`)
+    await this.os.waitOutput(this.monitor.id, pattern, 0, expected, timeoutMs)
+  }
+
+  /** lxc-info: LXC's view of the container, asked of its monitor; one that does not answer is said with LXC's last word. */
   async info(when: string): Promise<LxcInfo> {
-    const rec = await this.exec([this.programs.info, '-n', this.name, '-P', this.lxcpath], 10_000)
+    const rec = await this.exec([this.programs.info, '-n', this.name, '-P', this.lxcpath], 10_000).catch(async (err: Error) => {
+      const last = (await this.readLog().catch(() => '')).trim().split('\n').at(-1) ?? ''
+      throw new Error(`${err.message}: LXC's monitor of ${this.name} does not answer; its log ends: ${last.replace(/^\S+ \S+ \S+ +/, '')}`)
+    })
     const info = parseLxcInfo(`${rec.stdout ?? ''}\n${rec.stderr ?? ''}`, rec.exitCode)
     this.view.infos.push({ when, info })
     return info
   }
 
-  /** Waits until LXC has logged how the container's init ended; returns what it said. */
+  /** Waits until lxc-execute has seen the container's init end and exited; returns what LXC's log says of that end. */
   async waitStopped(timeoutMs: number): Promise<NonNullable<LxcView['ending']>> {
-    await this.os.waitText({ path: this.logFile, pattern: String.raw`Child <\d+> ended on`, since: 0, expected: `LXC's log to say how container ${this.name}'s init ended` }, timeoutMs)
+    if (this.monitor) await this.os.waitExit([{ ...this.monitor, label: `lxc-execute of container ${this.name}` }], timeoutMs)
     const ending = lxcEnding(await this.readLog())
+    if (!ending) throw new Error(`LXC's log of container ${this.name} does not say how its init ended (${this.logFile})`)
     this.view.ending = ending
-    return ending!
+    return ending
   }
 
   private async readLog(): Promise<string> {
@@ -155,15 +182,20 @@ export class LxcContainer {
     return log.valueOrUndefined() ?? ''
   }
 
-  /** Stops what is left (lxc-stop -k), removes LXC's lock folder of this lxcpath, and says what is left. */
-  async remove(_timeoutMs?: number): Promise<string[]> {
+  /** Stops what is left (lxc-stop -k), waits for lxc-execute to end, and says what is left. */
+  async remove(timeoutMs: number): Promise<string[]> {
     if (this.removed) return []
     this.removed = true
-    this.view.log = (await this.readLog().catch(() => '')).slice(-8000)
     const info = await this.info('at teardown').catch(() => ({}) as LxcInfo)
     if (info.state !== undefined) await this.exec([this.programs.stop, '-k', '-n', this.name, '-P', this.lxcpath]).catch(() => undefined)
-    const after = await this.info('after lxc-stop').catch(() => ({}) as LxcInfo)
-    return after.state !== undefined ? [`LXC container ${this.name} in ${this.lxcpath} (${after.state})`] : []
+    const ended = this.monitor ? await this.os.waitExit([{ ...this.monitor, label: `lxc-execute of container ${this.name}` }], timeoutMs).then(() => true, () => false) : true
+    this.view.log = (await this.readLog().catch(() => '')).slice(-8000)
+    if (this.monitor) this.view.output = (await this.os.output(this.monitor.id).catch(() => '')).slice(-8000)
+    const after = await this.info('after teardown').catch(() => ({}) as LxcInfo)
+    return [
+      ...(after.state !== undefined ? [`LXC container ${this.name} in ${this.lxcpath} (${after.state})`] : []),
+      ...(!ended ? [`lxc-execute of container ${this.name} (pid ${this.monitor!.pid})`] : []),
+    ]
   }
 }
 

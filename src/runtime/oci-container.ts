@@ -78,6 +78,11 @@ export class OciContainer {
     return this.spec.id
   }
 
+  /** The container's stdout and stderr, as conmon logs them (k8s-file: time, stream, tag, line). */
+  get outputFile(): string {
+    return join(this.dir, 'output.log')
+  }
+
   /** The container's PID 1 on the machine, as conmon learned it from the runtime. */
   pid = 0
 

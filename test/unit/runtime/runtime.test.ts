@@ -117,8 +117,8 @@ describe('what the fixture writes', () => {
     expect(kubeletUnified({ singleProcessOOMKill: true })).toBeUndefined()
   })
   it("an LXC config: the article's settings as lxc.cgroup2 keys, the container's cgroup where the tree has it", () => {
-    const text = lxcConfig({ name: 'test011', args: ['sh'], user: { uid: 1000, gid: 1000 }, cwd: '/w', cgroupDir: '/t/test01/test011', monitorDir: '/t/lxc.monitor.test011', cgroup: { 'memory.max': '192M', 'memory.oom.group': '1' } })
-    expect(text.split('\n')).toEqual(expect.arrayContaining(['lxc.cgroup.dir.container = t/test01/test011', 'lxc.cgroup2.memory.max = 192M', 'lxc.cgroup2.memory.oom.group = 1', 'lxc.init.uid = 1000']))
+    const text = lxcConfig({ name: 'test011', args: ['sh'], user: { uid: 1000, gid: 1000 }, cwd: '/w', cgroupDir: '/t/test01/test011', monitorDir: '/t/lxc.monitor.test011', monitorPivot: '/t', cgroup: { 'memory.max': '192M', 'memory.oom.group': '1' } })
+    expect(text.split('\n')).toEqual(expect.arrayContaining(['lxc.cgroup.dir.container = t/test01/test011', 'lxc.cgroup.dir.monitor.pivot = t', 'lxc.cgroup2.memory.max = 192M', 'lxc.cgroup2.memory.oom.group = 1', 'lxc.init.uid = 1000']))
   })
 })
 
