@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what oom-group-lab needs on a Debian or Ubuntu host: QEMU and the programs the guest is
 # built from (stress-ng, a static busybox, util-linux's setpriv, coreutils' nohup), Debian's
-# archive keyring for fetching kernels, then (in the repository) the npm packages. Safe to run again.
+# archive keyring and apt for fetching kernels and the container runtimes' packages (unpacked with
+# dpkg into the cache, not installed: installing lxc would enable its lxc-net service), then (in the
+# repository) the npm packages. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 stress-ng busybox-static util-linux coreutils cpio xz-utils zstd debian-archive-keyring apt ca-certificates)
+packages=(qemu-system-x86 stress-ng busybox-static util-linux coreutils cpio xz-utils zstd debian-archive-keyring apt dpkg ca-certificates)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

@@ -24,6 +24,7 @@ import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
 import { RUN_ENV, guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
 import { collectRuns, readTally } from '../run/report.js'
+import { imageAddition, imagesOf, specImage } from '../run/images.js'
 import { writeReport } from '../report/write.js'
 
 /** The CLI's messages, and the live line of long steps (kernel download, image, snapshot) on a terminal. */
@@ -129,19 +130,22 @@ export interface RunOutcome {
 }
 
 /** Each kernel's guest prepared (fetched, snapshotted), `jobs` at a time; a kernel that cannot be is named, the others go on. */
-async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ prepared: Record<string, PreparedGuest>; failures: Map<string, string> }> {
+async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ prepared: Record<string, PreparedGuest>; images: Record<string, Record<string, PreparedGuest>>; failures: Map<string, string> }> {
   const m = config.machine
   const prepared: Record<string, PreparedGuest> = {}
+  const images: Record<string, Record<string, PreparedGuest>> = {}
   const failures = new Map<string, string>()
-  if (m.kind !== 'guest') return { prepared, failures }
+  if (m.kind !== 'guest') return { prepared, images, failures }
   const many = config.kernels.length > 1
+  // The images the specs ask for besides the lab's (@oomlab-image): each kernel's guest of each.
+  const wanted = imagesOf(config.specs)
   await bounded(config.kernels, config.jobs, async (k) => {
     const tag = many ? `[${k.name}] ` : ''
     try {
-      prepared[k.name] = await prepareLabGuest(
-        guestChoiceOf(m, k),
-        { log: (line) => log(`${tag}${line}`), progress: (key, text, f) => progress(`${k.name} ${key}`, `${tag}${text}`, f), signal },
-      )
+      const o = { log: (line: string) => log(`${tag}${line}`), progress: (key: string, text: string, f?: number) => progress(`${k.name} ${key}`, `${tag}${text}`, f), signal }
+      const guest = await prepareLabGuest(guestChoiceOf(m, k), o)
+      for (const name of wanted) (images[k.name] ??= {})[name] = await prepareLabGuest({ ...guestChoiceOf(m, k), addition: imageAddition(name) }, o)
+      prepared[k.name] = guest
     } catch (err) {
       if (signal.aborted || (!many && err instanceof UserError)) throw err
       log(`${tag}FAILED: ${errorMessage(err)}`)
@@ -149,7 +153,7 @@ async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ 
     }
   })
   endProgress()
-  return { prepared, failures }
+  return { prepared, images, failures }
 }
 
 /**
@@ -172,13 +176,16 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
   let failure: string | undefined
   let exit: VitestExit | undefined
   if (config.machine.kind === 'guest') {
-    const p = o.prepared ? { prepared: o.prepared, failures } : await prepareGuests(config, signal)
+    const p = o.prepared ? { prepared: o.prepared, images: {}, failures } : await prepareGuests(config, signal)
     failures = p.failures
     config.prepared = p.prepared
+    config.preparedImages = p.images
     const names = Object.keys(p.prepared)
     if (names.length > 0) {
       const one = config.kernels.length === 1 ? p.prepared[names[0]!] : undefined
-      await using ahead = one ? await restoreGuestsAhead(one, config.specs.length || 1, config.jobs, { log, signal }) : undefined
+      // Only the specs of the lab's image claim its guests restored ahead.
+      const labSpecs = config.specs.length === 0 ? 1 : config.specs.filter((s) => specImage(s) === undefined).length
+      await using ahead = one && labSpecs > 0 ? await restoreGuestsAhead(one, labSpecs, config.jobs, { log, signal }) : undefined
       if (one && ahead) config.prepared = { [names[0]!]: { ...one, ahead: ahead.socketPath } }
       const path = writeRunConfig(config)
       exit = await runVitest('experiments*', vitestReporters(config), { ...(process.env as Record<string, string>), [RUN_ENV]: path }, signal, undefined, config.runTimeoutMs)

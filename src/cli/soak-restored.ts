@@ -11,6 +11,7 @@ import { UserError, errorMessage } from '../util/errors.js'
 import { availableParallelism } from 'node:os'
 import { newRunId, type RunConfig } from '../run/config.js'
 import { articleSpecs } from '../run/resolve.js'
+import { labSpecs } from '../run/images.js'
 import { projectRoot, packageRoot, userReports } from '../util/paths.js'
 import { existsSync } from 'node:fs'
 import { execa } from 'execa'
@@ -45,7 +46,8 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   count.release = guest.kernel.release
   const base = join(userReports('soak'), kernel)
   await rm(base, { recursive: true, force: true })
-  const specs = articleSpecs()
+  // The lab image's eight: the runtimes' specs run in an image of their own.
+  const specs = labSpecs(articleSpecs())
   // Enough rounds for the target after a failure or two; a kernel that keeps failing stops there.
   const maxRounds = Math.ceil(target / specs.length) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
@@ -178,7 +180,7 @@ export const FAULT_TESTS_RECIPE = 'scripts/fault-tests.json'
 /** Where the runner guest writes vitest's JSON results of the fault tests. */
 const FAULTS_RESULTS = '/tmp/oomlab-faults.json'
 
-async function readFaultTestsRecipe(): Promise<{ image: ImageAddition; run: string }> {
+async function readFaultTestsRecipe(): Promise<{ image: ImageAddition & { bundle: NonNullable<ImageAddition['bundle']> }; run: string }> {
   const path = join(projectRoot, FAULT_TESTS_RECIPE)
   if (!existsSync(path)) throw new UserError(`the native fault tests come with the repository (${FAULT_TESTS_RECIPE} and the tests it names), not with the npm package: run \`npm run soak\` in a clone`)
   let v: { image?: unknown; run?: unknown }
@@ -188,7 +190,9 @@ async function readFaultTestsRecipe(): Promise<{ image: ImageAddition; run: stri
     throw new UserError(`${path} is not valid JSON: ${errorMessage(err)}`)
   }
   if (typeof v.run !== 'string') throw new UserError(`${path}: run is missing or not a string`)
-  return { image: parseImageAddition(v.image, `${path} (image)`), run: v.run }
+  const image = parseImageAddition(v.image, `${path} (image)`)
+  if (!image.bundle) throw new UserError(`${path}: image.bundle is missing: the runner guest runs the tests it bundles`)
+  return { image: { ...image, bundle: image.bundle }, run: v.run }
 }
 
 /**

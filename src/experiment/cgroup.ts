@@ -39,6 +39,26 @@ export class Cgroup {
     return text.value()
   }
 
+  /** A control file's value now, as the kernel reads it (e.g. memory.oom.group). */
+  async setting(file: string): Promise<string> {
+    return (await this.read(file)).trim()
+  }
+
+  /**
+   * Writes a control file after the cgroup was set up (an operator's write into a runtime's cgroup), and
+   * records what the kernel then reads back among its settings.
+   */
+  async set(file: string, value: string): Promise<string> {
+    const b = new OpBatch()
+    const w = b.write(join(this.dir, file), value)
+    const back = b.read(join(this.dir, file))
+    await b.run(this.os)
+    w.value()
+    this.settings[file] = back.value().trim()
+    this.step(`${this.name}/${file} set to ${value}`)
+    return this.settings[file]
+  }
+
   async memoryEvents(): Promise<MemoryEvents> {
     return parseMemoryEvents(await this.memoryEventsText())
   }
@@ -148,4 +168,20 @@ export function parseSize(v: string): string | number {
   const m = v.match(/^(\d+)([KMGT]?)$/i)
   if (!m) return v
   return Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())
+}
+
+/**
+ * A cgroup something else made below the tree (a container runtime, from its config): what it set, read
+ * back (memory.max, memory.oom.group, memory.swap.max), and memory.events now, in one round trip.
+ */
+export async function readCgroup(os: Os, cg: Cgroup): Promise<void> {
+  const b = new OpBatch()
+  const files = ['memory.max', 'memory.oom.group', 'memory.swap.max'].map((f) => ({ f, read: b.read(join(cg.dir, f)) }))
+  const events = b.read(join(cg.dir, 'memory.events'))
+  await b.run(os)
+  for (const { f, read } of files) {
+    const v = read.valueOrUndefined()?.trim()
+    if (v !== undefined) cg.settings[f] = v
+  }
+  cg.eventsTextAtStart = events.value()
 }

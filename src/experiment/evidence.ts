@@ -71,7 +71,8 @@ export function buildEvidence(o: {
       fate: f.alive ? 'survived' : f.killRecord ? 'killed' : 'died',
       liveness: f.liveness,
       inCgroupAfter: f.inCgroup,
-      kernelRecord: f.killRecord ?? null,
+      kernelRecord: f.killRecord ?? f.exitingRecord ?? null,
+      ...(f.cause !== undefined && { cause: f.cause }),
     })),
     oomEvents: x.events.map((e) => ({
       ...(e.oomMemcg !== undefined && { oomMemcg: e.oomMemcg }),

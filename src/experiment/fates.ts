@@ -10,7 +10,7 @@ import type { ProcIdentity, ProcInfo } from '../os/os.js'
 
 export type { Liveness }
 
-export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'other'
+export type Role = 'shell' | 'nohup sleep' | 'stress-ng' | 'stress-ng vm stressor' | 'stress-ng vm worker' | 'container init' | 'server' | 'worker' | 'other'
 
 export interface Member extends ProcIdentity {
   role: Role
@@ -19,6 +19,8 @@ export interface Member extends ProcIdentity {
   comm: string
   uid?: number
   oomScoreAdj?: number
+  /** In a container's PID namespace: its init (PID 1 there), whose death ends every other process of it. */
+  namespaceInit?: { pid: number; comm: string }
 }
 
 export interface Fate {
@@ -29,6 +31,20 @@ export interface Fate {
   inCgroup: boolean
   /** The kernel's "Killed process" record for this PID, formatted as dmesg prints it. */
   killRecord?: string
+  /** The group kill found it already dying and skipped it ("is already exiting"): the kernel's record. */
+  exitingRecord?: string
+  /** Dead without a "Killed process" record of its own, and why: its PID namespace's init was killed. */
+  cause?: string
+}
+
+/**
+ * Why a process with no "Killed process" record of its own died: the OOM killer killed the init of its
+ * PID namespace, and the kernel kills every other process of a namespace whose init exits.
+ */
+export function deathCause(events: readonly OomEvent[], m: Member): string | undefined {
+  const init = m.namespaceInit
+  if (!init || isRecordOf(m, init) || !killRecordOf(events, init)) return undefined
+  return `its PID namespace ended: the OOM killer killed its init, pid ${init.pid} (${init.comm})`
 }
 
 /**
@@ -44,6 +60,31 @@ export function roleOf(p: { pid: number; ppid: number; comm: string }, known: { 
   if (known.stressorPid !== undefined && p.ppid === known.stressorPid) return 'stress-ng vm worker'
   if (known.shellPids.includes(p.ppid) || (known.stressNgPid !== undefined && p.pid === known.stressNgPid)) return 'stress-ng'
   return 'other'
+}
+
+/**
+ * The roles in a container started by a runtime, from what /proc says of its cgroup's processes: its
+ * PID 1 (`init`, as the runtime or LXC reports it); the server PID 1 runs (LXC's init runs it as a child;
+ * under runc and crun PID 1 is the server); the server's children, its workers; and stress-ng's own
+ * processes, told apart by their parents as in the article's shell.
+ */
+export function containerRoles(procs: readonly ProcInfo[], init: number): { roles: Map<number, Role>; stressorPid: number | undefined } {
+  const byPid = new Map(procs.map((p) => [p.pid, p]))
+  const stressor = procs.find((p) => p.comm === 'stress-ng-vm' && byPid.get(p.ppid)?.comm === 'stress-ng')
+  const server = procs.find((p) => p.ppid === init && p.comm === 'sh')?.pid ?? init
+  const roles = new Map<number, Role>()
+  for (const p of procs) {
+    const role: Role =
+      p.pid === init ? 'container init'
+      : p.pid === server ? 'server'
+      : p.comm === 'stress-ng' ? 'stress-ng'
+      : p.pid === stressor?.pid ? 'stress-ng vm stressor'
+      : stressor !== undefined && p.ppid === stressor.pid ? 'stress-ng vm worker'
+      : p.ppid === server ? 'worker'
+      : 'other'
+    roles.set(p.pid, role)
+  }
+  return { roles, stressorPid: stressor?.pid }
 }
 
 /**
@@ -109,6 +150,15 @@ export function oomEventsOf(records: readonly KmsgRecord[], tree: { name: string
 export function killRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string }): string | undefined {
   for (const e of events) {
     const k = e.killed.find((r) => isRecordOf(m, r))
+    if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
+  }
+  return undefined
+}
+
+/** The kernel's "OOM victim N (comm) is already exiting" record of a process, as dmesg prints it. */
+export function exitingRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string }): string | undefined {
+  for (const e of events) {
+    const k = e.exiting.find((r) => isRecordOf(m, r))
     if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
   }
   return undefined

@@ -1,12 +1,15 @@
 /**
- * The vitest fixtures: `machine`, the Os an experiment acts on (this host, or a pristine guest), and
- * `lab`, a fresh Lab on it. Both are always disposed of; the evidence is written with the test's verdict.
+ * The vitest fixtures: `machine`, the Os an experiment acts on (this host, or a pristine guest of the
+ * image its spec asks for), `lab`, a fresh Lab on it, and `runtime`, containers run by runc, crun or LXC
+ * beside the lab. Each is always disposed of; the evidence is written with the test's verdict.
  */
 import { test as base, expect, vi } from 'vitest'
 import { dirname } from 'node:path'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { Unsupported } from '../util/errors.js'
 import { Lab } from './lab.js'
+import { Runtime } from './runtime.js'
+import { specImage } from '../run/images.js'
 import { openMachine, machineProvided, nativeCgroupRoot, workerRun } from '../vitest/machine.js'
 import { timeouts } from './timeouts.js'
 import { reportPaths, scenarioIdOf } from '../report/paths.js'
@@ -54,10 +57,11 @@ async function unsupported(id: string, scenario: string, facts: OsFacts, reason:
 /** When each experiment asked for its machine: the end of the run's start-up, for the bench. */
 const askedAt = new WeakMap<Os, number>()
 
-export const experiment = base.extend<{ machine: Os; lab: Lab }>({
+export const experiment = base.extend<{ machine: Os; lab: Lab; runtime: Runtime }>({
   machine: async ({ task, signal }, use) => {
     const asked = Date.now()
-    const os = await openMachine({ label: task.name, signal })
+    const image = specImage(task.file.filepath)
+    const os = await openMachine({ label: task.name, signal, ...(image !== undefined && { image }) })
     askedAt.set(os, asked)
     try {
       await use(os)
@@ -92,6 +96,15 @@ export const experiment = base.extend<{ machine: Os; lab: Lab }>({
     }
     // A skipped test gets no onTestFinished: its evidence is written here.
     if (lab.unsupportedReason !== undefined) await writeEvidence(id, { ...(await evidence), verdict: { state: 'unsupported', errors: [lab.unsupportedReason] } })
+  },
+  // Torn down before the lab (it depends on it): it reads the lab's evidence, then removes its containers.
+  runtime: async ({ lab }, use) => {
+    const runtime = await Runtime.open(lab)
+    try {
+      await use(runtime)
+    } finally {
+      await runtime.dispose()
+    }
   },
 })
 

@@ -20,10 +20,10 @@ import { workloadUser } from '../proc/spawn.js'
 import { livenessFrom } from '../proc/procfs.js'
 import { Unsupported } from '../util/errors.js'
 import { timeouts } from './timeouts.js'
-import { newcomers, refreshMember, oomEventsOf, killRecordOf, membersFromRecords, isRecordOf, type Member, type Fate, type Role } from './fates.js'
+import { newcomers, refreshMember, oomEventsOf, killRecordOf, exitingRecordOf, deathCause, membersFromRecords, isRecordOf, type Member, type Fate, type Role } from './fates.js'
 import { buildEvidence, type Observed } from './evidence.js'
 import { CAPABILITIES, capabilityVerdict, type Capability } from '../kernel/capabilities.js'
-import { Cgroup, setUpCgroup, takeSettings, type CgroupSettings } from './cgroup.js'
+import { Cgroup, readCgroup, setUpCgroup, takeSettings, type CgroupSettings } from './cgroup.js'
 import { Shell } from './shell.js'
 import { Timeline, relateClocks, relateClocksClosely, killDetectionOf, type ClockRelation, type KillDetection } from './clock.js'
 import { allocationWatch, limitsNotReached } from './limits.js'
@@ -66,6 +66,8 @@ export class Lab implements AsyncDisposable {
   /** The machine's clock against ours. */
   private machineClock: ClockRelation | undefined
   private tracing = false
+  private readonly contributions: (() => Partial<Evidence>)[] = []
+  private captured: Promise<Evidence> | undefined
   /** Why the kernel cannot run this scenario, once it turned out so. */
   unsupportedReason: string | undefined
   /** What the kernel exposes, as probed in the cgroups made so far. */
@@ -86,7 +88,8 @@ export class Lab implements AsyncDisposable {
     this.clock.step(what)
   }
 
-  private unsupported(reason: string): never {
+  /** The kernel cannot run this scenario (it lacks what it needs): the test is skipped with the reason, neither a pass nor a failure. */
+  unsupported(reason: string): never {
     this.unsupportedReason = reason
     if (this.onUnsupported) this.onUnsupported(reason)
     throw new Unsupported(reason)
@@ -168,6 +171,38 @@ export class Lab implements AsyncDisposable {
     this.members.push(member)
     this.step(`${role} started`)
     return { member, id: s.id }
+  }
+
+  /**
+   * A cgroup below one of ours that something else made (a container runtime): watched and judged like
+   * the lab's own, its settings read back as the runtime wrote them.
+   */
+  async adopt(name: string): Promise<Cgroup> {
+    this.live()
+    const cg = new Cgroup(this.os, name, join(this.root.dir, name), join(this.root.kernelPath, name), (what) => this.step(what))
+    await readCgroup(this.os, cg)
+    this.cgroups.push(cg)
+    this.step(`cgroup ${name} adopted`)
+    return cg
+  }
+
+  /** Processes something else started (a container's), with their roles; stress-ng's vm stressor among them, if it is. */
+  enlist(members: readonly Member[], stressorPid?: number): void {
+    for (const m of members) if (!this.members.some((x) => x.pid === m.pid && x.startTime === m.startTime)) this.members.push(m)
+    if (stressorPid !== undefined) this.stressorPid = stressorPid
+  }
+
+  /** Evidence of a fixture beside the lab (a runtime's view of its containers), read with the lab's. */
+  contribute(part: () => Partial<Evidence>): void {
+    this.contributions.push(part)
+  }
+
+  /**
+   * Reads the evidence now, before a fixture that depends on the lab tears down what it reads (a runtime
+   * deleting its containers' cgroups); evidence() then returns this reading.
+   */
+  capture(): Promise<Evidence> {
+    return (this.captured ??= this.read({ state: 'pending' }))
   }
 
   /** The article's shell, placed in `cg` before it runs, as the unprivileged user. */
@@ -295,7 +330,8 @@ export class Lab implements AsyncDisposable {
   async waitForKillRecords(): Promise<void> {
     await this.settle()
     const s = await this.readProcs()
-    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m))
+    // A process of a container whose init the OOM killer took dies with its PID namespace, with no record of its own.
+    const missing = () => this.members.filter((m) => livenessFrom(m, s.proc.get(m.pid)) !== 'alive' && !killRecordOf(this.oomEvents(), m) && !deathCause(this.oomEvents(), m))
     await this.log
       .waitFor(() => (missing().length === 0 ? true : undefined), 'a "Killed process" record for every dead process', timeouts.recordMs)
       .catch(() => this.notes.push(`no kill record for: ${missing().map((m) => `${m.role} ${m.pid}`).join(', ')}`))
@@ -315,7 +351,9 @@ export class Lab implements AsyncDisposable {
     return this.members.map((member) => {
       const l = livenessFrom(member, s.proc.get(member.pid))
       const killRecord = killRecordOf(events, member)
-      return { member, liveness: l, alive: l === 'alive', inCgroup: s.procs.get(member.cgroup)?.some((p) => p.pid === member.pid) ?? false, ...(killRecord && { killRecord }) }
+      const exitingRecord = killRecord ? undefined : exitingRecordOf(events, member)
+      const cause = l === 'alive' || killRecord ? undefined : deathCause(events, member)
+      return { member, liveness: l, alive: l === 'alive', inCgroup: s.procs.get(member.cgroup)?.some((p) => p.pid === member.pid) ?? false, ...(killRecord && { killRecord }), ...(exitingRecord && { exitingRecord }), ...(cause && { cause }) }
     })
   }
 
@@ -374,14 +412,18 @@ export class Lab implements AsyncDisposable {
   }
 
   /** Everything a doubter needs: the tree, its settings, each process's fate and the kernel's records. */
-  async evidence(verdict: { state: string; errors?: string[] }): Promise<Evidence> {
+  evidence(verdict: { state: string; errors?: string[] }): Promise<Evidence> {
+    return this.captured ?? this.read(verdict)
+  }
+
+  private async read(verdict: { state: string; errors?: string[] }): Promise<Evidence> {
     this.step('evidence')
     const fates = await this.fatesNow(this.oomEvents()).catch(() => [] as Fate[])
     const b = new OpBatch()
     const after = this.cgroups.map((c) => b.read(join(c.dir, 'memory.events')))
     const ran = await b.run(this.os).then(() => true, () => false)
     const trace = this.tracing ? await this.os.readTrace().catch(() => '') : ''
-    return buildEvidence({
+    const evidence = buildEvidence({
       observed: this.observed(),
       verdict,
       fates,
@@ -390,6 +432,7 @@ export class Lab implements AsyncDisposable {
       killDetection: this.killDetection(trace),
       factsAfter: await this.os.facts().catch(() => undefined),
     })
+    return Object.assign(evidence, ...this.contributions.map((c) => c()))
   }
 
   /** Kills what is left, waits for the tree to be empty, removes it deepest first (a guest is thrown away instead). */

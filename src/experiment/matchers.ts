@@ -25,6 +25,17 @@ expect.extend({
           : `expected the OOM killer to kill ${who(f)}, but it is ${f.liveness}${f.killRecord ? '' : ' and the kernel log has no "Killed process" record for it'}`,
     }
   },
+  toHaveDied(f: Fate) {
+    const pass = !f.alive
+    const record = f.killRecord ?? f.exitingRecord
+    return {
+      pass,
+      message: () =>
+        pass
+          ? `expected ${who(f)} to be alive, but it is ${f.liveness}${record ? `; kernel: ${record}` : ''}`
+          : `expected ${who(f)} to be dead, but it is alive${f.inCgroup ? ' in its cgroup' : ''}`,
+    }
+  },
 })
 
 interface FateMatchers<R = unknown> {
@@ -32,6 +43,11 @@ interface FateMatchers<R = unknown> {
   toHaveSurvived(): R
   /** Dead (gone or zombie) and the kernel log has its "Killed process" record. */
   toHaveBeenKilledByTheOomKiller(): R
+  /**
+   * Dead (gone or zombie), whoever killed it: the OOM killer, or its PID namespace's end once the OOM killer
+   * took the namespace's init (the kernel then found it "already exiting"; its record is in the fate).
+   */
+  toHaveDied(): R
 }
 
 declare module 'vitest' {

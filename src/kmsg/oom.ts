@@ -8,6 +8,9 @@
  *   5.1+      "Memory cgroup out of memory: Killed process N (comm) total-vm:..." (reason prefix)
  *   5.4+      "... UID:U pgtables:..kB oom_score_adj:A" appended (70cb6d267790)
  *   all       "Tasks in /a are going to be killed due to memory.oom.group set"
+ *   4.19+     "Memory cgroup out of memory: OOM victim N (comm) is already exiting. Skip killing the task"
+ *             (a group member already dying when the group kill reached it: e.g. killed with its PID
+ *             namespace, whose init the group kill took first)
  * 4.19's lines are as a 4.19.304 printed them (test/fixtures/oom/4.19.304); the parser needs no version:
  * it reads whichever lines a kernel prints.
  */
@@ -51,7 +54,12 @@ export interface TaskInLine {
   taskMemcg: string
   oomMemcg: string
 }
-export type OomLine = InvokedLine | KilledLine | SacrificeLine | SummaryLine | GroupLine | TaskInLine
+export interface ExitingLine {
+  kind: 'exiting'
+  pid: number
+  comm: string
+}
+export type OomLine = InvokedLine | KilledLine | SacrificeLine | SummaryLine | GroupLine | TaskInLine | ExitingLine
 
 const INVOKED = /^(.*) invoked oom-killer: .*?oom_score_adj=(-?\d+)/
 const KILLED =
@@ -60,6 +68,7 @@ const SACRIFICE = /Kill process (\d+) \((.*)\) score (\d+) or sacrifice child/
 const SUMMARY = /^oom-kill:(.*)$/
 const GROUP = /^Tasks in (\S+) are going to be killed due to memory\.oom\.group set/
 const TASK_IN = /^Task in (\S+) killed as a result of limit of (\S+)/
+const EXITING = /OOM victim (\d+) \((.*)\) is already exiting\. Skip killing the task/
 
 /** Parses one kernel log message; undefined when it is not one of the OOM killer's lines. */
 export function parseOomLine(message: string): OomLine | undefined {
@@ -79,6 +88,7 @@ export function parseOomLine(message: string): OomLine | undefined {
   if ((m = message.match(SUMMARY))) return parseSummary(m[1]!)
   if ((m = message.match(TASK_IN))) return { kind: 'task-in', taskMemcg: m[1]!, oomMemcg: m[2]! }
   if ((m = message.match(INVOKED))) return { kind: 'invoked', comm: m[1]!, oomScoreAdj: Number(m[2]) }
+  if ((m = message.match(EXITING))) return { kind: 'exiting', pid: Number(m[1]), comm: m[2]! }
   return undefined
 }
 
@@ -111,6 +121,8 @@ export interface OomEvent {
   groupKill?: string
   /** Every "Killed process" record, in order (the victim appears again in a group kill). */
   killed: (KilledLine & { seq: number; usec: number })[]
+  /** Members the group kill found already dying ("is already exiting. Skip killing the task"). */
+  exiting: (ExitingLine & { seq: number; usec: number })[]
   /** The records this event consists of (OOM lines only, not the memory dump). */
   records: KmsgRecord[]
 }
@@ -134,7 +146,7 @@ export function groupOomEvents(records: readonly KmsgRecord[]): OomEvent[] {
       ((line.kind === 'summary' || line.kind === 'sacrifice') && cur.victim !== undefined) ||
       (line.kind === 'killed' && cur.killed.length > 0 && cur.groupKill === undefined)
     if (starts || !cur) {
-      cur = { killed: [], records: [] }
+      cur = { killed: [], exiting: [], records: [] }
       events.push(cur)
     }
     cur.records.push(rec)
@@ -157,6 +169,9 @@ export function groupOomEvents(records: readonly KmsgRecord[]): OomEvent[] {
       case 'killed':
         cur.victim ??= { pid: line.pid, comm: line.comm }
         cur.killed.push({ ...line, seq: rec.seq, usec: rec.usec })
+        break
+      case 'exiting':
+        cur.exiting.push({ ...line, seq: rec.seq, usec: rec.usec })
         break
       case 'invoked':
         break

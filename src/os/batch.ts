@@ -48,6 +48,10 @@ export class OpBatch {
   mkdir(path: string): Slot<undefined> {
     return this.add({ op: 'mkdir', path })
   }
+  /** Removes an empty folder; one already gone is success. */
+  rmdir(path: string): Slot<undefined> {
+    return this.add({ op: 'rmdir', path })
+  }
   /** What /proc says of a process; null once it is gone. */
   proc(pid: number): Slot<ProcInfo | null> {
     return this.add({ op: 'proc', pid })

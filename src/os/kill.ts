@@ -154,7 +154,22 @@ function reapStaleWorkdirs(ourNs: number | undefined, say: (line: string) => voi
     const st = lstatSync(join(tmp, f), { throwIfNoEntry: false })
     if (!st?.isDirectory() || st.uid !== 0) continue
     rmSync(join(tmp, f), { recursive: true, force: true })
+    removeBeside(join(tmp, f))
     say(`removed stale temp dir ${join(tmp, f)} left by an interrupted run`)
+  }
+}
+
+/**
+ * Folders other programs make named after a path in a run's temp dir: LXC's lock folder of an lxcpath
+ * there (/run/lxc/lock/<lxcpath>), which outlives a container. They go with the temp dir.
+ */
+const BESIDE_WORKDIR = ['/run/lxc/lock']
+
+function removeBeside(workdir: string): void {
+  for (const base of BESIDE_WORKDIR) {
+    const dir = join(base, workdir)
+    const st = lstatSync(dir, { throwIfNoEntry: false })
+    if (st?.isDirectory() && st.uid === 0) rmSync(dir, { recursive: true, force: true })
   }
 }
 
@@ -173,6 +188,7 @@ function teardownAllSync(): void {
   for (const [dir, workdir] of open) {
     killAndRemoveSync(dir)
     rmSync(workdir, { recursive: true, force: true })
+    removeBeside(workdir)
   }
   open.clear()
 }

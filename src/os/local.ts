@@ -13,11 +13,12 @@ import { PopulatedTrace } from '../kmsg/tracefs.js'
 import { waitAllocationEnd } from './allocation.js'
 import { readStat, readUid, readOomScoreAdj, liveness } from '../proc/procfs.js'
 import { startInCgroup, type Workload } from '../proc/spawn.js'
+import { execProgram, type ExecSpec, type ExecResult } from '../proc/exec.js'
 import { selfOwner, treeName } from '../proc/owner.js'
 import { KernelTimeoutError, UserError, Unsupported } from '../util/errors.js'
 import { killTree, killAndRemoveSync, reapStaleTrees, subtreeDirs, trackTree, untrackTree, installTeardownHandlers, WORKDIR_PREFIX } from './kill.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import { valueOf, type MachineStats, type Os, type OsFacts, type Op, type OpResult, type OpValue, type ProcInfo, type SpawnSpec, type Spawned, type Tree, type TreeOptions, type KeyedCondition, type ProcIdentity, type Marker, type AllocationWatch, type AllocationEnd } from './os.js'
+import { valueOf, type MachineStats, type Os, type OsFacts, type Op, type OpResult, type OpValue, type ProcInfo, type SpawnSpec, type Spawned, type Tree, type TreeOptions, type KeyedCondition, type TextCondition, type ProcIdentity, type Marker, type AllocationWatch, type AllocationEnd } from './os.js'
 
 /** Present only in an oomlab guest (see vm/image/recipes.ts): its kernel log is ours to write to. */
 export const GUEST_MARK = '/etc/oomlab-guest'
@@ -240,12 +241,34 @@ export class LocalOs implements Os {
     })
   }
 
+  exec(spec: ExecSpec): Promise<ExecResult> {
+    return execProgram(spec)
+  }
+
   async setOomScoreAdj(pid: number, adj: number): Promise<void> {
     runChecked({ op: 'write', path: `/proc/${pid}/oom_score_adj`, data: String(adj) })
   }
 
   waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd> {
     return waitAllocationEnd(w, timeoutMs)
+  }
+
+  async waitText(c: TextCondition, timeoutMs: number): Promise<{ groups: string[]; length: number }> {
+    const re = new RegExp(c.pattern)
+    let found: { groups: string[]; length: number } | undefined
+    await waitForFile(
+      c.path,
+      (text) => text,
+      (text) => {
+        const m = text.slice(c.since).match(re)
+        if (m) found = { groups: [...m], length: text.length }
+        return m !== null
+      },
+      c.expected,
+      (text) => JSON.stringify(text.slice(-200)),
+      { timeoutMs },
+    )
+    return found!
   }
 
   async waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }> {

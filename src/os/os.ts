@@ -15,8 +15,10 @@ import type { Marker } from '../kmsg/reader.js'
 export type { Marker }
 export type { ProcIdentity } from '../proc/procfs.js'
 export type { Credentials } from '../proc/spawn.js'
+export type { ExecSpec, ExecResult } from '../proc/exec.js'
 import type { ProcIdentity } from '../proc/procfs.js'
 import type { Credentials } from '../proc/spawn.js'
+import type { ExecSpec, ExecResult } from '../proc/exec.js'
 
 export interface Cgroup2Mount {
   mountPoint: string
@@ -122,6 +124,16 @@ export interface KeyedCondition {
   expected: string
 }
 
+/** A file whose text must come to match a pattern: a log a program appends to (a container's output). */
+export interface TextCondition {
+  path: string
+  /** A RegExp source, looked for after the first `since` characters. */
+  pattern: string
+  since: number
+  /** Names what is awaited, for the timeout's message. */
+  expected: string
+}
+
 /** What ends a workload's allocation: see Os.waitAllocationEnd. */
 export interface AllocationWatch {
   /** The process whose children allocate: stress-ng's vm stressor. */
@@ -196,6 +208,11 @@ export interface Os extends AsyncDisposable {
   output(id: string): Promise<string>
   /** Resolves when each process has exited (zombie or gone); fails naming those still running. */
   waitExit(procs: readonly (ProcIdentity & { label: string })[], timeoutMs: number): Promise<void>
+  /**
+   * Runs a program to its end as the machine's own user (root), its output returned or appended to a
+   * file: a container runtime's commands. A program that does not end in time is killed, and the call fails.
+   */
+  exec(spec: ExecSpec): Promise<ExecResult>
   /** Writes -1000 (or `adj`) to /proc/PID/oom_score_adj. */
   setOomScoreAdj(pid: number, adj: number): Promise<void>
 
@@ -204,6 +221,9 @@ export interface Os extends AsyncDisposable {
    * allocating child sleeps in nanosleep holding its memory (stress-ng's --vm-hang), or the allocator is gone.
    */
   waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd>
+
+  /** Waits until a file's text matches (inotify, as for keyed files); resolves with the match's groups and the text's length then. */
+  waitText(c: TextCondition, timeoutMs: number): Promise<{ groups: string[]; length: number }>
 
   /** Waits for a keyed file's condition; resolves with its values and the machine's clock (µs) when seen. */
   waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }>

@@ -6,7 +6,7 @@
 import type { BirpcReturn } from 'birpc'
 import { connect, type AgentFunctions, type Duplex, type HostFunctions } from './wire.js'
 import type { KmsgRecord } from '../kmsg/record.js'
-import type { MachineStats, Os, OsFacts, Op, OpResult, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, ProcIdentity, Marker, AllocationWatch, AllocationEnd } from './os.js'
+import type { MachineStats, Os, OsFacts, Op, OpResult, SpawnSpec, Spawned, Tree, TreeOptions, KeyedCondition, TextCondition, ProcIdentity, Marker, AllocationWatch, AllocationEnd, ExecSpec, ExecResult } from './os.js'
 
 /** A call without a deadline of its own must be answered within this; a wait gets its own timeout on top. */
 const ANSWER_MS = 30_000
@@ -183,12 +183,20 @@ export class RemoteOs implements Os {
     return this.call('waitExit', timeoutMs, () => this.rpc.waitExit(procs, timeoutMs))
   }
 
+  exec(spec: ExecSpec): Promise<ExecResult> {
+    return this.call(`exec ${spec.argv.join(' ')}`, spec.timeoutMs, () => this.rpc.exec(spec))
+  }
+
   setOomScoreAdj(pid: number, adj: number): Promise<void> {
     return this.call('setOomScoreAdj', 0, () => this.rpc.setOomScoreAdj(pid, adj))
   }
 
   waitAllocationEnd(w: AllocationWatch, timeoutMs: number): Promise<AllocationEnd> {
     return this.call('waitAllocationEnd', timeoutMs, () => this.rpc.waitAllocationEnd(w, timeoutMs))
+  }
+
+  waitText(c: TextCondition, timeoutMs: number): Promise<{ groups: string[]; length: number }> {
+    return this.call(`waitText (${c.expected})`, timeoutMs, () => this.rpc.waitText(c, timeoutMs))
   }
 
   waitKeyed(c: KeyedCondition, timeoutMs: number): Promise<{ values: Record<string, number>; atUs: number }> {

@@ -22,8 +22,10 @@ export function serveOs(os: LocalOs, stream: Duplex, o: { uptimeMs: () => number
     waitOutput: (id, pattern, since, expected, ms) => os.waitOutput(id, pattern, since, expected, ms),
     output: (id) => os.output(id),
     waitExit: (procs, ms) => os.waitExit(procs, ms),
+    exec: (s) => os.exec(s),
     setOomScoreAdj: (pid, adj) => os.setOomScoreAdj(pid, adj),
     waitKeyed: (c, ms) => os.waitKeyed(c, ms),
+    waitText: (c, ms) => os.waitText(c, ms),
     waitAllocationEnd: (w, ms) => os.waitAllocationEnd(w, ms),
     followKernelLog: () =>
       os.followKernelLog(

@@ -6,6 +6,11 @@ import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { KmsgRecord } from '../kmsg/record.js'
 import type { MachineStats } from '../os/os.js'
+import type { ContainerView } from '../runtime/oci-container.js'
+import type { LxcView } from '../runtime/lxc.js'
+
+/** A container's runtime and what it said of the container (its state, its exit, each command run). */
+export type ContainerEvidence = ContainerView | LxcView
 
 export interface ProcessEvidence {
   role: string
@@ -14,11 +19,13 @@ export interface ProcessEvidence {
   comm: string
   uid?: number
   oomScoreAdj?: number
-  /** "killed" only with the kernel's word for it; a death without a record is just "died". */
+  /** "killed" only with the kernel's word for it; a death without a "Killed process" record is just "died" (its record, if any, says the group kill found it already exiting). */
   fate: 'survived' | 'killed' | 'died'
   liveness: string
   inCgroupAfter: boolean
   kernelRecord: string | null
+  /** Why it died, when no "Killed process" record is its own (its PID namespace's init was killed). */
+  cause?: string
 }
 
 export interface CgroupEvidence {
@@ -68,6 +75,8 @@ export interface Evidence {
   /** What the article's shell printed: stress-ng's -v output. */
   shellOutput?: string
   notes: string[]
+  /** Containers a runtime ran in the experiment (runc, crun, LXC): the runtime's own view beside the kernel's. */
+  containers?: ContainerEvidence[]
   timeline?: { step: string; ms: number }[]
   killDetection?: { lastKillRecordUs: number; emptySeenUs: number; latencyMs: number; clockUncertaintyUs: number; kernelMs?: number; harnessMs?: number; machineMs?: number } | null
 }

@@ -3,6 +3,8 @@ import type { Evidence } from './evidence.js'
 
 /** "[   72.328979] Memory cgroup out of memory: Killed process 142 (stress-ng-vm) total-vm:..." -> the gist. */
 export function shortRecord(record: string): string {
+  const exiting = record.match(/^\[\s*([\d.]+)\]\s*(?:.*?: )?(OOM victim \d+ \([^)]*\) is already exiting)/)
+  if (exiting) return `[${exiting[1]}] ${exiting[2]}`
   const m = record.match(/^\[\s*([\d.]+)\]\s*(?:.*?: )?(Killed process \d+ \([^)]*\))(?:.*?(UID:\d+))?(?:.*?(oom_score_adj:-?\d+))?/)
   return m ? `[${m[1]}] ${[m[2], m[3], m[4]].filter(Boolean).join(' ')}` : record
 }
@@ -45,7 +47,7 @@ export function formatScenario(e: Evidence): string {
   const w = { cg: Math.max(6, ...e.processes.map((p) => p.cgroup.length)), role: Math.max(4, ...e.processes.map((p) => p.role.length)) }
   lines.push(`      ${pad('cgroup', w.cg)}  ${pad('role', w.role)}  ${pad('pid', 6)}  ${pad('adj', 5)}  ${pad('fate', 8)}  kernel record`)
   for (const p of e.processes)
-    lines.push(`      ${pad(p.cgroup, w.cg)}  ${pad(p.role, w.role)}  ${pad(String(p.pid), 6)}  ${pad(p.oomScoreAdj === undefined ? '?' : String(p.oomScoreAdj), 5)}  ${pad(p.fate, 8)}  ${p.kernelRecord ? shortRecord(p.kernelRecord) : '-'}`)
+    lines.push(`      ${pad(p.cgroup, w.cg)}  ${pad(p.role, w.role)}  ${pad(String(p.pid), 6)}  ${pad(p.oomScoreAdj === undefined ? '?' : String(p.oomScoreAdj), 5)}  ${pad(p.fate, 8)}  ${p.kernelRecord ? shortRecord(p.kernelRecord) : (p.cause ?? '-')}`)
   e.oomEvents.forEach((o, i) => {
     const victim = o.victim ? `${o.victim.pid} (${o.victim.comm}${(() => { const adj = o.killed.find((k) => k.pid === o.victim!.pid)?.oomScoreAdj; return adj === undefined ? '' : `, oom_score_adj ${adj}` })()})` : '?'
     lines.push(`      OOM ${i + 1}: limit hit in ${inTree(e.root, o.oomMemcg)}; victim ${victim} in ${inTree(e.root, o.taskMemcg)}; group kill: ${o.groupKill ? inTree(e.root, o.groupKill) : 'none'}`)

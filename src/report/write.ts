@@ -49,7 +49,7 @@ export function markdown(runs: readonly KernelRun[]): string {
       if (!e || e.processes.length === 0) continue
       out.push('| cgroup | role | PID | uid | oom_score_adj | fate | kernel record |', '|---|---|---|---|---|---|---|')
       for (const p of e.processes)
-        out.push(`| ${p.cgroup} | ${p.role} | ${p.pid} | ${p.uid ?? ''} | ${p.oomScoreAdj ?? ''} | ${p.fate} | ${p.kernelRecord ? `\`${shortRecord(p.kernelRecord)}\`` : ''} |`)
+        out.push(`| ${p.cgroup} | ${p.role} | ${p.pid} | ${p.uid ?? ''} | ${p.oomScoreAdj ?? ''} | ${p.fate} | ${p.kernelRecord ? `\`${shortRecord(p.kernelRecord)}\`` : (p.cause ?? '')} |`)
       out.push('', '<details><summary>kernel log</summary>', '', '```', ...e.kernelLog, '```', '', '</details>', '')
       for (const n of e.notes) out.push(`- note: ${n}`)
       if (e.notes.length) out.push('')

@@ -61,6 +61,8 @@ export interface RunConfig {
   runTimeoutMs?: number
   /** Filled in by the CLI once prepared: a guest per kernel name (with where its guests restored ahead are held). */
   prepared?: Record<string, PreparedGuest>
+  /** Guests of the other images the specs ask for (`@oomlab-image`), per kernel name, then image name. */
+  preparedImages?: Record<string, Record<string, PreparedGuest>>
 }
 
 /** A new run's id: UTC time to the second, then the process id. */

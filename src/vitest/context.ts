@@ -5,6 +5,7 @@
  */
 import { readRunConfig, RUN_ENV, type RunConfig } from '../run/config.js'
 import type { PreparedGuest } from '../vm/restore.js'
+import type { GuestChoice } from '../vm/prepare.js'
 
 /** What a worker needs of the run: where its evidence goes, and the machine to act on. */
 export interface WorkerRun {
@@ -14,7 +15,11 @@ export interface WorkerRun {
   evidenceKernel?: string
 }
 
-export type MachineChoice = { where: 'local'; cgroupRoot?: string } | { where: 'guest'; guest: PreparedGuest }
+/**
+ * A guest run's machine: the lab image's guest, the guests of other images a spec may ask for (prepared by
+ * the CLI; a worker prepares one that is missing from `choice`).
+ */
+export type MachineChoice = { where: 'local'; cgroupRoot?: string } | { where: 'guest'; guest: PreparedGuest; images?: Record<string, PreparedGuest>; choice: GuestChoice }
 
 declare module 'vitest' {
   export interface ProvidedContext {

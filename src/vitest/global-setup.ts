@@ -20,17 +20,16 @@ async function machineOf(run: RunConfig, project: string): Promise<MachineChoice
   }
   const kernel = kernelOfProject(run, project)
   if (!kernel) throw new Error(`no kernel of this run is named by the project ${project}`)
-  const prepared = run.prepared?.[kernel.name]
-  if (prepared) return { where: 'guest', guest: prepared }
   const m = run.machine
+  const choice = guestChoiceOf(m, kernel)
+  const prepared = run.prepared?.[kernel.name]
+  const images = run.preparedImages?.[kernel.name]
+  if (prepared) return { where: 'guest', guest: prepared, choice, ...(images && { images }) }
   // Plain vitest only: under oomlab the guest came prepared, and the image and snapshot code need not load.
   const { prepareLabGuest } = await import('../vm/prepare.js')
-  const guest = await prepareLabGuest(
-    guestChoiceOf(m, kernel),
-    { log: status.log, progress: status.progress },
-  )
+  const guest = await prepareLabGuest(choice, { log: status.log, progress: status.progress })
   status.end()
-  return { where: 'guest', guest }
+  return { where: 'guest', guest, choice }
 }
 
 export default async function setup(project: TestProject): Promise<void> {

@@ -10,11 +10,15 @@ import type { Os } from '../os/os.js'
 import { UserError } from '../util/errors.js'
 import type { MachineChoice, WorkerRun } from './context.js'
 import { guestChoiceOf } from '../run/config.js'
+import type { PreparedGuest } from '../vm/restore.js'
+import type { GuestChoice } from '../vm/prepare.js'
 
 export interface MachineRequest {
   /** The test's name, for messages. */
   label: string
   signal?: AbortSignal
+  /** The guest image its spec asks for (`@oomlab-image`); none: the lab's. */
+  image?: string
 }
 
 const say = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
@@ -37,9 +41,9 @@ async function resolveHere(): Promise<{ machine: MachineChoice; run: WorkerRun }
     const run = { id: resolved.id, report: resolved.report }
     const m = resolved.machine
     if (m.kind === 'native') return { run, machine: { where: 'local', ...(m.cgroupRoot !== undefined && { cgroupRoot: m.cgroupRoot }) } }
-    const k = resolved.kernels[0]!
-    const guest = await prepareLabGuest(guestChoiceOf(m, k), { log: say })
-    return { run, machine: { where: 'guest', guest } }
+    const choice = guestChoiceOf(m, resolved.kernels[0]!)
+    const guest = await prepareLabGuest(choice, { log: say })
+    return { run, machine: { where: 'guest', guest, choice } }
   } catch (err) {
     if (!(err instanceof UserError)) throw err
     const short = new Error(`oomlab: ${err.message}`)
@@ -62,7 +66,21 @@ export async function workerRun(): Promise<WorkerRun> {
 export async function openMachine(req: MachineRequest): Promise<Os> {
   const { machine } = await provided()
   if (machine.where === 'local') return new LocalOs()
-  return openGuestOs(machine.guest, { log: (line) => say(`${req.label}: ${line}`), ...(req.signal && { signal: req.signal }) })
+  const log = (line: string) => say(`${req.label}: ${line}`)
+  const guest = req.image === undefined ? machine.guest : (machine.images?.[req.image] ?? (await imageGuest(machine.choice, req.image, log)))
+  return openGuestOs(guest, { log, ...(req.signal && { signal: req.signal }) })
+}
+
+/** Guests of other images this worker prepared itself (plain vitest): once per image (its snapshot is made by one process, the others wait). */
+const imageGuests = new Map<string, Promise<PreparedGuest>>()
+
+function imageGuest(choice: GuestChoice, image: string, log: (line: string) => void): Promise<PreparedGuest> {
+  let p = imageGuests.get(image)
+  if (!p) {
+    p = Promise.all([import('../vm/prepare.js'), import('../run/images.js')]).then(([{ prepareLabGuest }, { imageAddition }]) => prepareLabGuest({ ...choice, addition: imageAddition(image) }, { log }))
+    imageGuests.set(image, p)
+  }
+  return p
 }
 
 /** Natively, the cgroup the run's trees go under (none: the cgroup2 mount's root). */

@@ -6,8 +6,8 @@ import { stat } from 'node:fs/promises'
 import { resolveKernel, DEFAULT_KERNEL } from '../kernel/resolve.js'
 import { kernelFromImage } from '../kernel/image.js'
 import { buildKernel } from '../kernel/build/build.js'
-import { buildInitramfs, imageWithModules, zstdImage, zstdInitrd } from './image/store.js'
-import { additionTree, labImage, type ImageAddition } from './image/recipes.js'
+import { imageWithModules, zstdImage, zstdInitrd } from './image/store.js'
+import { additionImage, labImage, type ImageAddition } from './image/recipes.js'
 import { chooseAccel } from './accel.js'
 import type { MachineSpec } from './vm.js'
 import { reapStaleVmDirs } from './owned-dirs.js'
@@ -40,7 +40,7 @@ export interface GuestChoice {
   addition?: ImageAddition
   /**
    * The agent's channel: 'auto' is virtio-serial where the kernel has it (Debian's kernels), else the
-   * second UART; 'serial' is the UART always, as for a guest with an addition.
+   * second UART; 'serial' is the UART always, as for a guest with an addition that bundles tests.
    */
   channel?: 'auto' | 'serial'
 }
@@ -66,8 +66,11 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     ? await kernelFromImage(choice.kernelImage)
     : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.progress && { progress: o.progress }), ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
   const t1 = performance.now()
-  const plainImage = choice.addition ? await buildInitramfs(cache, await additionTree(choice.addition), choice.addition.name, o.progress) : await labImage(cache, o.progress)
-  const channel = !choice.addition && channelWanted(choice) === 'auto' && (kernel.virtio === 'builtin' || kernel.virtio === 'modules') ? 'virtio' : 'serial'
+  const plainImage = choice.addition
+    ? await additionImage(choice.addition, { cache, log, ...(o.progress && { progress: o.progress }), ...(o.signal && { signal: o.signal }) })
+    : await labImage(cache, o.progress)
+  // A guest that runs a bundle of tests itself (the soak's runner) stays on the UART; the others take virtio where the kernel has it.
+  const channel = !choice.addition?.bundle && channelWanted(choice) === 'auto' && (kernel.virtio === 'builtin' || kernel.virtio === 'modules') ? 'virtio' : 'serial'
   const packed = zstdInitrd(kernel) ? await zstdImage(cache, plainImage) : plainImage
   const image = channel === 'virtio' && kernel.virtioModules ? await imageWithModules(cache, packed, kernel.virtioModules) : packed
   const defaults = choice.addition?.machine ?? LAB_DEFAULTS

@@ -70,7 +70,7 @@ describe('the packed package', () => {
         'dist/experiments/article.sh',
       ]),
     )
-    expect(packed.filter((p) => /^dist\/experiments\/\d\d-[\w-]+\.spec\.js$/.test(p))).toHaveLength(8)
+    expect(packed.filter((p) => /^dist\/experiments\/\d\d-[\w-]+\.spec\.js$/.test(p))).toHaveLength(13)
     expect(packed.filter((p) => /^(src|test|experiments|examples)\//.test(p))).toEqual([])
     expect(packed.filter((p) => /\.spec\.d\.ts$|\.tgz$/.test(p))).toEqual([])
   })

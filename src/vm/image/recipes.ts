@@ -3,7 +3,8 @@
  * the shell tools, node, stress-ng, setpriv and nohup with their shared libraries.
  *   - the lab guest: the agent alone (the host runs vitest and the specs);
  *   - the lab guest with an addition a caller hands over as data (ImageAddition: e.g. vitest, the
- *     package as npm installs it and tests bundled from a folder, for a CI runner with cgroup v2);
+ *     package as npm installs it and tests bundled from a folder, for a CI runner with cgroup v2; or
+ *     container runtimes from Debian's packages);
  *   - the bench's shell guest: the article's script run by /init, no node;
  *   - the accelerator probe: busybox alone.
  */
@@ -14,6 +15,7 @@ import { execa } from 'execa'
 import { ImageTree, sharedLibraries } from './tree.js'
 import { bundleAgent, bundleFolder, packagesWithDependencies } from './bundle.js'
 import { buildInitramfs, checkImage, type Initramfs } from './store.js'
+import { unpackedPackages, type UnpackContext } from './debian.js'
 import { projectRoot, packageRoot } from '../../util/paths.js'
 import type { Progress } from '../../util/progress.js'
 import { UserError } from '../../util/errors.js'
@@ -105,16 +107,26 @@ export async function labTree(): Promise<ImageTree> {
  * lock file) names the image built last time. Assembling the tree costs ~1 s (ldd, dpkg, bundling).
  */
 export async function labImage(cache: string, progress?: Progress): Promise<Initramfs> {
+  return knownImage(cache, 'lab', '', progress, async () => {
+    progress?.('image', 'guest image: bundling the agent, collecting its programs')
+    return labTree()
+  })
+}
+
+/**
+ * The image named `name` built last time from the same inputs (quickKey, plus `more`), else the tree
+ * `assemble` makes, built. A note in the cache maps the inputs' key to the image's path.
+ */
+async function knownImage(cache: string, name: string, more: string, progress: Progress | undefined, assemble: () => Promise<ImageTree>): Promise<Initramfs> {
   const t0 = performance.now()
-  const key = await quickKey()
-  const note = join(cache, 'initramfs', `lab-inputs-${key}`)
+  const key = createHash('sha256').update(await quickKey()).update(more).digest('hex').slice(0, 16)
+  const note = join(cache, 'initramfs', `${name}-inputs-${key}`)
   const known = await readFile(note, 'utf8').catch(() => undefined)
   if (known && (await checkImage(known.trim())) === undefined) {
     const path = known.trim()
-    return { path, hash: basename(path).replace(/^lab-|\.cpio$/g, ''), bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
+    return { path, hash: basename(path).replace(new RegExp(`^${name}-|\\.cpio$`, 'g'), ''), bytes: (await stat(path)).size, reused: true, ms: performance.now() - t0 }
   }
-  progress?.('image', 'guest image: bundling the agent, collecting its programs')
-  const image = await buildInitramfs(cache, await labTree(), 'lab', progress)
+  const image = await buildInitramfs(cache, await assemble(), name, progress)
   await writeFile(note, `${image.path}\n`)
   return { ...image, ms: performance.now() - t0 }
 }
@@ -133,28 +145,47 @@ async function quickKey(): Promise<string> {
 }
 
 /**
- * What a caller adds to the lab guest's image, as data (a JSON file of its own): the harness's image
- * builder never names the caller's files. Paths are relative to the project root.
+ * What a caller adds to the lab guest's image, as data (a JSON file of its own, or a constant): the
+ * harness's image builder never names the caller's files. Paths are relative to the project root.
  */
 export interface ImageAddition {
   /** The image's name in the cache. */
   name: string
   /** Every .ts file of `from` bundled into the guest's `${GUEST_BUNDLE}/${to}`; `external` packages stay imports. */
-  bundle: { from: string; to: string; external: string[] }
+  bundle?: { from: string; to: string; external: string[] }
   /** node_modules packages the guest carries under /oomlab/node_modules, with their dependencies. */
-  packages: string[]
+  packages?: string[]
   /** The package as npm installs it (package.json, bin/, dist/ from `npm run build`), under /oomlab/node_modules. */
-  installedPackage: boolean
+  installedPackage?: boolean
+  /** Programs from Debian's packages, unpacked into the cache (debian.ts), not taken from the host. */
+  debian?: DebianAddition
   /** The guest's memory and vCPUs, unless the run says otherwise. */
   machine: { memoryMiB: number; cpus: number }
 }
 
-/** The lab guest with an addition: node with all of glibc, the agent, the addition's bundle and packages. */
-export async function additionTree(a: ImageAddition): Promise<ImageTree> {
-  const t = await userland({ allOfGlibc: true })
+export interface DebianAddition {
+  suite: string
+  /** Fetched with the libraries they depend on. */
+  packages: string[]
+  /** Their programs the guest carries, by path, with the libraries ldd names. */
+  programs: string[]
+  /** Other files of theirs the guest carries (a program's helper). */
+  files: string[]
+  /** Empty folders the programs expect (their state and lock folders). */
+  dirs: string[]
+}
+
+/**
+ * The lab guest with an addition: the agent, the addition's bundle, node packages and Debian programs.
+ * Node packages' native addons load more of glibc than ldd lists: with packages, all of it.
+ */
+export async function additionTree(a: ImageAddition, o: UnpackContext): Promise<ImageTree> {
+  const packages = a.packages ?? []
+  const t = await userland({ allOfGlibc: packages.length > 0 })
   for (const [path, text] of await bundleAgent()) t.data(path, text)
-  for (const [path, text] of await bundleFolder(join(projectRoot, a.bundle.from), join(GUEST_BUNDLE, a.bundle.to), a.bundle.external)) t.data(path, text)
-  await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
+  await addArticleScript(t, GUEST_BASELINE)
+  if (a.bundle) for (const [path, text] of await bundleFolder(join(projectRoot, a.bundle.from), join(GUEST_BUNDLE, a.bundle.to), a.bundle.external)) t.data(path, text)
+  if (a.bundle || packages.length > 0 || a.installedPackage) await t.file(join(projectRoot, 'package.json'), join(GUEST_PROJECT, 'package.json'))
   const nodeModules = join(projectRoot, 'node_modules')
   if (a.installedPackage) {
     const installed = join(GUEST_PROJECT, 'node_modules', 'oom-group-lab')
@@ -162,8 +193,38 @@ export async function additionTree(a: ImageAddition): Promise<ImageTree> {
     await t.tree(join(packageRoot, 'bin'), join(installed, 'bin'))
     await t.tree(join(packageRoot, 'dist'), join(installed, 'dist'), (rel) => rel.endsWith('.d.ts'))
   }
-  for (const pkg of await packagesWithDependencies(nodeModules, a.packages)) await t.tree(join(nodeModules, pkg), join(GUEST_PROJECT, 'node_modules', pkg))
+  for (const pkg of await packagesWithDependencies(nodeModules, packages)) await t.tree(join(nodeModules, pkg), join(GUEST_PROJECT, 'node_modules', pkg))
+  if (a.debian) await addDebianPrograms(t, a.debian, o)
   return t
+}
+
+async function addDebianPrograms(t: ImageTree, d: DebianAddition, o: UnpackContext): Promise<void> {
+  const unpacked = await unpackedPackages({ suite: d.suite, packages: d.packages }, o)
+  const inRoot = (p: string) => join(unpacked.root, p)
+  for (const p of d.programs) await t.program(inRoot(p), p, unpacked.root)
+  for (const f of d.files) await t.file(inRoot(f), t.canonical(f))
+  for (const dir of d.dirs) t.dir(t.canonical(dir))
+  t.data('/etc/oomlab-debian-packages', `${unpacked.packages.join('\n')}\n`)
+}
+
+/**
+ * The image of an addition, found like the lab's (knownImage) when the addition and what it is made of
+ * are unchanged; a Debian addition's packages are looked up (in the cache, else on the mirror) first.
+ */
+export async function additionImage(a: ImageAddition, o: UnpackContext): Promise<Initramfs> {
+  const debs = a.debian ? (await unpackedPackages({ suite: a.debian.suite, packages: a.debian.packages }, o)).packages : []
+  const more = JSON.stringify({ a, debs, bundle: a.bundle ? await folderStamp(join(projectRoot, a.bundle.from)) : '' })
+  return knownImage(o.cache, a.name, more, o.progress, async () => {
+    o.progress?.('image', `guest image ${a.name}: collecting its programs`)
+    return additionTree(a, o)
+  })
+}
+
+/** Names, sizes and times of a folder's files: a bundle's sources. */
+async function folderStamp(dir: string): Promise<string> {
+  const files = (await readdir(dir, { recursive: true })).map(String).sort()
+  const stamps = await Promise.all(files.map(async (f) => `${f} ${(await stat(join(dir, f))).mtimeMs}`))
+  return stamps.join('\n')
 }
 
 /** An image addition from parsed JSON, checked field by field: a wrong one says which field of `where`. */
@@ -172,11 +233,20 @@ export function parseImageAddition(value: unknown, where: string): ImageAddition
   const strings = (x: unknown) => Array.isArray(x) && x.every((s) => typeof s === 'string')
   const bad = (field: string) => new UserError(`${where}: ${field} is missing or of the wrong type`)
   if (typeof v.name !== 'string' || !/^[a-z][a-z0-9-]*$/.test(v.name)) throw bad('name (lower-case letters, digits and dashes)')
-  if (typeof v.bundle?.from !== 'string' || typeof v.bundle.to !== 'string' || !strings(v.bundle.external)) throw bad('bundle {from, to, external}')
-  if (!strings(v.packages)) throw bad('packages')
-  if (typeof v.installedPackage !== 'boolean') throw bad('installedPackage')
+  if (v.bundle !== undefined && (typeof v.bundle?.from !== 'string' || typeof v.bundle.to !== 'string' || !strings(v.bundle.external))) throw bad('bundle {from, to, external}')
+  if (v.packages !== undefined && !strings(v.packages)) throw bad('packages')
+  if (v.installedPackage !== undefined && typeof v.installedPackage !== 'boolean') throw bad('installedPackage')
+  const d = v.debian
+  if (d !== undefined && (typeof d?.suite !== 'string' || !strings(d.packages) || !strings(d.programs) || !strings(d.files) || !strings(d.dirs))) throw bad('debian {suite, packages, programs, files, dirs}')
   if (!Number.isInteger(v.machine?.memoryMiB) || !Number.isInteger(v.machine?.cpus)) throw bad('machine {memoryMiB, cpus}')
-  return { name: v.name, bundle: { from: v.bundle.from, to: v.bundle.to, external: v.bundle.external }, packages: v.packages!, installedPackage: v.installedPackage, machine: { memoryMiB: v.machine!.memoryMiB, cpus: v.machine!.cpus } }
+  return {
+    name: v.name,
+    ...(v.bundle !== undefined && { bundle: { from: v.bundle.from, to: v.bundle.to, external: v.bundle.external } }),
+    ...(v.packages !== undefined && { packages: v.packages }),
+    ...(v.installedPackage !== undefined && { installedPackage: v.installedPackage }),
+    ...(d !== undefined && { debian: { suite: d.suite, packages: d.packages, programs: d.programs, files: d.files, dirs: d.dirs } }),
+    machine: { memoryMiB: v.machine!.memoryMiB, cpus: v.machine!.cpus },
+  }
 }
 
 /** How the shell guest's /init says how the script ended, on the console: `oomlab-shell exit=N`. */

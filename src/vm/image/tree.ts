@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto'
 import { join, dirname, resolve } from 'node:path'
 import { execa } from 'execa'
 import type { CpioEntry } from './cpio.js'
+import { UserError } from '../../util/errors.js'
 
 /** An initramfs being assembled: entries keyed by guest path, parents first. */
 export class ImageTree {
@@ -65,10 +66,32 @@ export class ImageTree {
     }
   }
 
-  /** Adds a program at `guestPath` and every shared library `ldd` names for it. */
-  async program(hostPath: string, guestPath: string): Promise<void> {
-    await this.file(realpathSync(hostPath), guestPath)
-    for (const lib of await sharedLibraries(hostPath)) await this.hostPath(lib)
+  /**
+   * Adds a program at `guestPath` and every shared library `ldd` names for it. With `root` (packages
+   * unpacked there, as if installed at /), the program and its libraries are looked for there first and
+   * go to their place below it; the rest (the C library) are the host's.
+   */
+  async program(hostPath: string, guestPath: string, root?: string): Promise<void> {
+    await this.file(realpathSync(hostPath), this.canonical(guestPath))
+    for (const lib of await sharedLibraries(hostPath, root)) {
+      if (root !== undefined && lib.startsWith(`${root}/`)) await this.file(realpathSync(lib), this.canonical(lib.slice(root.length)))
+      else await this.hostPath(lib)
+    }
+  }
+
+  /**
+   * A guest path with its folders' symlinks in this tree resolved (/lib/x/y is /usr/lib/x/y where /lib
+   * links to usr/lib): a file from an unpacked package goes where the guest's loader will look.
+   */
+  canonical(path: string): string {
+    const parts = path.split('/').filter(Boolean)
+    let cur = ''
+    for (let i = 0; i < parts.length - 1; i++) {
+      cur += `/${parts[i]}`
+      const e = this.entries.get(cur)
+      if (e?.type === 'symlink') return this.canonical(join(e.target.startsWith('/') ? e.target : join(dirname(cur), e.target), ...parts.slice(i + 1)))
+    }
+    return path
   }
 
   /** Adds a host folder's contents under `guestDir`, keeping symlinks as they are. */
@@ -110,12 +133,23 @@ export class ImageTree {
   }
 }
 
-/** Paths of the shared libraries a program loads, from `ldd`; none for a static program. */
-export async function sharedLibraries(program: string): Promise<string[]> {
-  const r = await execa('ldd', [program], { reject: false })
+/**
+ * Paths of the shared libraries a program loads, from `ldd`; none for a static program. With `root`,
+ * libraries unpacked there come first. A library ldd cannot find, or one too old for the program, is
+ * one line saying which.
+ */
+export async function sharedLibraries(program: string, root?: string): Promise<string[]> {
+  const env = root === undefined ? undefined : { LD_LIBRARY_PATH: LIBRARY_DIRS.map((d) => join(root, d)).join(':') }
+  const r = await execa('ldd', [program], { reject: false, ...(env && { env }) })
   if (r.exitCode !== 0) return [] // "not a dynamic executable"
+  const text = `${String(r.stdout)}\n${String(r.stderr)}`
+  const missing = text.split('\n').find((l) => /not found/.test(l))
+  if (missing) throw new UserError(`${program} cannot run with this host's libraries (ldd: ${missing.trim()}); the guest image needs them: a newer host (Debian 12, Ubuntu 24.04), or install what is missing`)
   return parseLdd(String(r.stdout))
 }
+
+/** Where Debian puts shared libraries on amd64. */
+const LIBRARY_DIRS = ['lib/x86_64-linux-gnu', 'usr/lib/x86_64-linux-gnu']
 
 export function parseLdd(text: string): string[] {
   const libs: string[] = []

@@ -4,6 +4,8 @@ export PATH=/usr/bin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+# The links udev makes on a system: runc and crun re-execute themselves from a memfd, which on 5.10 needs /dev/fd.
+ln -s /proc/self/fd /dev/fd && ln -s fd/0 /dev/stdin && ln -s fd/1 /dev/stdout && ln -s fd/2 /dev/stderr
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 # oomlab.cgroup2=OPTS on the kernel command line: mount options (e.g. memory_localevents), to try them.
 cg2opts=$(sed -n 's/.*oomlab\.cgroup2=\([^ ]*\).*/\1/p' /proc/cmdline)

@@ -1,0 +1,42 @@
+/**
+ * @oomlab-image runtimes
+ *
+ * The pod's limit instead of the container's: the pod cgroup has memory.max=192M and no memory.oom.group
+ * of its own (what a kubelet writes for a pod-level limit), each container the kubelet's
+ * memory.oom.group=1 and no limit. The worker's allocation hits the pod's limit: the OOM domain is the
+ * pod, and the kernel kills the highest cgroup with memory.oom.group=1 between the victim and the pod,
+ * the victim's container, whole; the sidecar, in the same OOM domain, lives (spec 13 in Kubernetes' layout).
+ */
+import { describe } from 'vitest'
+import { experiment, expect } from '../src/experiment/fixtures.js'
+import { FORKING_SERVER, IDLE_SERVER, OCI_RUNTIMES, kubeletUnified } from '../src/experiment/runtime.js'
+
+describe.each(OCI_RUNTIMES)('%s', (name) => {
+  experiment(`${name}: the pod's limit, memory.oom.group=1 on each container: the victim's container dies whole, the sidecar lives`, async ({ lab, runtime }) => {
+    const unified = kubeletUnified({ singleProcessOOMKill: false })
+    const pod = await runtime.pod({ 'memory.max': '192M', 'memory.oom.group': 0 })
+    const sidecar = await runtime.oci(name, pod, 'sidecar', { workload: IDLE_SERVER, unified })
+    await sidecar.waitForWorkload()
+    const app = await runtime.oci(name, pod, 'app', { workload: FORKING_SERVER, unified })
+    await app.waitForWorkload()
+    expect(app.cgroup.settings['memory.max']).toBe('max')
+    await app.runStressNg()
+
+    const oom = await lab.waitForGroupKill(app.cgroup)
+    await app.cgroup.waitUntilEmpty()
+    const status = await app.waitStopped()
+    await lab.waitForKillRecords()
+
+    const fates = await lab.fates()
+    const inApp = fates.filter((f) => f.member.cgroup === app.cgroup.name)
+    expect(inApp.length).toBeGreaterThanOrEqual(5)
+    for (const f of inApp) expect(f).toHaveDied()
+    expect(lab.fateOf(fates, app.init)).toHaveBeenKilledByTheOomKiller()
+    // The limit hit was the pod's; the group killed, the app's container: not the pod, not the sidecar.
+    expect(oom.oomMemcg).toBe(pod.kernelPath)
+    expect(oom.groupKill).toBe(app.cgroup.kernelPath)
+    expect(status).toBe(137)
+    for (const m of sidecar.members) expect(lab.fateOf(fates, m)).toHaveSurvived()
+    expect(await sidecar.state('after the kill')).toMatchObject({ status: 'running' })
+  })
+})
