@@ -5,7 +5,6 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { realpath, stat } from 'node:fs/promises'
-import { execa } from 'execa'
 import { machineArgs, type MachineSpec } from '../qemu/command.js'
 import { UserError } from '../../util/errors.js'
 import { which } from '../../util/which.js'
@@ -38,6 +37,7 @@ function hostCpuModel(): string {
 export async function qemuBuildId(qemu: string): Promise<string> {
   const path = qemu.includes('/') ? qemu : which(qemu)
   if (!path) throw new UserError(`${qemu} is not installed: apt-get install qemu-system-x86`)
+  const { execa } = await import('execa')
   const version = String((await execa(path, ['--version'])).stdout).split('\n')[0]
   const st = await stat(await realpath(path))
   return `${version} size=${st.size} mtime=${Math.round(st.mtimeMs)}`
