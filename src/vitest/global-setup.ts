@@ -13,11 +13,7 @@ import { currentRun, type MachineChoice } from './context.js'
 const status = new StatusLine(process.stderr)
 
 async function machineOf(run: RunConfig, project: string): Promise<MachineChoice> {
-  if (run.machine.kind === 'native') {
-    // In a delegated scope, `oomlab __in-scope` names the scope as the run's cgroup root.
-    const cgroupRoot = run.machine.cgroupRoot ?? (process.env.OOMLAB_CGROUP_PARENT || undefined)
-    return { where: 'local', ...(cgroupRoot !== undefined && { cgroupRoot }) }
-  }
+  if (run.machine.kind === 'native') return { where: 'local', ...(run.machine.cgroupRoot !== undefined && { cgroupRoot: run.machine.cgroupRoot }) }
   const kernel = kernelOfProject(run, project)
   if (!kernel) throw new Error(`no kernel of this run is named by the project ${project}`)
   const prepared = run.prepared?.[kernel.name]
