@@ -23,7 +23,7 @@ import { claimReportDir, defaultReportRoot, pointLatest, pruneRuns, runDirOf } f
 import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
 import { guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
-import { startVitestHere, type VitestExit } from '../vitest/start.js'
+import { loadVitest, startVitestHere, type VitestExit } from '../vitest/start.js'
 import { collectRuns, readTally } from '../run/report.js'
 import { writeReport } from '../report/write.js'
 
@@ -177,6 +177,7 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
   let failure: string | undefined
   let exit: VitestExit | undefined
   if (config.machine.kind === 'guest') {
+    void loadVitest()
     const p = o.prepared ? { prepared: o.prepared, failures } : await prepareGuests(config, signal)
     failures = p.failures
     config.prepared = p.prepared

@@ -30,11 +30,24 @@ export interface StartOptions {
   graceMs: number
 }
 
+let loading: Promise<typeof import('vitest/node')> | undefined
+
+/**
+ * vitest's Node API, loaded once. A run starts loading it before it prepares its guests: much of loading is
+ * reading files, and preparing is too.
+ */
+export function loadVitest(): Promise<typeof import('vitest/node')> {
+  loading ??= import('vitest/node')
+  // Said where it is used, not as an unhandled rejection of the early start.
+  loading.catch(() => undefined)
+  return loading
+}
+
 /** Runs the run's experiments in this process; resolves once vitest is closed and, if stopped, its forks are dead. */
 export async function startVitestHere(run: RunConfig, o: StartOptions): Promise<VitestExit> {
   const stopped = new AbortController()
   provideRun(run, stopped.signal)
-  const { createVitest } = await import('vitest/node')
+  const { createVitest } = await loadVitest()
   const exitCodeBefore = process.exitCode
   process.exitCode = undefined
   // vitest's logger ends the process 1 ms after SIGINT/SIGTERM: here the caller stops in order instead.
