@@ -24,6 +24,7 @@ import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
 import { guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
 import { loadVitest, startVitestHere, type VitestExit } from '../vitest/start.js'
+import OomlabReporter from '../vitest/reporter.js'
 import { collectRuns, readTally } from '../run/report.js'
 import { writeReport } from '../report/write.js'
 
@@ -48,7 +49,8 @@ export function runVitestHere(config: RunConfig, signal: AbortSignal): Promise<V
   const paths = reportPaths(config.report)
   return startVitestHere(config, {
     project: 'experiments*',
-    reporters: ['default', 'json', ownModule('src/vitest/reporter'), ownModule('src/vitest/junit'), ...GITHUB_REPORTER],
+    // Ours as an object from this bundle (vitest would load it through its module runner); the JUnit one extends vitest's own class, loaded with vitest.
+    reporters: ['default', 'json', new OomlabReporter(), ownModule('src/vitest/junit'), ...GITHUB_REPORTER],
     outputJson: paths.vitestJson,
     signal,
     ...(config.runTimeoutMs !== undefined && { timeoutMs: config.runTimeoutMs }),

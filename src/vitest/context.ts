@@ -3,7 +3,8 @@
  * is the one oomlab handed over when it runs vitest in its own process, else the one resolved here once from
  * the environment (plain `vitest`); workers get what they need from what their project provides (`inject`).
  */
-import type { RunConfig } from '../run/config.js'
+import { kernelOfProject, type RunConfig } from '../run/config.js'
+import { evidenceKernelOf } from '../run/report.js'
 import type { PreparedGuest } from '../vm/restore.js'
 
 /** What a worker needs of the run: where its evidence goes, and the machine to act on. */
@@ -21,6 +22,20 @@ declare module 'vitest' {
     oomlabMachine: MachineChoice
     oomlabRun: WorkerRun
   }
+}
+
+/**
+ * What an experiments project's workers are given of the run: where their evidence goes, and their machine,
+ * which is missing only for a guest not prepared yet (plain vitest's global setup prepares it).
+ */
+export function provisionsOf(run: RunConfig, project: string): { run: WorkerRun; machine?: MachineChoice } {
+  const kernel = kernelOfProject(run, project)
+  const evidenceKernel = evidenceKernelOf(run, kernel)
+  const given = { id: run.id, report: run.report, ...(evidenceKernel !== undefined && { evidenceKernel }) }
+  if (run.machine.kind === 'native') return { run: given, machine: { where: 'local', ...(run.machine.cgroupRoot !== undefined && { cgroupRoot: run.machine.cgroupRoot }) } }
+  if (!kernel) throw new Error(`no kernel of this run is named by the project ${project}`)
+  const prepared = run.prepared?.[kernel.name]
+  return { run: given, ...(prepared && { machine: { where: 'guest', guest: prepared } }) }
 }
 
 /** vitest loads its config, global setup and reporters as separate module graphs: the run is kept on the process, not in a module. */

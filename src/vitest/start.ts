@@ -5,12 +5,12 @@
  * would (src/proc/group.ts): each gets SIGTERM and tears its trees or guests down, and what is left after
  * the grace is killed and seen dead before the caller reaps.
  */
-import { Writable } from 'node:stream'
 import type { Reporter, Vitest } from 'vitest/node'
 import type { RunConfig } from '../run/config.js'
-import { ownModule, projectRoot } from '../util/paths.js'
+import { projectRoot } from '../util/paths.js'
 import { descendantsEnded, groupDescendants, signalAll } from '../proc/group.js'
-import { provideRun } from './context.js'
+import { isExperimentsProject } from '../report/paths.js'
+import { provideRun, provisionsOf } from './context.js'
 
 export interface VitestExit {
   exitCode: number
@@ -48,19 +48,27 @@ export async function startVitestHere(run: RunConfig, o: StartOptions): Promise<
   const stopped = new AbortController()
   provideRun(run, stopped.signal)
   const { createVitest } = await loadVitest()
+  // Evaluated here, not with every command: its timeouts read OOMLAB_TIMEOUT_SCALE, which the CLI checks first.
+  const { configOf } = await import('../../vitest.config.js')
   const exitCodeBefore = process.exitCode
   process.exitCode = undefined
   // vitest's logger ends the process 1 ms after SIGINT/SIGTERM: here the caller stops in order instead.
   const own = { SIGINT: new Set(process.listeners('SIGINT')), SIGTERM: new Set(process.listeners('SIGTERM')) }
-  const creating = createVitest('test', {
-    config: ownModule('vitest.config'),
-    root: projectRoot,
-    project: [o.project],
-    reporters: o.reporters as string[],
-    ...(o.outputJson !== undefined && { outputFile: { json: o.outputJson } }),
-    run: true,
-    watch: false,
-  }, undefined, { stdout: gated(process.stdout, stopped.signal), stderr: gated(process.stderr, stopped.signal) })
+  // The run's configuration as vitest.config.ts makes it, given as an object: no config file to bundle and load.
+  const creating = createVitest(
+    'test',
+    {
+      config: false,
+      root: projectRoot,
+      project: [o.project],
+      reporters: o.reporters as string[],
+      ...(o.outputJson !== undefined && { outputFile: { json: o.outputJson } }),
+      run: true,
+      watch: false,
+    },
+    configOf(run),
+    { stdout: gated(process.stdout, stopped.signal), stderr: gated(process.stderr, stopped.signal) },
+  )
   for (const sig of ['SIGINT', 'SIGTERM'] as const) for (const l of process.listeners(sig)) if (!own[sig].has(l)) process.off(sig, l as () => void)
   const vitest = await creating
   let timedOut = false
@@ -78,6 +86,14 @@ export async function startVitestHere(run: RunConfig, o: StartOptions): Promise<
   o.signal.addEventListener('abort', onAbort, { once: true })
   const timer = o.timeoutMs !== undefined ? setTimeout(() => ((timedOut = true), stop()), o.timeoutMs) : undefined
   try {
+    // Each project's workers are handed their machine and evidence folder here (plain vitest's global setup does it there).
+    for (const p of vitest.projects) {
+      if (!isExperimentsProject(p.name)) continue
+      const given = provisionsOf(run, p.name)
+      if (!given.machine) throw new Error(`the run's guest for ${p.name} was not prepared`)
+      p.provide('oomlabRun', given.run)
+      p.provide('oomlabMachine', given.machine)
+    }
     if (!o.signal.aborted) {
       const run = vitest.start().then(
         () => undefined,
@@ -133,18 +149,26 @@ async function stopForks(vitest: Vitest, graceMs: number): Promise<void> {
 /**
  * vitest's output (its reporters', its forks'), passed on until the run is stopped. What vitest says after
  * that is of the forks it lost to the interrupt ("Worker exited unexpectedly"), not of the run: a vitest of
- * its own process died with them and said nothing. The write is taken before vitest's live summary wraps
- * the stream's own.
+ * its own process died with them and said nothing. The stream itself otherwise (its terminal, its width);
+ * its write taken before vitest's live summary wraps the stream's own.
  */
 function gated(to: NodeJS.WriteStream, stopped: AbortSignal): NodeJS.WriteStream {
-  const write = to.write.bind(to)
-  const w = new Writable({
-    write(chunk: Buffer | string, encoding: BufferEncoding, done: (err?: Error | null) => void) {
-      if (!stopped.aborted) write(chunk, encoding)
-      done()
+  const write = to.write.bind(to) as (...args: unknown[]) => boolean
+  const gatedWrite = (...args: unknown[]) => {
+    if (!stopped.aborted) return write(...args)
+    const done = args.find((a) => typeof a === 'function') as (() => void) | undefined
+    done?.()
+    return true
+  }
+  const proxy: NodeJS.WriteStream = new Proxy(to, {
+    get: (target, key) => {
+      if (key === 'write') return gatedWrite
+      // A fork's output is piped in, and a pipe ends its destination when the fork ends: stream.pipe spares
+      // process.stdout and process.stderr themselves, not a stand-in.
+      if (key === 'end') return () => proxy
+      const v = Reflect.get(target, key, target) as unknown
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
     },
   })
-  Object.defineProperty(w, 'isTTY', { value: to.isTTY })
-  Object.defineProperty(w, 'columns', { get: () => to.columns })
-  return w as unknown as NodeJS.WriteStream
+  return proxy
 }
