@@ -95,14 +95,14 @@ export async function startVitestHere(run: RunConfig, o: StartOptions): Promise<
       p.provide('oomlabMachine', given.machine)
     }
     if (!o.signal.aborted) {
-      const run = vitest.start().then(
+      const running = vitest.start().then(
         () => undefined,
         (err: unknown) => {
           if (!stopping) throw err
         },
       )
       // Stopped: once its forks are dead, what vitest still does with this run is not waited for.
-      await Promise.race([run, stoppedAll])
+      await Promise.race([running, stoppedAll])
     }
     await stopping
   } finally {
