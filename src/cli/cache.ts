@@ -36,7 +36,7 @@ export async function cache(argv: string[]): Promise<number> {
   const dir = cacheDir()
   const limit = cacheLimit()
   const qemu = which('qemu-system-x86_64')
-  const qemuId = qemu ? await qemuBuildId(qemu) : undefined
+  const qemuId = qemu ? await qemuBuildId(qemu, dir) : undefined
   const now = Date.now()
   if (sub === 'prune') {
     const gone = await pruneCache(dir, { ...(qemuId && { qemuId }) })

@@ -169,3 +169,5 @@ try {
     process.exitCode = 1
   }
 }
+// Interrupted and said so: nothing of the run is left to wait for (a stopped vitest may still hold handles).
+if (interrupted) process.exit()

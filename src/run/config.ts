@@ -1,15 +1,13 @@
 /**
  * The run's configuration: resolved once (by the CLI from its flags, or from the environment under plain
- * `vitest`), then handed on in one form, a JSON file named by OOMLAB_RUN, to vitest's config, its global
- * setup, the workers and the reporters. Nothing here imports vitest.
+ * `vitest`), then handed on in one form: to vitest in the CLI's own process (src/vitest/start.ts), written
+ * beside the report as run.json (the record of what ran, and what a delegated scope's process is started
+ * with). Nothing here imports vitest.
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import type { PreparedGuest } from '../vm/restore.js'
 import type { GuestChoice } from '../vm/prepare.js'
-
-/** The environment variable that names the run's configuration file: set by oomlab for vitest, never by a user. */
-export const RUN_ENV = 'OOMLAB_RUN'
 
 /** Natively: under a delegated cgroup named by the user, or a systemd scope the CLI starts for the run. */
 export type Machine = { kind: 'native'; cgroupRoot?: string; scope?: string } | GuestMachine
@@ -93,7 +91,7 @@ export function readRunConfig(path: string): RunConfig {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as RunConfig
   } catch (err) {
-    throw new Error(`${RUN_ENV}=${path}: cannot read the run's configuration: ${(err as Error).message}`)
+    throw new Error(`cannot read the run's configuration ${path}: ${(err as Error).message}`)
   }
 }
 

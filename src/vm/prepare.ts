@@ -91,7 +91,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     channel,
   }
   const kst = await stat(kernel.path)
-  const ids: SnapshotIds = { kernelId: `${kernel.release} ${kernel.versionString} ${kst.size} ${kst.mtimeMs}`, initrdId: image.hash, qemuId: await qemuBuildId(qemu) }
+  const ids: SnapshotIds = { kernelId: `${kernel.release} ${kernel.versionString} ${kst.size} ${kst.mtimeMs}`, initrdId: image.hash, qemuId: await qemuBuildId(qemu, cache) }
   const snapshot = await ensureSnapshot(spec, {
     cacheDir: cache,
     ids,
