@@ -35,8 +35,8 @@ describe.each(OCI_RUNTIMES)('%s', (name) => {
     expect(inApp.length).toBeGreaterThanOrEqual(5)
     for (const f of inApp) expect(f).toHaveDied()
     expect(lab.fateOf(fates, app.init)).toHaveBeenKilledByTheOomKiller()
-    expect(oom.oomMemcg).toBe(app.cgroup.kernelPath)
-    expect(oom.groupKill).toBe(app.cgroup.kernelPath)
+    expect(oom.oomMemcg, `the cgroup whose limit was hit: ${oom.oomMemcg}`).toBe(app.cgroup.kernelPath)
+    expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(app.cgroup.kernelPath)
     // The runtime's view: stopped; conmon's: killed by SIGKILL (128 + 9), as a kubelet reports exit code 137.
     expect(status).toBe(137)
     expect(await app.state('after the kill')).toMatchObject({ status: 'stopped' })

@@ -32,11 +32,11 @@ describe.each(OCI_RUNTIMES)('%s', (name) => {
     expect(inApp.length).toBeGreaterThanOrEqual(5)
     for (const f of inApp) expect(f).toHaveDied()
     expect(lab.fateOf(fates, app.init)).toHaveBeenKilledByTheOomKiller()
-    // The limit hit was the pod's; the group killed, the app's container: not the pod, not the sidecar.
-    expect(oom.oomMemcg).toBe(pod.kernelPath)
-    expect(oom.groupKill).toBe(app.cgroup.kernelPath)
-    expect(status).toBe(137)
+    // The sidecar, in the same OOM domain, lives: the group killed is the app's container, not the pod.
     for (const m of sidecar.members) expect(lab.fateOf(fates, m)).toHaveSurvived()
+    expect(oom.oomMemcg, `the cgroup whose limit was hit: ${oom.oomMemcg}`).toBe(pod.kernelPath)
+    expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(app.cgroup.kernelPath)
+    expect(status).toBe(137)
     expect(await sidecar.state('after the kill')).toMatchObject({ status: 'running' })
   })
 })

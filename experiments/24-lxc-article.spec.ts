@@ -53,7 +53,7 @@ experiment('LXC, lxc.cgroup2.memory.oom.group = 1 on the container: every task i
   expect(inside.length).toBeGreaterThanOrEqual(6)
   for (const f of inside) expect(f).toHaveDied()
   expect(lab.fateOf(fates, c.init)).toHaveBeenKilledByTheOomKiller()
-  expect(oom.groupKill).toBe(c.cgroup.kernelPath)
+  expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(c.cgroup.kernelPath)
   // LXC's log: "Child <init> ended on signal Killed(9)"; lxc-info no longer knows the container.
   expect(status).toBe(137)
   expect(await c.state('after the kill')).toMatchObject({ error: expect.stringMatching(/doesn't exist/) })
@@ -77,6 +77,6 @@ experiment('LXC, limit and memory.oom.group=1 on the parent test01 of two contai
   for (const f of inside) expect(f).toHaveDied()
   expect(lab.fateOf(fates, c.init)).toHaveBeenKilledByTheOomKiller()
   expect(lab.fateOf(fates, idle.init)).toHaveBeenKilledByTheOomKiller()
-  expect(oom.oomMemcg).toBe(test01.kernelPath)
-  expect(oom.groupKill).toBe(test01.kernelPath)
+  expect(oom.oomMemcg, `the cgroup whose limit was hit: ${oom.oomMemcg}`).toBe(test01.kernelPath)
+  expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(test01.kernelPath)
 })
