@@ -11,6 +11,7 @@
 import { describe } from 'vitest'
 import { experiment, expect } from '../src/experiment/fixtures.js'
 import { FORKING_SERVER, IDLE_SERVER, OCI_RUNTIMES, kubeletUnified } from '../src/experiment/runtime.js'
+import { expectKilledWhole } from './containers.js'
 
 describe.each(OCI_RUNTIMES)('%s', (name) => {
   experiment(`${name}: Kubernetes 1.28+ (memory.oom.group=1 from the kubelet): one worker outgrows the limit, the whole container dies, the sidecar lives`, async ({ lab, runtime }) => {
@@ -23,20 +24,10 @@ describe.each(OCI_RUNTIMES)('%s', (name) => {
     expect(app.cgroup.settings['memory.oom.group']).toBe('1')
     await app.runStressNg()
 
-    const oom = await lab.waitForGroupKill(app.cgroup)
-    await app.cgroup.waitUntilEmpty()
-    const status = await app.waitStopped()
-    await lab.waitForKillRecords()
-
-    const fates = await lab.fates()
-    // Every process of the container is dead: PID 1 by the OOM killer's own hand; the others by it, or
-    // with their PID namespace, whose init it took first.
-    const inApp = fates.filter((f) => f.member.cgroup === app.cgroup.name)
-    expect(inApp.length).toBeGreaterThanOrEqual(5)
-    for (const f of inApp) expect(f).toHaveDied()
-    expect(lab.fateOf(fates, app.init)).toHaveBeenKilledByTheOomKiller()
-    expect(oom.oomMemcg).toBe(app.cgroup.kernelPath)
-    expect(oom.groupKill).toBe(app.cgroup.kernelPath)
+    // Every process of the container dies, its PID 1 by the OOM killer's own hand.
+    const { oom, status, fates } = await expectKilledWhole(lab, app)
+    expect(oom.oomMemcg, `the cgroup whose limit was hit: ${oom.oomMemcg}`).toBe(app.cgroup.kernelPath)
+    expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(app.cgroup.kernelPath)
     // The runtime's view: stopped; conmon's: killed by SIGKILL (128 + 9), as a kubelet reports exit code 137.
     expect(status).toBe(137)
     expect(await app.state('after the kill')).toMatchObject({ status: 'stopped' })

@@ -10,6 +10,7 @@
 import { describe } from 'vitest'
 import { experiment, expect } from '../src/experiment/fixtures.js'
 import { FORKING_SERVER, IDLE_SERVER, OCI_RUNTIMES, kubeletUnified } from '../src/experiment/runtime.js'
+import { expectKilledWhole } from './containers.js'
 
 describe.each(OCI_RUNTIMES)('%s', (name) => {
   experiment(`${name}: the pod's limit, memory.oom.group=1 on each container: the victim's container dies whole, the sidecar lives`, async ({ lab, runtime }) => {
@@ -22,21 +23,12 @@ describe.each(OCI_RUNTIMES)('%s', (name) => {
     expect(app.cgroup.settings['memory.max']).toBe('max')
     await app.runStressNg()
 
-    const oom = await lab.waitForGroupKill(app.cgroup)
-    await app.cgroup.waitUntilEmpty()
-    const status = await app.waitStopped()
-    await lab.waitForKillRecords()
-
-    const fates = await lab.fates()
-    const inApp = fates.filter((f) => f.member.cgroup === app.cgroup.name)
-    expect(inApp.length).toBeGreaterThanOrEqual(5)
-    for (const f of inApp) expect(f).toHaveDied()
-    expect(lab.fateOf(fates, app.init)).toHaveBeenKilledByTheOomKiller()
-    // The limit hit was the pod's; the group killed, the app's container: not the pod, not the sidecar.
-    expect(oom.oomMemcg).toBe(pod.kernelPath)
-    expect(oom.groupKill).toBe(app.cgroup.kernelPath)
-    expect(status).toBe(137)
+    const { oom, status, fates } = await expectKilledWhole(lab, app)
+    // The sidecar, in the same OOM domain, lives: the group killed is the app's container, not the pod.
     for (const m of sidecar.members) expect(lab.fateOf(fates, m)).toHaveSurvived()
+    expect(oom.oomMemcg, `the cgroup whose limit was hit: ${oom.oomMemcg}`).toBe(pod.kernelPath)
+    expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(app.cgroup.kernelPath)
+    expect(status).toBe(137)
     expect(await sidecar.state('after the kill')).toMatchObject({ status: 'running' })
   })
 })

@@ -10,25 +10,8 @@
  */
 import { describe } from 'vitest'
 import { experiment, expect } from '../src/experiment/fixtures.js'
-import { FORKING_SERVER, OCI_RUNTIMES, kubeletUnified, type Container } from '../src/experiment/runtime.js'
-import type { Lab } from '../src/experiment/lab.js'
-
-/** Only a stress-ng worker dies, once or more (stress-ng restarts it); PID 1 and the other processes live. */
-async function expectSingleProcessKills(lab: Lab, app: Container): Promise<void> {
-  await app.cgroup.waitForMemoryEvent('oom_kill', { atLeast: 1 })
-  await lab.waitForOomEvent((e) => e.killed.length > 0, `a "Killed process" record for ${app.cgroup.name}`)
-  await lab.waitForKillRecords()
-  const events = lab.oomEvents().filter((e) => e.killed.length > 0)
-  const fates = await lab.fates()
-  for (const m of app.members.filter((x) => x.role !== 'stress-ng vm worker')) expect(lab.fateOf(fates, m)).toHaveSurvived()
-  expect(events.length).toBeGreaterThanOrEqual(1)
-  for (const e of events) {
-    expect(e.groupKill).toBeUndefined()
-    expect(e.killed).toHaveLength(1)
-    expect(lab.fateOf(fates, { pid: e.killed[0]!.pid }).member.role).toBe('stress-ng vm worker')
-  }
-  expect(await app.state('after the kill')).toMatchObject({ status: 'running' })
-}
+import { FORKING_SERVER, OCI_RUNTIMES, kubeletUnified } from '../src/experiment/runtime.js'
+import { expectOnlyTheWorkerKilled } from './containers.js'
 
 describe.each(OCI_RUNTIMES)('%s', (name) => {
   experiment(`${name}: a DaemonSet writes 0 into the container's memory.oom.group after start: single-process kills again`, async ({ lab, runtime }) => {
@@ -39,7 +22,8 @@ describe.each(OCI_RUNTIMES)('%s', (name) => {
     // The operator's write, as root on the node, into the cgroup the runtime made.
     expect(await app.cgroup.set('memory.oom.group', '0')).toBe('0')
     await app.runStressNg()
-    await expectSingleProcessKills(lab, app)
+    await expectOnlyTheWorkerKilled(lab, app)
+    expect(await app.state('after the kill')).toMatchObject({ status: 'running' })
   })
 
   experiment(`${name}: ${name} update with unified memory.oom.group=0 after start: the runtime writes it, single-process kills again`, async ({ lab, runtime }) => {
@@ -50,7 +34,8 @@ describe.each(OCI_RUNTIMES)('%s', (name) => {
     expect(update.exitCode, update.stderr).toBe(0)
     expect(await app.cgroup.setting('memory.oom.group')).toBe('0')
     await app.runStressNg()
-    await expectSingleProcessKills(lab, app)
+    await expectOnlyTheWorkerKilled(lab, app)
+    expect(await app.state('after the kill')).toMatchObject({ status: 'running' })
   })
 
   experiment(`${name}: a later ${name} update of the container's resources (an in-place resize) leaves the DaemonSet's 0 as it is`, async ({ runtime }) => {

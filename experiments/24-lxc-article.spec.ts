@@ -10,6 +10,7 @@
  */
 import { experiment, expect } from '../src/experiment/fixtures.js'
 import { FORKING_SERVER, IDLE_SERVER } from '../src/experiment/runtime.js'
+import { expectKilledWhole, expectOnlyTheWorkerKilled } from './containers.js'
 
 experiment('LXC, lxc.cgroup2.memory.oom.group = 0 on the container: only the memory hog is killed, the container runs on', async ({ lab, runtime }) => {
   const test01 = await lab.cgroup('test01')
@@ -18,20 +19,7 @@ experiment('LXC, lxc.cgroup2.memory.oom.group = 0 on the container: only the mem
   expect(c.cgroup.settings).toMatchObject({ 'memory.max': String(192 * 2 ** 20), 'memory.oom.group': '0' })
   await c.runStressNg()
 
-  await c.cgroup.waitForMemoryEvent('oom_kill', { atLeast: 1 })
-  await lab.waitForOomEvent((e) => e.killed.length > 0, 'a "Killed process" record for test01/test011')
-  await lab.waitForKillRecords()
-  const events = lab.oomEvents().filter((e) => e.killed.length > 0)
-
-  const fates = await lab.fates()
-  for (const m of c.members.filter((x) => x.role !== 'stress-ng vm worker')) expect(lab.fateOf(fates, m)).toHaveSurvived()
-  expect(events.length).toBeGreaterThanOrEqual(1)
-  for (const e of events) {
-    expect(e.oomMemcg).toBe(c.cgroup.kernelPath)
-    expect(e.groupKill).toBeUndefined()
-    expect(e.killed).toHaveLength(1)
-    expect(lab.fateOf(fates, { pid: e.killed[0]!.pid }).member.role).toBe('stress-ng vm worker')
-  }
+  await expectOnlyTheWorkerKilled(lab, c)
   expect(await c.state('after the kill')).toMatchObject({ state: 'RUNNING' })
 })
 
@@ -42,18 +30,9 @@ experiment('LXC, lxc.cgroup2.memory.oom.group = 1 on the container: every task i
   expect(c.cgroup.settings['memory.oom.group']).toBe('1')
   await c.runStressNg()
 
-  const oom = await lab.waitForGroupKill(c.cgroup)
   // LXC removes the container's cgroup once its init is gone: the article's test01 says when all are.
-  await test01.waitUntilEmpty()
-  const status = await c.waitStopped()
-  await lab.waitForKillRecords()
-
-  const fates = await lab.fates()
-  const inside = fates.filter((f) => f.member.cgroup === c.cgroup.name)
-  expect(inside.length).toBeGreaterThanOrEqual(6)
-  for (const f of inside) expect(f).toHaveDied()
-  expect(lab.fateOf(fates, c.init)).toHaveBeenKilledByTheOomKiller()
-  expect(oom.groupKill).toBe(c.cgroup.kernelPath)
+  const { oom, status } = await expectKilledWhole(lab, c, test01)
+  expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(c.cgroup.kernelPath)
   // LXC's log: "Child <init> ended on signal Killed(9)"; lxc-info no longer knows the container.
   expect(status).toBe(137)
   expect(await c.state('after the kill')).toMatchObject({ error: expect.stringMatching(/doesn't exist/) })
@@ -77,6 +56,6 @@ experiment('LXC, limit and memory.oom.group=1 on the parent test01 of two contai
   for (const f of inside) expect(f).toHaveDied()
   expect(lab.fateOf(fates, c.init)).toHaveBeenKilledByTheOomKiller()
   expect(lab.fateOf(fates, idle.init)).toHaveBeenKilledByTheOomKiller()
-  expect(oom.oomMemcg).toBe(test01.kernelPath)
-  expect(oom.groupKill).toBe(test01.kernelPath)
+  expect(oom.oomMemcg, `the cgroup whose limit was hit: ${oom.oomMemcg}`).toBe(test01.kernelPath)
+  expect(oom.groupKill, `the group the kernel killed: ${oom.groupKill}`).toBe(test01.kernelPath)
 })
