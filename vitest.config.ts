@@ -1,4 +1,9 @@
-import { defineConfig } from 'vitest/config'
+/**
+ * vitest's configuration of a run. oomlab hands it to the vitest it runs in its own process (configOf,
+ * src/vitest/start.ts); plain `vitest` loads this file, and the run is resolved from the environment.
+ * Nothing here loads vitest (it would load vite with every oomlab command): types only.
+ */
+import type { ViteUserConfig } from 'vitest/config'
 import { join } from 'node:path'
 import { timeouts } from './src/experiment/timeouts.js'
 import { ownModule, cacheDir } from './src/util/paths.js'
@@ -15,7 +20,8 @@ const experiments = (run: RunConfig, kernel: KernelTarget | undefined) => ({
   test: {
     name: projectOf(run, kernel),
     include: run.specs.length > 0 ? run.specs : ['experiments/**/*.spec.{ts,js}'],
-    globalSetup: [ownModule('src/vitest/global-setup')],
+    // Plain vitest's hands the workers their machine and prepares the guest; oomlab hands them over itself.
+    ...(run.by === 'vitest' && { globalSetup: [ownModule('src/vitest/global-setup')] }),
     // Each experiment in a guest of its own: its own kernel, memory and kernel log. Natively they
     // share one kernel, so one at a time (the OOM killer's header lines are rate-limited machine-wide).
     fileParallelism: run.machine.kind === 'guest',
@@ -28,8 +34,7 @@ const experiments = (run: RunConfig, kernel: KernelTarget | undefined) => ({
   },
 })
 
-export default defineConfig(async () => {
-  const run = await currentRun()
+export function configOf(run: RunConfig): ViteUserConfig {
   // Only the kernels whose guest was prepared run; the others keep their column, named as in a full matrix, with the reason.
   const kernels: (KernelTarget | undefined)[] = run.machine.kind === 'guest' ? run.kernels.filter((k) => !run.prepared || run.prepared[k.name]) : [undefined]
   return {
@@ -44,4 +49,6 @@ export default defineConfig(async () => {
       projects: [unit, ...kernels.map((k) => experiments(run, k))],
     },
   }
-})
+}
+
+export default async (): Promise<ViteUserConfig> => configOf(await currentRun())

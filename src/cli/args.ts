@@ -3,10 +3,11 @@ import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { SPEC_FILE } from '../report/paths.js'
 import { UserError } from '../util/errors.js'
-import type { RunRequest } from '../run/resolve.js'
+import { kernelTargetOf, type RunRequest } from '../run/resolve.js'
 import { listFlag, stringFlag, wholeNumber, type Parsed } from './flags.js'
 
-export const MATRIX_DEFAULT = ['bullseye', 'bookworm', 'trixie', 'sid']
+/** bookworm+memory_localevents: spec 14's count with the mount option, checked in every default matrix. */
+export const MATRIX_DEFAULT = ['bullseye', 'bookworm', 'bookworm+memory_localevents', 'trixie', 'sid']
 
 /** A flag's whole number within [min, max], or undefined when the flag is absent. */
 export const positiveInt = (flag: string, value: string | undefined, min: number, max: number) => wholeNumber(`--${flag}`, value, min, max)
@@ -34,14 +35,16 @@ export function reproduceRequest(p: Parsed): RunRequest {
   const isOwnSpec = (f: string) => f.includes('/') || (SPEC_FILE.test(f) && existsSync(f))
   const kernel = s('kernel')
   const image = s('kernel-image')
-  if (kernel !== undefined && image !== undefined) throw new UserError('--kernel and --kernel-image exclude each other')
+  const src = s('kernel-src')
+  if ([kernel, image, src].filter((x) => x !== undefined).length > 1) throw new UserError('--kernel, --kernel-image and --kernel-src exclude each other')
   return {
     ...common(p),
     ...(p.values.vm === true && { vm: true }),
     ...(p.values.native === true && { native: true }),
     ...(s('cgroup-root') !== undefined && { cgroupRoot: s('cgroup-root')! }),
-    ...(kernel !== undefined && { kernels: [{ name: kernel }] }),
+    ...(kernel !== undefined && { kernels: [kernelTargetOf(kernel)] }),
     ...(image !== undefined && { kernels: [{ name: resolve(image), image: resolve(image) }] }),
+    ...(src !== undefined && { kernels: [{ name: resolve(src), src: resolve(src) }] }),
     filters: p.positionals.filter((f) => !isOwnSpec(f)),
     specFiles: p.positionals.filter(isOwnSpec),
     selectSpecs: true,
@@ -55,12 +58,13 @@ const isSpecPath = (f: string) => SPEC_FILE.test(f) && (f.includes('/') || exist
 /** `matrix`: positionals are kernels, or spec files of one's own; --kernel-image adds images; guests always. */
 export function matrixRequest(p: Parsed): RunRequest {
   const images = listFlag(p, 'kernel-image').map((i) => resolve(i))
+  const sources = listFlag(p, 'kernel-src').map((d) => resolve(d))
   const kernels = p.positionals.filter((f) => !isSpecPath(f))
-  const names = kernels.length || images.length ? kernels : MATRIX_DEFAULT
+  const names = kernels.length || images.length || sources.length ? kernels : MATRIX_DEFAULT
   return {
     ...common(p),
     vm: true,
-    kernels: [...names.map((name) => ({ name })), ...images.map((image) => ({ name: image, image }))],
+    kernels: [...names.map(kernelTargetOf), ...images.map((image) => ({ name: image, image })), ...sources.map((src) => ({ name: src, src }))],
     filters: listFlag(p, 'spec'),
     specFiles: p.positionals.filter(isSpecPath),
     selectSpecs: true,

@@ -1,10 +1,11 @@
 /** oomlab cache [prune]: what the cache holds (sizes, ages, what can no longer be used), and pruning it. */
-import { cacheLimit, formatBytes, listCache, pruneCache, type CacheEntry } from '../vm/cache.js'
+import { cacheLimit, formatBytes, listCache, pruneCache, UNLIMITED, type CacheEntry } from '../vm/cache.js'
 import { qemuBuildId } from '../vm/snapshot/store.js'
 import { cacheDir } from '../util/paths.js'
 import { which } from '../util/which.js'
 import { UserError } from '../util/errors.js'
 import { kernelReleaseOf } from '../kernel/resolve.js'
+import { kernelTargetOf } from '../run/resolve.js'
 
 const age = (ms: number, now: number) => {
   const s = Math.max(0, (now - ms) / 1000)
@@ -22,7 +23,9 @@ function table(entries: CacheEntry[], now: number): string[] {
 async function key(argv: string[]): Promise<number> {
   const [flag, name, ...rest] = argv
   if (flag !== '--kernel' || name === undefined || rest.length > 0) throw new UserError('usage: oomlab cache key --kernel NAME')
-  console.log(`kernel=${await kernelReleaseOf(name, { log: (line) => process.stderr.write(`oomlab: ${line}\n`) })}`)
+  // A cell (bookworm+memory_localevents) boots its kernel's release.
+  const kernel = kernelTargetOf(name).kernel ?? name
+  console.log(`kernel=${await kernelReleaseOf(kernel, { log: (line) => process.stderr.write(`oomlab: ${line}\n`) })}`)
   return 0
 }
 
@@ -33,7 +36,7 @@ export async function cache(argv: string[]): Promise<number> {
   const dir = cacheDir()
   const limit = cacheLimit()
   const qemu = which('qemu-system-x86_64')
-  const qemuId = qemu ? await qemuBuildId(qemu) : undefined
+  const qemuId = qemu ? await qemuBuildId(qemu, dir) : undefined
   const now = Date.now()
   if (sub === 'prune') {
     const gone = await pruneCache(dir, { ...(qemuId && { qemuId }) })
@@ -43,8 +46,9 @@ export async function cache(argv: string[]): Promise<number> {
     return 0
   }
   const entries = await listCache(dir, qemuId)
-  const total = entries.reduce((s, e) => s + e.bytes, 0)
-  console.log(`${dir}: ${formatBytes(total)}${limit > 0 ? ` of a ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT)` : ' (no limit: OOMLAB_CACHE_LIMIT=0)'}`)
+  const total = entries.filter((e) => !UNLIMITED.includes(e.kind)).reduce((s, e) => s + e.bytes, 0)
+  const builds = entries.filter((e) => UNLIMITED.includes(e.kind)).reduce((s, e) => s + e.bytes, 0)
+  console.log(`${dir}: ${formatBytes(total)}${limit > 0 ? ` of a ${formatBytes(limit)} limit (OOMLAB_CACHE_LIMIT)` : ' (no limit: OOMLAB_CACHE_LIMIT=0)'}${builds ? `; kernel build folders and unpacked sources, not under the limit: ${formatBytes(builds)}` : ''}`)
   for (const l of table(entries.sort((a, b) => b.usedMs - a.usedMs), now)) console.log(l)
   const stale = entries.filter((e) => e.stale !== undefined)
   if (stale.length > 0) console.log(`${stale.length} stale (${formatBytes(stale.reduce((s, e) => s + e.bytes, 0))}): \`oomlab cache prune\` removes them`)

@@ -7,6 +7,7 @@ export const USER_ENV: Record<string, string> = {
   OOMLAB_CGROUP_PARENT: 'native runs: a delegated cgroup for the run\'s trees (as --cgroup-root)',
   OOMLAB_KERNEL: 'guest runs: a Debian suite or version (as --kernel)',
   OOMLAB_KERNEL_IMAGE: 'guest runs: a bzImage of your own (as --kernel-image)',
+  OOMLAB_KERNEL_SRC: 'guest runs: a Linux source tree or tarball to build and boot (as --kernel-src)',
   OOMLAB_ACCEL: 'auto, kvm or tcg (as --accel)',
   OOMLAB_MEMORY: 'guest memory in MiB, 512 or more (as --memory)',
   OOMLAB_APPEND: 'extra guest kernel command line (as --append)',
@@ -37,8 +38,9 @@ const GUEST_FLAGS: Record<string, FlagDef> = {
 const RUN_FLAGS: Record<string, FlagDef> = {
   vm: { type: 'boolean', help: 'always run in guests (also OOMLAB_VM=1)' },
   native: { type: 'boolean', help: 'never use guests; fail if this host cannot run the experiments' },
-  kernel: { type: 'string', arg: 'NAME', help: 'Debian suite (bullseye, bookworm, bookworm-backports, trixie, sid) or version (6.1.0-50); default bookworm' },
+  kernel: { type: 'string', arg: 'NAME', help: 'Debian suite (bullseye, bookworm, bookworm-backports, trixie, sid) or version (6.1.0-50); default bookworm; NAME+memory_localevents mounts cgroup2 with that option' },
   'kernel-image': { type: 'string', arg: 'PATH', help: 'boot your own bzImage instead' },
+  'kernel-src': { type: 'string', arg: 'DIR', help: 'build a kernel from this Linux source tree (or its .tar.xz) and boot it (cached; see oomlab kernel --help)' },
   ...GUEST_FLAGS,
   jobs: { type: 'string', arg: 'N', help: 'experiments at once (default: one per core; natively always one)' },
   timeout: { type: 'string', arg: 'SEC', help: 'deadline for the whole run of the experiments (default: none; each test has its own)' },
@@ -46,9 +48,12 @@ const RUN_FLAGS: Record<string, FlagDef> = {
   'cgroup-root': { type: 'string', arg: 'PATH', help: "native runs: create the run's cgroups below this delegated cgroup only" },
 }
 
-const RUN_ENV_VARS = pick('OOMLAB_VM', 'OOMLAB_CGROUP_PARENT', 'OOMLAB_KERNEL', 'OOMLAB_KERNEL_IMAGE', 'OOMLAB_ACCEL', 'OOMLAB_MEMORY', 'OOMLAB_APPEND', 'OOMLAB_JOBS', 'OOMLAB_REPORT_DIR', 'OOMLAB_UID', 'OOMLAB_GID', 'OOMLAB_TIMEOUT_SCALE', 'OOMLAB_CACHE_DIR', 'OOMLAB_CACHE_LIMIT', 'OOMLAB_DEBIAN_MIRROR', 'OOMLAB_CHANNEL', 'OOMLAB_RESTORE_AHEAD', 'OOMLAB_DEBUG')
+const RUN_ENV_VARS = pick('OOMLAB_VM', 'OOMLAB_CGROUP_PARENT', 'OOMLAB_KERNEL', 'OOMLAB_KERNEL_IMAGE', 'OOMLAB_KERNEL_SRC', 'OOMLAB_ACCEL', 'OOMLAB_MEMORY', 'OOMLAB_APPEND', 'OOMLAB_JOBS', 'OOMLAB_REPORT_DIR', 'OOMLAB_UID', 'OOMLAB_GID', 'OOMLAB_TIMEOUT_SCALE', 'OOMLAB_CACHE_DIR', 'OOMLAB_CACHE_LIMIT', 'OOMLAB_DEBIAN_MIRROR', 'OOMLAB_CHANNEL', 'OOMLAB_RESTORE_AHEAD', 'OOMLAB_DEBUG')
 
-const RUN_EXITS = { 3: 'nothing failed, but the kernel could not run some scenario ("unsupported: <reason>")' }
+const RUN_EXITS = {
+  3: 'nothing failed, but the kernel could not run some scenario ("unsupported: <reason>")',
+  125: 'with --kernel-src: the tree did not build, or its kernel did not boot (git bisect run: skip this commit)',
+}
 
 export const COMMANDS: Record<string, CommandDef> = {
   reproduce: {
@@ -58,7 +63,7 @@ export const COMMANDS: Record<string, CommandDef> = {
     flags: RUN_FLAGS,
     env: RUN_ENV_VARS,
     exits: RUN_EXITS,
-    more: 'A filter is part of a spec\'s file name (02-leaf); a path names a spec of your own. Selecting none is exit 2.',
+    more: 'A filter is part of a spec\'s file name (02-leaf); a path names a spec of your own. Selecting none is exit 2.\nTo find the commit that broke a group kill: git bisect run npx oomlab reproduce --kernel-src . 02-',
   },
   test: {
     name: 'test',
@@ -70,10 +75,11 @@ export const COMMANDS: Record<string, CommandDef> = {
   },
   matrix: {
     name: 'matrix',
-    summary: 'Every experiment on each kernel, in guests, with one report (default kernels: bullseye bookworm trixie sid).',
+    summary: 'Every experiment on each kernel, in guests, with one report (default kernels: bullseye bookworm bookworm+memory_localevents trixie sid).',
     positionals: '[KERNEL... | ./my-layout.spec.ts...]',
     flags: {
       'kernel-image': { type: 'string', multiple: true, arg: 'PATH', help: 'a bzImage of your own as one more kernel' },
+      'kernel-src': { type: 'string', multiple: true, arg: 'DIR', help: 'a Linux source tree (or its .tar.xz) to build, as one more kernel' },
       spec: { type: 'string', multiple: true, arg: 'FILTER', help: 'only the specs whose file name holds FILTER' },
       ...GUEST_FLAGS,
       jobs: { type: 'string', arg: 'N', help: 'guests at once (default: one per core)' },
@@ -82,6 +88,26 @@ export const COMMANDS: Record<string, CommandDef> = {
     },
     env: pick('OOMLAB_JOBS', 'OOMLAB_REPORT_DIR', 'OOMLAB_TIMEOUT_SCALE', 'OOMLAB_CACHE_DIR', 'OOMLAB_CACHE_LIMIT', 'OOMLAB_DEBIAN_MIRROR', 'OOMLAB_CHANNEL', 'OOMLAB_DEBUG'),
     exits: { 3: 'nothing failed, but some scenario is unsupported on some kernel' },
+    more:
+      'A KERNEL is a Debian suite or version, or a cell KERNEL+OPTION: that kernel with cgroup2 mounted with OPTION\n' +
+      '(memory_localevents, memory_recursiveprot, ...), e.g. bookworm+memory_localevents.\n' +
+      'The report says per kernel which capabilities it has and which its upstream version must have.',
+  },
+  kernel: {
+    name: 'kernel',
+    summary: 'Builds a kernel from a Linux source tree (or its tarball) for the guests: `oomlab kernel build DIR`; prints the bzImage\'s path.',
+    positionals: 'build DIR|TARBALL',
+    flags: { jobs: { type: 'string', arg: 'N', help: "make's -j (default: one per core)" } },
+    env: pick('OOMLAB_CACHE_DIR', 'OOMLAB_DEBUG'),
+    exits: { 1: 'the tree did not configure or build (the log\'s path and last lines are printed)' },
+    more:
+      'Out of tree: the build folder is in the cache, nothing is written into DIR (a tree configured in place\n' +
+      'must be cleaned with `make mrproper` first). Configured from DIR\'s x86_64_defconfig with the project\'s\n' +
+      'fragment src/kernel/build/guest.config merged over it, then `make bzImage`. Cached by the tree (git: HEAD\'s\n' +
+      'tree and the uncommitted changes; else its version and what changed since it was unpacked or first built),\n' +
+      'the fragment and the compiler: an unchanged tree is reused at once, a changed one rebuilt incrementally.\n' +
+      'A tarball (/usr/src/linux-source-6.1.tar.xz) is unpacked into the cache once. Needs gcc, make, flex, bison,\n' +
+      'bc and the libelf and libssl headers.',
   },
   doctor: {
     name: 'doctor',

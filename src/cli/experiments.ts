@@ -22,7 +22,9 @@ import { reportPaths } from '../report/paths.js'
 import { claimReportDir, defaultReportRoot, pointLatest, pruneRuns, runDirOf } from '../report/folder.js'
 import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
-import { RUN_ENV, guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
+import { guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
+import { loadVitest, startVitestHere, type VitestExit } from '../vitest/start.js'
+import OomlabReporter from '../vitest/reporter.js'
 import { collectRuns, readTally } from '../run/report.js'
 import { imageAddition, imagesOf, specImage } from '../run/images.js'
 import { writeReport } from '../report/write.js'
@@ -39,34 +41,38 @@ const GITHUB_REPORTER = process.env.GITHUB_ACTIONS === 'true' ? ['github-actions
 /** How long an interrupted vitest's workers have to tear down before they are killed. */
 const STOP_GRACE_MS = 10_000
 
-export interface VitestExit {
-  exitCode: number
-  timedOut: boolean
+/**
+ * The experiments' vitest, in this process (the CLI's, or `oomlab __in-scope`'s in a delegated scope), given the
+ * run's configuration through vitest's Node API. On an interrupt its forks tear down their trees or guests
+ * (src/vitest/start.ts); what is left after 10 s is killed.
+ */
+export function runVitestHere(config: RunConfig, signal: AbortSignal): Promise<VitestExit> {
+  const paths = reportPaths(config.report)
+  return startVitestHere(config, {
+    project: 'experiments*',
+    // Ours as an object from this bundle (vitest would load it through its module runner); the JUnit one extends vitest's own class, loaded with vitest.
+    reporters: ['default', 'json', new OomlabReporter(), ownModule('src/vitest/junit'), ...GITHUB_REPORTER],
+    outputJson: paths.vitestJson,
+    signal,
+    ...(config.runTimeoutMs !== undefined && { timeoutMs: config.runTimeoutMs }),
+    graceMs: STOP_GRACE_MS,
+  })
 }
 
 /**
- * Runs vitest as a child. `wrap` puts the command inside another (the delegated scope of a native run on a
- * systemd host). The experiments' vitest runs in a process group of its own and an interrupt goes to the
- * whole group, so its workers get it too and tear down their trees (src/os/kill.ts) or guests before the
- * CLI exits; what is left after 10 s is killed.
+ * A child: vitest for the unit tests, or `oomlab __in-scope` in a native run's delegated scope. The scope's
+ * process runs in a process group of its own and an interrupt goes to the whole group, so its vitest's forks
+ * get it too and tear down their trees before the CLI exits; what is left after 10 s is killed.
  */
-export async function runVitest(
-  project: 'unit' | 'experiments*',
-  args: string[],
-  env: Record<string, string>,
-  signal: AbortSignal,
-  wrap: (command: string[]) => string[] = (c) => c,
-  timeoutMs?: number,
-): Promise<VitestExit> {
-  const ownGroup = project !== 'unit'
-  const [file, ...rest] = wrap([process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', project, ...args])
+async function runChild(command: string[], o: { ownGroup: boolean; env: Record<string, string>; signal: AbortSignal; timeoutMs?: number }): Promise<VitestExit> {
+  const [file, ...rest] = command
   const child = execa(file!, rest, {
     cwd: projectRoot,
     stdio: 'inherit',
     reject: false,
-    env,
-    ...(ownGroup ? { detached: true } : { cancelSignal: signal, forceKillAfterDelay: 5000 }),
-    ...(timeoutMs !== undefined && { timeout: timeoutMs }),
+    env: o.env,
+    ...(o.ownGroup ? { detached: true } : { cancelSignal: o.signal, forceKillAfterDelay: 5000 }),
+    ...(o.timeoutMs !== undefined && { timeout: o.timeoutMs }),
   })
   const toGroup = (sig: NodeJS.Signals) => {
     try {
@@ -82,14 +88,14 @@ export async function runVitest(
     forceAt = performance.now() + STOP_GRACE_MS
     force = setTimeout(() => toGroup('SIGKILL'), STOP_GRACE_MS)
   }
-  if (ownGroup) signal.addEventListener('abort', onAbort, { once: true })
+  if (o.ownGroup) o.signal.addEventListener('abort', onAbort, { once: true })
   const r = await child
-  if (ownGroup) {
-    signal.removeEventListener('abort', onAbort)
+  if (o.ownGroup) {
+    o.signal.removeEventListener('abort', onAbort)
     clearTimeout(force)
-    // vitest exits 1 ms after a signal, its forks still tearing down their trees: they get the rest of the
+    // The leader may exit before its forks are done tearing down their trees: they get the rest of the
     // grace; then they are killed, and are dead (not just signalled) before the caller reaps their trees.
-    if (signal.aborted && child.pid !== undefined) {
+    if (o.signal.aborted && child.pid !== undefined) {
       const left = await groupEnded(child.pid, Math.max(0, forceAt - performance.now()))
       if (left.length > 0) {
         toGroup('SIGKILL')
@@ -104,7 +110,8 @@ export async function runVitest(
 export async function runUnitTests(signal: AbortSignal): Promise<{ passed: number; failed: number; skipped: number }> {
   const json = await tmpFile({ prefix: 'oomlab-unit-', postfix: '.json' })
   try {
-    const r = await runVitest('unit', ['--reporter=default', '--reporter=json', `--outputFile.json=${json.path}`], process.env as Record<string, string>, signal)
+    const command = [process.execPath, vitestBin(), 'run', '--config', ownModule('vitest.config'), '--project', 'unit', '--reporter=default', '--reporter=json', `--outputFile.json=${json.path}`]
+    const r = await runChild(command, { ownGroup: false, env: process.env as Record<string, string>, signal })
     try {
       const j = JSON.parse(await readFile(json.path, 'utf8')) as { numPassedTests: number; numFailedTests: number; numPendingTests: number; numFailedTestSuites: number }
       // A test file that failed outside its tests (an import error) counts as one failure.
@@ -176,6 +183,7 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
   let failure: string | undefined
   let exit: VitestExit | undefined
   if (config.machine.kind === 'guest') {
+    void loadVitest()
     const p = o.prepared ? { prepared: o.prepared, images: {}, failures } : await prepareGuests(config, signal)
     failures = p.failures
     config.prepared = p.prepared
@@ -187,14 +195,16 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
       const labSpecs = config.specs.length === 0 ? 1 : config.specs.filter((s) => specImage(s) === undefined).length
       await using ahead = one && labSpecs > 0 ? await restoreGuestsAhead(one, labSpecs, config.jobs, { log, signal }) : undefined
       if (one && ahead) config.prepared = { [names[0]!]: { ...one, ahead: ahead.socketPath } }
-      const path = writeRunConfig(config)
-      exit = await runVitest('experiments*', vitestReporters(config), { ...(process.env as Record<string, string>), [RUN_ENV]: path }, signal, undefined, config.runTimeoutMs)
+      writeRunConfig(config)
+      exit = await runVitestHere(config, signal)
     }
   } else {
     const m = config.machine
     const path = writeRunConfig(config)
-    const wrap = m.scope ? (command: string[]) => inScopeCommand(m.scope!, [process.execPath, oomlabBin, '__in-scope', '--', ...command]) : undefined
-    exit = await runVitest('experiments*', vitestReporters(config), { ...(process.env as Record<string, string>), [RUN_ENV]: path }, signal, wrap, config.runTimeoutMs)
+    // On a systemd host vitest runs in the run's delegated scope, in a process of its own there, started with the run's configuration.
+    exit = m.scope
+      ? await runChild(inScopeCommand(m.scope, [process.execPath, oomlabBin, '__in-scope', path]), { ownGroup: true, env: process.env as Record<string, string>, signal, ...(config.runTimeoutMs !== undefined && { timeoutMs: config.runTimeoutMs }) })
+      : await runVitestHere(config, signal)
     // Interrupted: whatever tree a killed worker could not remove goes now, not at the next run.
     if (signal.aborted && !m.scope) reapStaleTrees(m.cgroupRoot ?? cgMountPoint() ?? '/sys/fs/cgroup', log)
   }
@@ -210,12 +220,6 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
     pruneRuns(root)
   }
   return { config, tally, runs, failures, ...(failure !== undefined && { failure }), interrupted: signal.aborted }
-}
-
-/** vitest's JSON reporter beside ours, into the run's folder. */
-function vitestReporters(config: RunConfig): string[] {
-  const paths = reportPaths(config.report)
-  return [...['default', 'json', ownModule('src/vitest/reporter'), ownModule('src/vitest/junit'), ...GITHUB_REPORTER].map((r) => `--reporter=${r}`), `--outputFile.json=${paths.vitestJson}`]
 }
 
 /** What went wrong with vitest beyond the tests it reported: a deadline, a crash, a run that reported nothing. */

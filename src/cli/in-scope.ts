@@ -1,30 +1,26 @@
 /**
- * `oomlab __in-scope -- COMMAND...`: what runs first in the delegated scope of a native run on a
- * systemd host (see host/scope.ts). Moves itself into the scope's leaf, stops scopes of dead runs
- * beside it, then runs COMMAND with the scope as the cgroup root of the run's trees.
+ * `oomlab __in-scope RUN.json`: what runs in the delegated scope of a native run on a systemd host (see
+ * host/scope.ts). Moves itself into the scope's leaf, stops scopes of dead runs beside it, then runs the
+ * run's vitest here with the scope as the cgroup root of the run's trees.
  */
 import { dirname } from 'node:path'
-import { execa } from 'execa'
 import { cgMount } from '../cgroup/cgroupfs.js'
 import { enterScope, reapStaleScopes } from '../host/scope.js'
 import { selfOwner } from '../proc/owner.js'
+import { readRunConfig } from '../run/config.js'
 import { UserError } from '../util/errors.js'
-import { log } from './experiments.js'
+import { log, runVitestHere } from './experiments.js'
 
 export async function inScope(argv: string[], signal: AbortSignal): Promise<number> {
-  const command = argv[0] === '--' ? argv.slice(1) : argv
-  if (command.length === 0) throw new UserError('__in-scope: no command given (it is started by oomlab itself)')
+  const [path, ...extra] = argv
+  if (path === undefined || extra.length > 0) throw new UserError('__in-scope: expected the run\'s configuration file (it is started by oomlab itself)')
+  const config = readRunConfig(path)
+  if (config.machine.kind !== 'native') throw new UserError(`__in-scope: ${path} is not a native run's configuration`)
   const mount = cgMount()
   if (!mount) throw new UserError('__in-scope: no cgroup2 filesystem is mounted')
   const scope = await enterScope(mount.mountPoint)
   log(`in the delegated scope ${scope}`)
   await reapStaleScopes(dirname(scope), selfOwner().pidns, log)
-  const r = await execa(command[0]!, command.slice(1), {
-    stdio: 'inherit',
-    reject: false,
-    env: { OOMLAB_CGROUP_PARENT: scope },
-    cancelSignal: signal,
-    forceKillAfterDelay: 5000,
-  })
-  return r.exitCode ?? (signal.aborted ? 130 : 1)
+  const r = await runVitestHere({ ...config, machine: { ...config.machine, cgroupRoot: scope } }, signal)
+  return signal.aborted ? 130 : r.exitCode
 }

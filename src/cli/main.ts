@@ -17,7 +17,7 @@ import { runExperiments, runUnitTests, log, endProgress, progress } from './expe
 import { reproduceRequest, matrixRequest } from './args.js'
 import { COMMANDS, generalHelp } from './commands.js'
 import { parseFlags, helpOf, stringFlag, type Parsed } from './flags.js'
-import { printOutcome, exitCodeOf } from './outcome.js'
+import { printOutcome, exitCodeOf, notReadyOf } from './outcome.js'
 import { doctor } from './doctor.js'
 
 // Temp dirs go even when a second Ctrl-C ends the process at once.
@@ -78,7 +78,9 @@ async function run(cmd: 'reproduce' | 'test' | 'matrix', p: Parsed): Promise<num
   }
   const outcome = await runExperiments(config, controller.signal)
   const counts = printOutcome(outcome, unit)
-  return exitCodeOf({ ...counts, interrupted })
+  const code = exitCodeOf({ ...counts, interrupted, notReady: notReadyOf(outcome) })
+  if (code === 125) log('exit 125: the kernel of a source tree did not build or did not boot (the reason is above); `git bisect run` skips this commit')
+  return code
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -117,6 +119,10 @@ async function main(argv: string[]): Promise<number> {
     case 'soak': {
       const { soak } = await import('./soak.js')
       return soak(p, controller.signal)
+    }
+    case 'kernel': {
+      const { kernelCommand } = await import('./kernel.js')
+      return kernelCommand(p, controller.signal)
     }
     case 'kernels': {
       listing()
@@ -163,3 +169,5 @@ try {
     process.exitCode = 1
   }
 }
+// Interrupted and said so: nothing of the run is left to wait for (a stopped vitest may still hold handles).
+if (interrupted) process.exit()

@@ -5,11 +5,22 @@ import { kernelLabel, type KernelRun } from '../report/matrix.js'
 import type { TestOutcome } from '../report/results.js'
 import type { RunOutcome } from './experiments.js'
 
-/** 0 all passed; 1 something failed; 3 nothing failed but some scenario is unsupported; 130 interrupted. */
-export function exitCodeOf(o: { failed: number; unsupported: number; interrupted: boolean }): number {
+/**
+ * 0 all passed; 1 something failed; 3 nothing failed but some scenario is unsupported; 130 interrupted;
+ * 125 (git bisect run's "skip") when the only failures are the specs of a kernel built from source that
+ * did not build or boot: `notReady` counts those specs among `failed`.
+ */
+export function exitCodeOf(o: { failed: number; unsupported: number; interrupted: boolean; notReady?: number }): number {
   if (o.interrupted) return 130
-  if (o.failed > 0) return 1
+  if (o.failed > (o.notReady ?? 0)) return 1
+  if ((o.notReady ?? 0) > 0) return 125
   return o.unsupported > 0 ? 3 : 0
+}
+
+/** The specs lost to kernels built from source that could not be built or booted (each a failure in the counts). */
+export function notReadyOf(o: Pick<RunOutcome, 'config' | 'failures'>): number {
+  const lost = o.config.kernels.filter((k) => k.src !== undefined && o.failures.has(k.name)).length
+  return lost * Math.max(1, o.config.specs.length)
 }
 
 const STATE: Record<TestOutcome['status'], string> = { pass: 'pass', fail: 'fail', unsupported: 'unsupported', skipped: 'skipped', 'not run': 'not run' }

@@ -1,6 +1,7 @@
 /**
  * A kernel to boot, as the rest of the project sees it: where its image is, what it says of itself,
- * and where it came from (a Debian package fetched into the cache, or a bzImage the user gives).
+ * and where it came from (a Debian package fetched into the cache, a bzImage the user gives, or one
+ * oomlab built from a source tree).
  */
 import { stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
@@ -17,7 +18,7 @@ export interface KernelImage {
   versionString: string
   /** Absolute path of the vmlinuz. */
   path: string
-  source: 'debian' | 'file'
+  source: 'debian' | 'file' | 'build'
   /** Debian suite it came from. */
   suite?: string
   /** e.g. 'linux-image-6.1.0-50-cloud-amd64' (in sid the vmlinuz itself ships in linux-binary-*). */
@@ -28,6 +29,8 @@ export interface KernelImage {
   virtio?: VirtioSupport['kind']
   /** For kind 'modules': a cpio of the modules to load, to go after the guest's image. */
   virtioModules?: string
+  /** The initramfs compressions it unpacks, when its configuration is known (a kernel oomlab built). */
+  initramfs?: ('gzip' | 'zstd')[]
 }
 
 /** The kernel for --kernel-image PATH. */

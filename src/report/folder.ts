@@ -6,7 +6,9 @@
  */
 import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { homedir } from 'node:os'
-import { join, relative, resolve, sep } from 'node:path'
+import { basename, dirname, join, relative, resolve, sep } from 'node:path'
+import { createHash } from 'node:crypto'
+import { cacheDir } from '../util/paths.js'
 import { UserError } from '../util/errors.js'
 import { ownerIsGone, selfOwner, type TreeOwner } from '../proc/owner.js'
 
@@ -25,8 +27,24 @@ interface Marker {
   files: string[]
 }
 
-/** The default root of reports: `reports/` of the folder the command runs in. */
-export const defaultReportRoot = (cwd = process.cwd()) => resolve(cwd, 'reports')
+/**
+ * The default root of reports: `reports/` of the folder the command runs in; inside a Linux source tree
+ * (`git bisect run ... --kernel-src .`), the cache's `reports/<tree>-<id>/` instead, so that nothing is
+ * written into the tree (its files decide the kernel oomlab builds from it).
+ */
+export function defaultReportRoot(cwd = process.cwd()): string {
+  const tree = kernelTreeAbove(resolve(cwd))
+  if (!tree) return resolve(cwd, 'reports')
+  return join(cacheDir(), 'reports', `${basename(tree)}-${createHash('sha256').update(tree).digest('hex').slice(0, 8)}`)
+}
+
+/** The Linux source tree `dir` is in (its top has Kconfig, Makefile and arch/), if any. */
+function kernelTreeAbove(dir: string): string | undefined {
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(join(d, 'Kconfig')) && existsSync(join(d, 'Makefile')) && existsSync(join(d, 'arch'))) return d
+    if (dirname(d) === d) return undefined
+  }
+}
 
 export const runDirOf = (root: string, id: string) => join(root, 'runs', id)
 

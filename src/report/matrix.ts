@@ -1,5 +1,5 @@
 /** One run of the specs on one kernel, and the verdict of each scenario on each kernel. */
-import { CAPABILITIES, expectedCapabilities, kernelVersion } from '../kernel/capabilities.js'
+import { CAPABILITIES, eventsCountLocally, expectedCapabilities, kernelVersion } from '../kernel/capabilities.js'
 import type { Evidence } from './evidence.js'
 import type { TestOutcome } from './results.js'
 
@@ -61,9 +61,12 @@ export function capabilityLines(run: KernelRun): string[] {
   const older = names.filter((c) => !probed.capabilities[c] && !expected[c])
   const missing = names.filter((c) => !probed.capabilities[c] && expected[c])
   const required = names.filter((c) => expected[c])
+  const options = probed.kernel.cgroup2Options?.split(',').filter((o) => o.startsWith('memory_')) ?? []
   const lines = [
     `${kernelLabel(run)}, Linux ${v ? `${v[0]}.${v[1]}` : '(version unknown)'}: has ${has.join(', ') || 'none'}; its version must have ${required.join(', ') || 'none'}` +
-      (older.length ? `; lacks ${older.join(', ')} (not required by its version)` : ''),
+      (older.length ? `; lacks ${older.join(', ')} (not required by its version)` : '') +
+      (options.length ? `; cgroup2 mounted with ${options.join(',')}` : '') +
+      (eventsCountLocally(release, probed.kernel.cgroup2Options) ? '; memory.events counts each event in its own cgroup only' : ''),
   ]
   if (missing.length) lines.push(`${kernelLabel(run)}: LACKS ${missing.join(', ')}, which its version must have`)
   return lines

@@ -1,15 +1,13 @@
 /**
  * The run's configuration: resolved once (by the CLI from its flags, or from the environment under plain
- * `vitest`), then handed on in one form, a JSON file named by OOMLAB_RUN, to vitest's config, its global
- * setup, the workers and the reporters. Nothing here imports vitest.
+ * `vitest`), then handed on in one form: to vitest in the CLI's own process (src/vitest/start.ts), written
+ * beside the report as run.json (the record of what ran, and what a delegated scope's process is started
+ * with). Nothing here imports vitest.
  */
 import { readFileSync, writeFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import type { PreparedGuest } from '../vm/restore.js'
 import type { GuestChoice } from '../vm/prepare.js'
-
-/** The environment variable that names the run's configuration file: set by oomlab for vitest, never by a user. */
-export const RUN_ENV = 'OOMLAB_RUN'
 
 /** Natively: under a delegated cgroup named by the user, or a systemd scope the CLI starts for the run. */
 export type Machine = { kind: 'native'; cgroupRoot?: string; scope?: string } | GuestMachine
@@ -29,12 +27,16 @@ export interface GuestMachine {
 }
 
 
-/** A kernel a guest run boots: a Debian suite or version, or an image of one's own. */
+/** A kernel a guest run boots: a Debian suite or version, an image of one's own, or one built from a source tree. */
 export interface KernelTarget {
-  /** What the user named (suite, version, or the image's path): the report's column and the project's name. */
+  /** What the user named (suite, version, cell, or the image's or tree's path): the report's column and the project's name. */
   name: string
+  /** The Debian suite or version to boot, when `name` says more (a cell: "bookworm+memory_localevents"). */
+  kernel?: string
   /** A bzImage of one's own. */
   image?: string
+  /** A source tree (or its tarball) that oomlab builds (src/kernel/build/). */
+  src?: string
   /** Extra words on the guest's kernel command line for this target (a matrix cell with a mount option). */
   append?: string[]
 }
@@ -89,14 +91,14 @@ export function readRunConfig(path: string): RunConfig {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as RunConfig
   } catch (err) {
-    throw new Error(`${RUN_ENV}=${path}: cannot read the run's configuration: ${(err as Error).message}`)
+    throw new Error(`cannot read the run's configuration ${path}: ${(err as Error).message}`)
   }
 }
 
 /** What preparing a kernel's guest is asked: the run's machine, with the kernel's own extra command line. */
 export function guestChoiceOf(m: GuestMachine, k: KernelTarget): GuestChoice {
   return {
-    ...(k.image !== undefined ? { kernelImage: k.image } : { kernel: k.name }),
+    ...(k.src !== undefined ? { kernelSrc: k.src } : k.image !== undefined ? { kernelImage: k.image } : { kernel: k.kernel ?? k.name }),
     accel: m.accel,
     ...(m.memoryMiB !== undefined && { memoryMiB: m.memoryMiB }),
     ...(m.cpus !== undefined && { cpus: m.cpus }),

@@ -10,6 +10,7 @@ import { projectRoot } from '../util/paths.js'
 import { SPEC_FILE } from '../report/paths.js'
 import { checkReportDir, defaultReportRoot, runDirOf } from '../report/folder.js'
 import { parseKernelSpec, DEFAULT_KERNEL } from '../kernel/resolve.js'
+import { checkKernelSrc } from '../kernel/build/tree.js'
 import { cgMountPoint, cgCheckParent } from '../cgroup/cgroupfs.js'
 import { envSwitch, oneOf, wholeNumber } from '../cli/flags.js'
 import { newRunId, type GuestMachine, type KernelTarget, type RunConfig } from './config.js'
@@ -69,6 +70,21 @@ export function selectSpecs(filters: string[], own: string[]): string[] {
   return chosen
 }
 
+/**
+ * cgroup2 mount options a kernel name can carry as a cell of its own: "bookworm+memory_localevents" is
+ * bookworm's guest with cgroup2 mounted with that option (the guest's /init reads oomlab.cgroup2=).
+ */
+export const CGROUP2_OPTIONS = ['memory_localevents', 'memory_recursiveprot', 'memory_hugetlb_accounting', 'pids_localevents', 'favordynmods', 'nsdelegate'] as const
+
+/** A kernel as named: "bookworm", "6.1.0-50", or a cell "bookworm+memory_localevents" (options after '+'). */
+export function kernelTargetOf(name: string): KernelTarget {
+  const options: string[] = []
+  let kernel = name
+  for (let m; (m = /^(.+)\+([a-z_]+)$/.exec(kernel)) && (CGROUP2_OPTIONS as readonly string[]).includes(m[2]!); kernel = m[1]!) options.unshift(m[2]!)
+  if (options.length === 0) return { name }
+  return { name, kernel, append: [`oomlab.cgroup2=${options.join(',')}`] }
+}
+
 /** The variables a user sets for a run, checked: a bad value is one line. */
 function runVariables(env: NodeJS.ProcessEnv) {
   const memory = wholeNumber('OOMLAB_MEMORY', env.OOMLAB_MEMORY || undefined, 512, 65536)
@@ -77,6 +93,7 @@ function runVariables(env: NodeJS.ProcessEnv) {
     cgroupRoot: env.OOMLAB_CGROUP_PARENT || undefined,
     kernel: env.OOMLAB_KERNEL || undefined,
     kernelImage: env.OOMLAB_KERNEL_IMAGE || undefined,
+    kernelSrc: env.OOMLAB_KERNEL_SRC || undefined,
     accel: env.OOMLAB_ACCEL || undefined,
     memoryMiB: memory,
     append: (env.OOMLAB_APPEND ?? '').split(/\s+/).filter(Boolean),
@@ -90,7 +107,13 @@ export async function resolveRun(req: RunRequest, env: NodeJS.ProcessEnv, log: (
   // Plain vitest's processes each resolve the run: they agree on its id and folder by not deriving them from time.
   const id = req.by === 'vitest' ? 'vitest' : newRunId()
   const cgroupRoot = req.cgroupRoot ?? vars.cgroupRoot
-  const envKernels: KernelTarget[] = vars.kernelImage ? [{ name: resolve(vars.kernelImage), image: resolve(vars.kernelImage) }] : vars.kernel ? [{ name: vars.kernel }] : []
+  const envKernels: KernelTarget[] = vars.kernelSrc
+    ? [{ name: resolve(vars.kernelSrc), src: resolve(vars.kernelSrc) }]
+    : vars.kernelImage
+      ? [{ name: resolve(vars.kernelImage), image: resolve(vars.kernelImage) }]
+      : vars.kernel
+        ? [kernelTargetOf(vars.kernel)]
+        : []
   const named = req.kernels ?? envKernels
   const append = req.append ?? vars.append
   const vm = (req.vm ?? vars.vm) || named.length > 0 || append.length > 0
@@ -103,8 +126,10 @@ export async function resolveRun(req: RunRequest, env: NodeJS.ProcessEnv, log: (
     cgCheckParent(cgroupRoot, mount)
   }
   for (const k of named) {
-    if (k.image === undefined) parseKernelSpec(k.name)
-    else if (!existsSync(k.image)) throw new UserError(`--kernel-image ${k.image}: no such file`)
+    if (k.src !== undefined) checkKernelSrc(k.src)
+    else if (k.image !== undefined) {
+      if (!existsSync(k.image)) throw new UserError(`--kernel-image ${k.image}: no such file`)
+    } else parseKernelSpec(k.kernel ?? k.name)
   }
   const accel = oneOf(req.accel !== undefined ? '--accel' : 'OOMLAB_ACCEL', req.accel ?? vars.accel, ['auto', 'kvm', 'tcg'] as const, 'auto')
   const specs = req.selectSpecs ? selectSpecs(req.filters ?? [], req.specFiles ?? []) : []

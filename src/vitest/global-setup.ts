@@ -1,31 +1,21 @@
 /**
- * vitest's global setup for each experiments project: hands its workers the machine the run decided on
- * (this host, or guests of the project's kernel) and where their evidence goes. Under plain `vitest` it
- * also prepares the kernel's guest (fetch, image, snapshot); under oomlab the CLI did before vitest started.
+ * vitest's global setup for each experiments project under plain `vitest`: hands its workers the machine
+ * the run decided on (this host, or guests of the project's kernel) and where their evidence goes, and
+ * prepares the kernel's guest (fetch, image, snapshot). oomlab hands its vitest the same itself
+ * (src/vitest/start.ts), its guests prepared before vitest started.
  */
 import type { TestProject } from 'vitest/node'
 import { UserError } from '../util/errors.js'
 import { StatusLine } from '../util/progress.js'
 import { guestChoiceOf, kernelOfProject, type RunConfig } from '../run/config.js'
-import { evidenceKernelOf } from '../run/report.js'
-import { currentRun, type MachineChoice } from './context.js'
+import { currentRun, provisionsOf, type MachineChoice } from './context.js'
 
 const status = new StatusLine(process.stderr)
 
-async function machineOf(run: RunConfig, project: string): Promise<MachineChoice> {
-  if (run.machine.kind === 'native') {
-    // In a delegated scope, `oomlab __in-scope` names the scope as the run's cgroup root.
-    const cgroupRoot = run.machine.cgroupRoot ?? (process.env.OOMLAB_CGROUP_PARENT || undefined)
-    return { where: 'local', ...(cgroupRoot !== undefined && { cgroupRoot }) }
-  }
+async function prepareGuest(run: RunConfig, project: string): Promise<MachineChoice> {
   const kernel = kernelOfProject(run, project)
-  if (!kernel) throw new Error(`no kernel of this run is named by the project ${project}`)
-  const m = run.machine
-  const choice = guestChoiceOf(m, kernel)
-  const prepared = run.prepared?.[kernel.name]
-  const images = run.preparedImages?.[kernel.name]
-  if (prepared) return { where: 'guest', guest: prepared, choice, ...(images && { images }) }
-  // Plain vitest only: under oomlab the guest came prepared, and the image and snapshot code need not load.
+  if (run.machine.kind !== 'guest' || !kernel) throw new Error(`no kernel of this run is named by the project ${project}`)
+  const choice = guestChoiceOf(run.machine, kernel)
   const { prepareLabGuest } = await import('../vm/prepare.js')
   const guest = await prepareLabGuest(choice, { log: status.log, progress: status.progress })
   status.end()
@@ -35,10 +25,9 @@ async function machineOf(run: RunConfig, project: string): Promise<MachineChoice
 export default async function setup(project: TestProject): Promise<void> {
   try {
     const run = await currentRun()
-    const kernel = kernelOfProject(run, project.name)
-    const evidenceKernel = evidenceKernelOf(run, kernel)
-    project.provide('oomlabRun', { id: run.id, report: run.report, ...(evidenceKernel !== undefined && { evidenceKernel }) })
-    project.provide('oomlabMachine', await machineOf(run, project.name))
+    const given = provisionsOf(run, project.name)
+    project.provide('oomlabRun', given.run)
+    project.provide('oomlabMachine', given.machine ?? (await prepareGuest(run, project.name)))
   } catch (err) {
     // One line, not vitest's stack trace of the setup file.
     if (err instanceof UserError) {

@@ -4,8 +4,6 @@
  * from a snapshot for every experiment.
  */
 import { inject } from 'vitest'
-import { LocalOs } from '../os/local.js'
-import { openGuestOs } from '../vm/restore.js'
 import type { Os } from '../os/os.js'
 import { UserError } from '../util/errors.js'
 import type { MachineChoice, WorkerRun } from './context.js'
@@ -65,9 +63,11 @@ export async function workerRun(): Promise<WorkerRun> {
 
 export async function openMachine(req: MachineRequest): Promise<Os> {
   const { machine } = await provided()
-  if (machine.where === 'local') return new LocalOs()
+  // A worker loads one machine's side only: this host's (processes, cgroupfs, /dev/kmsg) or a guest's (QEMU, the channel).
+  if (machine.where === 'local') return new (await import('../os/local.js')).LocalOs()
   const log = (line: string) => say(`${req.label}: ${line}`)
   const guest = req.image === undefined ? machine.guest : (machine.images?.[req.image] ?? (await imageGuest(machine.choice, req.image, log)))
+  const { openGuestOs } = await import('../vm/restore.js')
   return openGuestOs(guest, { log, ...(req.signal && { signal: req.signal }) })
 }
 

@@ -13,7 +13,7 @@ import type { ResultLine } from '../report/results.js'
 import { claimReportDir, defaultReportRoot, pointLatest, runDirOf, type ClaimedFolder } from '../report/folder.js'
 import { kernelOfProject, type RunConfig } from '../run/config.js'
 import { collectRuns, readTally } from '../run/report.js'
-import { currentRun } from './context.js'
+import { currentRun, runStopped } from './context.js'
 
 const firstLine = (e: { message?: string } | SerializedError) => (e.message ?? String(e)).split('\n')[0] ?? ''
 
@@ -29,7 +29,8 @@ export default class OomlabReporter implements Reporter {
   }
 
   private write(line: ResultLine): void {
-    if (!this.run) return
+    // A test cut short by the interrupt did not finish: it counts as not run, as it would had vitest died with it.
+    if (!this.run || runStopped()) return
     const path = reportPaths(this.run.report).results
     mkdirSync(dirname(path), { recursive: true })
     // Written at once, whole lines: an interrupt a moment later leaves what finished on disk.

@@ -6,7 +6,8 @@ import { accessSync, constants, readFileSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
-import { execa } from 'execa'
+import { qemuBuild } from './qemu/version.js'
+import { which } from '../util/which.js'
 import { buildInitramfs } from './image/store.js'
 import { probeTree, PROBE_HELLO } from './image/recipes.js'
 import type { Accel } from './qemu/command.js'
@@ -31,8 +32,9 @@ function kvmUsable(): boolean {
   }
 }
 
-async function hostKey(qemu: string, kernel: string): Promise<string> {
-  const version = String((await execa(qemu, ['--version'], { reject: false })).stdout).split('\n')[0]
+async function hostKey(qemu: string, kernel: string, cache: string): Promise<string> {
+  const path = qemu.includes('/') ? qemu : which(qemu)
+  const version = path ? await qemuBuild(path, cache).then((b) => b.version, () => '') : ''
   const cpu = readFileSync('/proc/cpuinfo', 'utf8').match(/^model name\s*:\s*(.*)$/m)?.[1] ?? ''
   const host = `${readFileSync('/proc/sys/kernel/hostname', 'utf8').trim()} ${readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()} ${cpu} ${version} ${kernel}`
   return createHash('sha256').update(host).digest('hex').slice(0, 16)
@@ -48,7 +50,7 @@ export async function chooseAccel(opts: { want: 'auto' | Accel; cache: string; k
     return { accel: 'tcg', reason: '/dev/kvm is not available', cached: false }
   }
   const qemu = opts.qemu ?? 'qemu-system-x86_64'
-  const file = join(opts.cache, 'accel', `${await hostKey(qemu, opts.kernel)}.json`)
+  const file = join(opts.cache, 'accel', `${await hostKey(qemu, opts.kernel, opts.cache)}.json`)
   const saved = await readFile(file, 'utf8').then((t) => JSON.parse(t) as { kvm: boolean; reason: string; probedAt: string }, () => undefined)
   const known = saved && (saved.kvm || Date.now() - Date.parse(saved.probedAt) < FAILURE_TTL_MS) ? saved : undefined
   let kvm = known?.kvm

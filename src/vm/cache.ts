@@ -6,14 +6,22 @@
  *   kernels/<release>/                 a kernel (vmlinuz, kernel.json); kernels/suites/<suite>.json names one per suite
  *   initramfs/<name>-<hash>.cpio       a guest image (+ .sha256); lab-inputs-<key> notes name the lab's image
  *   snapshots/<key>.{state,json}       a saved guest (+ .lock while it is made; older caches also have a .ram beside it)
+ *   kernels/built/<key>/               a kernel built from source (bzImage, config, build.json)
+ *   kernels/build/<id>/                a source tree's build folder; kernels/src/<sha>/ an unpacked tarball:
+ *                                      not under the size limit (a build folder is what makes the next build
+ *                                      incremental), pruned when their tree is gone or after 30 days unused
  *
  * Only names of these shapes are ever listed or removed.
  */
 import { readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { beingMade } from './snapshot/store.js'
+import { BUILD_FILES, BUILD_ID, BUILT_KEY, SOURCE_ID, builtDir, sourcesDir } from '../kernel/build/layout.js'
 
-export type EntryKind = 'kernel' | 'image' | 'snapshot'
+export type EntryKind = 'kernel' | 'image' | 'snapshot' | 'build' | 'source'
+
+/** What the size limit leaves alone: a tree's build folder and an unpacked tarball (minutes of work each to make again). */
+export const UNLIMITED: readonly EntryKind[] = ['build', 'source']
 
 export interface CacheEntry {
   kind: EntryKind
@@ -30,7 +38,7 @@ export interface CacheEntry {
   named?: boolean
   /** A snapshot a live process is making: never stale, never evicted. */
   making?: boolean
-  /** For a snapshot: the kernel release and image file it was made of. */
+  /** For a snapshot: the kernel release and image file it was made of; for a built kernel, its release. */
   madeOf?: { release?: string; image?: string }
   /** Why it can never be used again; undefined when it can. */
   stale?: string
@@ -64,7 +72,8 @@ export async function markUsed(paths: string[]): Promise<void> {
 /** The stamps of what a guest is made of: its kernel (when the cache holds it), its image, its snapshot. */
 export function stampsOf(cache: string, o: { kernelPath: string; release: string; initrd: string; snapshotKey?: string }): string[] {
   return [
-    ...(o.kernelPath.startsWith(`${cache}/`) ? [join(cache, 'kernels', o.release, USED)] : []),
+    // A kernel's own folder: kernels/<release>/, or kernels/built/<key>/ for one built from source.
+    ...(o.kernelPath.startsWith(`${cache}/`) ? [join(dirname(o.kernelPath), USED)] : []),
     `${o.initrd}${USED}`,
     ...(o.snapshotKey !== undefined ? [join(cache, 'snapshots', `${o.snapshotKey}${USED}`)] : []),
   ]
@@ -135,6 +144,43 @@ export async function listCache(cache: string, qemuId?: string): Promise<CacheEn
       usedMs: await usedAt(join(dir, USED), madeMs),
       ...(!whole && { stale: 'no vmlinuz in it' }),
     })
+  }
+
+  for (const key of await list(builtDir(cache))) {
+    if (!BUILT_KEY.test(key)) continue
+    const dir = builtDir(cache, key)
+    const record = await readJson<{ release?: string; tree?: string }>(join(dir, 'build.json'))
+    const { bytes, madeMs } = await sizeOf((await list(dir)).map((f) => join(dir, f)))
+    const whole = record !== undefined && (await stat(join(dir, 'bzImage')).catch(() => undefined)) !== undefined
+    entries.push({
+      kind: 'kernel',
+      id: `built/${key}`,
+      about: `${record?.release ?? '?'} built from ${record?.tree ?? '?'}`,
+      named: false,
+      files: [dir],
+      bytes,
+      madeMs,
+      usedMs: await usedAt(join(dir, USED), madeMs),
+      ...(record?.release && { madeOf: { release: record.release } }),
+      ...(!whole && { stale: 'no bzImage or record in it' }),
+    })
+  }
+  for (const id of await list(join(cache, 'kernels', 'build'))) {
+    if (!BUILD_ID.test(id)) continue
+    const dir = join(cache, 'kernels', 'build', id)
+    const tree = (await readFile(join(dir, BUILD_FILES.tree), 'utf8').catch(() => '')).trim()
+    const bytes = Number((await readFile(join(dir, BUILD_FILES.bytes), 'utf8').catch(() => '0')).trim()) || 0
+    const madeMs = (await stat(join(dir, BUILD_FILES.log)).catch(() => undefined))?.mtimeMs ?? (await stat(dir)).mtimeMs
+    const treeThere = tree !== '' && (await stat(tree).catch(() => undefined)) !== undefined
+    entries.push({ kind: 'build', id: `build/${id}`, about: `build folder of ${tree || '?'}`, files: [dir], bytes, madeMs, usedMs: await usedAt(join(dir, USED), madeMs), ...(!treeThere && { stale: `its tree ${tree || '?'} is gone` }) })
+  }
+  for (const id of await list(sourcesDir(cache))) {
+    if (!SOURCE_ID.test(id)) continue
+    const dir = join(sourcesDir(cache), id)
+    const origin = await readJson<{ tarball?: string; top?: string }>(join(dir, 'origin.json'))
+    const bytes = Number((await readFile(join(dir, BUILD_FILES.bytes), 'utf8').catch(() => '0')).trim()) || 0
+    const madeMs = (await stat(join(dir, 'origin.json')).catch(() => undefined))?.mtimeMs ?? (await stat(dir)).mtimeMs
+    entries.push({ kind: 'source', id: `src/${id}`, about: `${origin?.top ?? '?'} unpacked from ${origin?.tarball ?? '?'}`, files: [dir], bytes, madeMs, usedMs: await usedAt(join(dir, USED), madeMs), ...(!origin && { stale: 'never finished unpacking' }) })
   }
 
   const imagesDir = join(cache, 'initramfs')
@@ -213,7 +259,7 @@ export async function pruneCache(cache: string, o: { qemuId?: string; now?: numb
   const now = o.now ?? Date.now()
   const unnamedAfter = o.unnamedAfterMs ?? 30 * 24 * 3600 * 1000
   const entries = await listCache(cache, o.qemuId)
-  const oldKernels = entries.filter((e) => e.kind === 'kernel' && !e.named && now - e.usedMs > unnamedAfter)
+  const oldKernels = entries.filter((e) => (e.kind === 'kernel' || UNLIMITED.includes(e.kind)) && !e.named && now - e.usedMs > unnamedAfter)
   const gone = [...new Set([...entries.filter((e) => e.stale !== undefined), ...oldKernels, ...oldKernels.flatMap((k) => madeOf(entries, k))])]
   for (const e of gone) await remove(e)
   const imagesDir = join(cache, 'initramfs')
@@ -232,7 +278,7 @@ export async function pruneCache(cache: string, o: { qemuId?: string; now?: numb
  */
 export async function enforceLimit(cache: string, limitBytes: number, o: { now?: number } = {}): Promise<{ evicted: CacheEntry[]; total: number; over?: string }> {
   const now = o.now ?? Date.now()
-  const entries = await listCache(cache)
+  const entries = (await listCache(cache)).filter((e) => !UNLIMITED.includes(e.kind))
   let total = entries.reduce((s, e) => s + e.bytes, 0)
   const evicted = new Set<CacheEntry>()
   if (limitBytes <= 0 || total <= limitBytes) return { evicted: [], total }

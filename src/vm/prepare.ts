@@ -5,6 +5,7 @@
 import { stat } from 'node:fs/promises'
 import { resolveKernel, DEFAULT_KERNEL } from '../kernel/resolve.js'
 import { kernelFromImage } from '../kernel/image.js'
+import { buildKernel } from '../kernel/build/build.js'
 import { imageWithModules, zstdImage, zstdInitrd } from './image/store.js'
 import { additionImage, labImage, type ImageAddition } from './image/recipes.js'
 import { chooseAccel } from './accel.js'
@@ -23,6 +24,8 @@ export interface GuestChoice {
   kernel?: string
   /** A bzImage the user built; wins over `kernel`. */
   kernelImage?: string
+  /** A source tree (or its tarball) oomlab builds the kernel from (cached by its key); wins over both. */
+  kernelSrc?: string
   accel?: 'auto' | 'kvm' | 'tcg'
   memoryMiB?: number
   cpus?: number
@@ -57,7 +60,9 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
   const cache = cacheDir()
   reapStaleVmDirs(log)
   const t0 = performance.now()
-  const kernel = choice.kernelImage
+  const kernel = choice.kernelSrc
+    ? (await buildKernel(choice.kernelSrc, { cacheDir: cache, log: (line) => log(`kernel build: ${line}`), ...(o.progress && { progress: o.progress }), ...(o.signal && { signal: o.signal }) })).kernel
+    : choice.kernelImage
     ? await kernelFromImage(choice.kernelImage)
     : await resolveKernel(choice.kernel ?? DEFAULT_KERNEL, { cacheDir: cache, log, ...(o.progress && { progress: o.progress }), ...(choice.refresh && { refresh: true }), ...(o.signal && { signal: o.signal }) })
   const t1 = performance.now()
@@ -86,7 +91,7 @@ export async function prepareLabGuest(choice: GuestChoice, o: PrepareOptions = {
     channel,
   }
   const kst = await stat(kernel.path)
-  const ids: SnapshotIds = { kernelId: `${kernel.release} ${kernel.versionString} ${kst.size} ${kst.mtimeMs}`, initrdId: image.hash, qemuId: await qemuBuildId(qemu) }
+  const ids: SnapshotIds = { kernelId: `${kernel.release} ${kernel.versionString} ${kst.size} ${kst.mtimeMs}`, initrdId: image.hash, qemuId: await qemuBuildId(qemu, cache) }
   const snapshot = await ensureSnapshot(spec, {
     cacheDir: cache,
     ids,

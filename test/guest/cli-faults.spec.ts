@@ -5,31 +5,20 @@
  * left. Runs inside the restored runner guest (`oomlab soak`, run-faults.ts).
  */
 import { describe, it, expect } from 'vitest'
-import { spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, watch } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { waitForKey } from '../../src/cgroup/wait.js'
+import { startChild, type Child } from '../helpers/child.js'
+import { leftovers as leftoversOf, processesNow } from '../helpers/leftovers.js'
 
 const CLI = '/oomlab/node_modules/oom-group-lab/bin/oomlab.mjs'
 const CGROUP = '/sys/fs/cgroup'
 
-interface Run {
-  out: string[]
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  kill(sig: NodeJS.Signals): void
-  /** The run's report folder. */
-  report: string
-}
-
-function startCli(): Run {
+/** A run of the installed CLI, and its report folder. */
+function startCli(): Child & { report: string } {
   const report = mkdtempSync(join(tmpdir(), 'cli-report-'))
-  const p = spawn(process.execPath, [CLI, 'reproduce', '--native', '02-', '--report', report], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const out: string[] = []
-  p.stdout.setEncoding('utf8').on('data', (c: string) => out.push(c))
-  p.stderr.setEncoding('utf8').on('data', (c: string) => out.push(c))
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => p.on('exit', (code, signal) => resolve({ code, signal })))
-  return { out, exit, kill: (sig) => p.kill(sig), report }
+  return Object.assign(startChild(process.execPath, [CLI, 'reproduce', '--native', '02-', '--report', report]), { report })
 }
 
 /** Resolves once `path` exists: watches the deepest folder that does (mkdir on cgroupfs raises inotify events). */
@@ -81,25 +70,11 @@ function newTree(before: Set<string>, timeoutMs = 120_000): Promise<string> {
 const treesNow = () => new Set(readdirSync(CGROUP).filter((d) => d.startsWith('oomlab-')))
 
 /** What a run may leave: its cgroups, its workload (uid 1000), vitest and its workers, its temp dirs. */
-function leftovers(): string[] {
-  const found: string[] = []
-  for (const d of readdirSync(CGROUP)) if (d.startsWith('oomlab-')) found.push(`cgroup ${d}`)
-  for (const f of readdirSync(tmpdir())) if (/^oomlab-(work|vitest|prepared)-/.test(f)) found.push(`temp ${f}`)
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p) && !before.has(p))) {
-    try {
-      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-      if (/^State:\s+Z/m.test(status)) continue
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim()
-      if (/^Uid:\s+1000\b/m.test(status) || cmd === 'cat /dev/kmsg' || cmd.includes(CLI) || /vitest\.mjs|node_modules\/(vitest|tinypool)/.test(cmd)) found.push(`process ${pid} (${cmd.slice(0, 120)})`)
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return found
-}
+const leftovers = () =>
+  leftoversOf({ before, temp: /^oomlab-(work|vitest|prepared)-/, ours: (cmd) => cmd === 'cat /dev/kmsg' || cmd.includes(CLI) || /vitest\.mjs|node_modules\/(vitest|tinypool)/.test(cmd) })
 
 /** The machine's own processes before any run (the agent, its kernel-log reader, vitest running this file). */
-const before = new Set(readdirSync('/proc').filter((p) => /^\d+$/.test(p)))
+const before = processesNow()
 
 type Stage = 'setup' | 'kill' | 'judging'
 const TRIALS: [NodeJS.Signals, Stage][] = []
@@ -119,8 +94,8 @@ describe('oomlab reproduce --native, interrupted, leaves nothing behind', () => 
     // After the group kill, while the spec waits for the records and judges.
     if (stage === 'judging') await waitForKey(test011, 'cgroup.events', 'populated', (n) => n === 0, 'populated 0', { timeoutMs: 60_000 })
     run.kill(sig)
-    const end = await run.exit
-    const said = run.out.join('')
+    const end = await run.closed
+    const said = run.output()
     // Interrupted: 130 and the reason; or, late in judging, it may have finished first.
     expect(end.code === 130 || (stage === 'judging' && end.code === 0), `exit ${JSON.stringify(end)}: ${said.slice(-600)}`).toBe(true)
     if (end.code === 130) expect(said).toMatch(new RegExp(`${sig}: stopping`))
@@ -139,8 +114,8 @@ describe('oomlab reproduce --native killed with SIGKILL', () => {
     first.kill('SIGKILL')
     await first.exit
     const next = startCli()
-    const end = await next.exit
-    const said = next.out.join('')
+    const end = await next.closed
+    const said = next.output()
     expect(end.code, said.slice(-600)).toBe(0)
     // The killed CLI's vitest outlives it and tears its tree down itself; what it could not, the next run reaps.
     expect(existsSync(tree)).toBe(false)
@@ -151,8 +126,8 @@ describe('oomlab reproduce --native killed with SIGKILL', () => {
 describe('two oomlab reproduce --native at once', () => {
   it('both pass, each with its own tree', { timeout: 400_000 }, async () => {
     const runs = [startCli(), startCli()]
-    const ends = await Promise.all(runs.map((r) => r.exit))
-    for (const [i, e] of ends.entries()) expect(e.code, runs[i]!.out.join('').slice(-600)).toBe(0)
+    const ends = await Promise.all(runs.map((r) => r.closed))
+    for (const [i, e] of ends.entries()) expect(e.code, runs[i]!.output().slice(-600)).toBe(0)
     // The kernel's own path of each run's group kill: the same names (test01/test011) under two trees.
     const groupKills = runs.map((r) => (JSON.parse(readFileSync(join(r.report, 'evidence', '02-leaf-oom-group-1.json'), 'utf8')) as { oomEvents: { groupKill: string | null }[] }).oomEvents[0]?.groupKill)
     expect(groupKills[0]).toMatch(/^\/oomlab-.*\/test01\/test011$/)

@@ -4,16 +4,17 @@
  * the claimer's QEMU still running (tried by removing the holder's 'close' handler).
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect } from 'node:net'
-import { execa } from 'execa'
 import { dir as tmpDir } from 'tmp-promise'
 import { prepareLabGuest } from '../../src/vm/prepare.js'
 import { openGuestOs, type GuestOs, type PreparedGuest } from '../../src/vm/restore.js'
 import { GuestsAhead } from '../../src/vm/ahead.js'
 import { projectRoot } from '../../src/util/paths.js'
 import { labGuestSkipReason } from '../helpers/lab-guest.js'
+import { startScript } from '../helpers/oomlab.js'
+import { until } from '../helpers/poll.js'
 import { readStat } from '../../src/proc/procfs.js'
 import { ROOT } from '../../src/experiment/lab.js'
 import { timeoutScale } from '../../src/util/timeout-scale.js'
@@ -24,14 +25,6 @@ const why = labGuestSkipReason()
 /** Running: in /proc and not a zombie. */
 const alive = (pid: number) => readStat(pid) !== undefined && readStat(pid)!.state !== 'Z'
 
-
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
 
 describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` : ''}`, () => {
   let guest: PreparedGuest
@@ -117,24 +110,20 @@ describe.skipIf(why !== '')(`guests restored ahead${why ? ` (skipped: ${why})` :
     const w = await start(1)
     const work = await tmpDir({ unsafeCleanup: true })
     try {
-      const script = join(work.path, 'claimer.mts')
-      writeFileSync(
-        script,
+      const claimer = startScript(
+        work.path,
+        'claimer',
         `import { openGuestOs } from ${JSON.stringify(join(projectRoot, 'src/vm/restore.ts'))}
 const os = await openGuestOs(${JSON.stringify({ ...guest, ahead: w.socketPath })})
 console.log(JSON.stringify({ ahead: os.restoredAhead, pid: os.vm.pid, dir: os.vm.workDir }))
 setInterval(() => undefined, 1000)
 `,
       )
-      const claimer = execa(process.execPath, ['--import', 'tsx', script], { cwd: projectRoot, reject: false, buffer: false, stdout: 'pipe', stderr: 'inherit' })
-      const said = await new Promise<{ ahead: boolean; pid: number; dir: string }>((resolve, reject) => {
-        claimer.stdout!.once('data', (d: Buffer) => resolve(JSON.parse(d.toString())))
-        void claimer.then((r) => reject(new Error(`the claimer exited early: ${r.exitCode ?? r.signal}`)))
-      })
+      const said = JSON.parse(await claimer.line(/^\{/)) as { ahead: boolean; pid: number; dir: string }
       expect(said.ahead).toBe(true)
       expect(alive(said.pid)).toBe(true)
       claimer.kill('SIGKILL')
-      await claimer
+      await claimer.exit
       await until('the claimed QEMU gone', () => !alive(said.pid))
       await until('its folder removed', () => !existsSync(said.dir))
     } finally {

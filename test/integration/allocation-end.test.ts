@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { startChild, type Child } from '../helpers/child.js'
 import { cgMountPoint, cgCreate } from '../../src/cgroup/cgroupfs.js'
 import { killAndRemoveSync } from '../../src/os/kill.js'
 import { waitAllocationEnd } from '../../src/os/allocation.js'
@@ -19,10 +19,10 @@ const mount = cgMountPoint()
 const why = !mount ? 'no cgroup2 mount on this host' : process.getuid?.() !== 0 ? 'needs root to create cgroups' : ''
 
 /** A shell in `cg` that starts `child` (its own child) and says so. */
-async function parentIn(cg: string, child: string): Promise<{ sh: ChildProcess; startTime: number }> {
-  const sh = spawn('/bin/sh', ['-c', `echo $$ > ${join(cg, 'cgroup.procs')}; ${child} & echo started; wait`], { stdio: ['ignore', 'pipe', 'ignore'] })
-  await new Promise<void>((resolve) => sh.stdout!.once('data', () => resolve()))
-  return { sh, startTime: readStat(sh.pid!)!.startTime }
+async function parentIn(cg: string, child: string): Promise<{ sh: Child; startTime: number }> {
+  const sh = startChild('/bin/sh', ['-c', `echo $$ > ${join(cg, 'cgroup.procs')}; ${child} & echo started; wait`])
+  await sh.line(/^started$/)
+  return { sh, startTime: readStat(sh.pid)!.startTime }
 }
 
 describe.skipIf(why !== '')(`the end of an allocation${why ? ` (skipped: ${why})` : ''}`, () => {
@@ -31,17 +31,17 @@ describe.skipIf(why !== '')(`the end of an allocation${why ? ` (skipped: ${why})
     await cgCreate(cg)
     try {
       const { sh, startTime } = await parentIn(cg, 'sleep 60')
-      const watch = { parent: { pid: sh.pid!, startTime }, cgroups: [cg], limits: [] }
+      const watch = { parent: { pid: sh.pid, startTime }, cgroups: [cg], limits: [] }
       const end = await waitAllocationEnd(watch, 5_000)
       expect(end).toMatchObject({ by: 'asleep', comm: 'sleep', wchan: expect.stringMatching(/nanosleep/) })
       const sleeper = (end as { pid: number }).pid
       expect(readStat(sleeper)?.ppid).toBe(sh.pid)
       // What the kernel says where it gives no wchan (Debian's 5.10): the system call the sleep is in.
       expect(['nanosleep', 'clock_nanosleep']).toContain(({ 35: 'nanosleep', 230: 'clock_nanosleep', 101: 'nanosleep', 115: 'clock_nanosleep' } as Record<number, string>)[readSyscall(sleeper) ?? -1])
-      expect(nanosleepOf(sh.pid!)).toBeUndefined()
+      expect(nanosleepOf(sh.pid)).toBeUndefined()
 
       sh.kill('SIGKILL')
-      await new Promise((resolve) => sh.once('exit', resolve))
+      await sh.exit
       expect(await waitAllocationEnd(watch, 5_000)).toEqual({ by: 'parent gone' })
     } finally {
       killAndRemoveSync(cg)
@@ -58,7 +58,7 @@ describe.skipIf(why !== '')(`the end of an allocation${why ? ` (skipped: ${why})
     try {
       // A busy child never sleeps in nanosleep: the wait runs out its deadline.
       const { sh, startTime } = await parentIn(cg, 'while :; do :; done')
-      const watch = { parent: { pid: sh.pid!, startTime }, cgroups: [cg], limits: [{ path: events, oomBefore: 0 }] }
+      const watch = { parent: { pid: sh.pid, startTime }, cgroups: [cg], limits: [{ path: events, oomBefore: 0 }] }
       await expect(waitAllocationEnd(watch, 500)).rejects.toBeInstanceOf(KernelTimeoutError)
       const t0 = performance.now()
       const ended = waitAllocationEnd(watch, 5_000)

@@ -6,13 +6,16 @@
  * guests are prepared (from the cache) as for any run.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { execa, type ResultPromise } from 'execa'
+import { execa } from 'execa'
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { dir as tmpDir, type DirectoryResult } from 'tmp-promise'
 import { projectRoot, cacheDir } from '../../src/util/paths.js'
 import { labGuestSkipReason } from '../helpers/lab-guest.js'
 import { timeoutScale } from '../../src/util/timeout-scale.js'
+import { oomlab as oomlabIn, OOMLAB } from '../helpers/oomlab.js'
+import { startChild } from '../helpers/child.js'
+import { until } from '../helpers/poll.js'
 
 const T = timeoutScale()
 const why = labGuestSkipReason()
@@ -24,8 +27,7 @@ describe.skipIf(why !== '')(`the CLI's results are this run's${why ? ` (skipped:
   beforeAll(async () => void (work = await tmpDir({ prefix: 'oomlab-results-', unsafeCleanup: true })))
   afterAll(async () => work?.cleanup())
 
-  const oomlab = (args: string[], o: { root?: string } = {}) =>
-    execa(process.execPath, [join(o.root ?? projectRoot, 'bin/oomlab.mjs'), ...args], { cwd: work.path, reject: false, all: true, env: { OOMLAB_RESTORE_AHEAD: '0' } })
+  const oomlab = (args: string[], o: { root?: string } = {}) => oomlabIn(args, { ...o, cwd: work.path, env: { OOMLAB_RESTORE_AHEAD: '0' } })
 
   it('counts a spec that throws at import as a failure, on one kernel', { timeout: 300_000 * T }, async () => {
     const r = await oomlab(['matrix', 'bookworm', spec('throws-at-import'), spec('trivial'), '--report', join(work.path, 'one')])
@@ -71,18 +73,14 @@ describe.skipIf(why !== '')(`the CLI's results are this run's${why ? ` (skipped:
 
   it('says, when interrupted, what passed before it and that the rest did not run', { timeout: 300_000 * T }, async () => {
     const report = join(work.path, 'interrupted')
-    const child: ResultPromise = execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), 'reproduce', '--vm', '--jobs', '2', spec('trivial'), spec('waits'), '--report', report], { cwd: work.path, reject: false, all: true })
+    const child = startChild(process.execPath, [OOMLAB, 'reproduce', '--vm', '--jobs', '2', spec('trivial'), spec('waits'), '--report', report], { cwd: work.path })
     // Interrupted once the trivial spec's result is on record.
     const results = join(report, 'results.jsonl')
-    const deadline = Date.now() + 240_000 * T
-    while (!(existsSync(results) && readFileSync(results, 'utf8').includes('"state":"passed"'))) {
-      if (Date.now() > deadline) throw new Error(`no passed result in ${results}`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
+    await until(`a passed result in ${results}`, () => existsSync(results) && readFileSync(results, 'utf8').includes('"state":"passed"'), { timeoutMs: 240_000 * T, everyMs: 100 })
     child.kill('SIGINT')
-    const r = await child
-    expect(r.exitCode, String(r.all)).toBe(130)
-    expect(String(r.all)).toMatch(/interrupted: before it, 1 experiment\(s\) passed and 0 failed; 1 spec file\(s\) did not run/)
-    expect(closing(String(r.all))).toBe('oomlab: 1 passed, 0 failed')
+    const end = await child.closed
+    expect(end.code, child.output()).toBe(130)
+    expect(child.output()).toMatch(/interrupted: before it, 1 experiment\(s\) passed and 0 failed; 1 spec file\(s\) did not run/)
+    expect(closing(child.output())).toBe('oomlab: 1 passed, 0 failed')
   })
 })

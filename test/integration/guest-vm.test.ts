@@ -22,6 +22,8 @@ import { cacheDir, projectRoot } from '../../src/util/paths.js'
 import { which } from '../../src/util/which.js'
 import { UserError } from '../../src/util/errors.js'
 import { timeoutScale } from '../../src/util/timeout-scale.js'
+import { startScript } from '../helpers/oomlab.js'
+import { until } from '../helpers/poll.js'
 
 const why = !which('qemu-system-x86_64') ? 'qemu-system-x86_64 is not installed' : process.getuid?.() !== 0 ? 'needs root' : ''
 const T = timeoutScale()
@@ -236,23 +238,21 @@ describe.skipIf(why !== '')(`long-lived QEMU guests and their snapshots${why ? `
   })
 
   it('takes QEMU down with its parent, even when the parent is SIGKILLed', { timeout: 30_000 * T }, async () => {
-    const dir = newCache()
-    const script = join(dir, 'parent.mts') // .mts: an ES module wherever it is (top-level await)
-    writeFileSync(script, `import { GuestVm } from ${JSON.stringify(join(projectRoot, 'src/vm/vm.ts'))}
+    // node itself, not the tsx wrapper (which would start node as a child of its own): QEMU's parent is the one killed.
+    const parent = startScript(
+      newCache(),
+      'parent',
+      `import { GuestVm } from ${JSON.stringify(join(projectRoot, 'src/vm/vm.ts'))}
 const vm = await GuestVm.boot(${JSON.stringify(spec)}, { connectTimeoutMs: 10000 })
 console.log(vm.workDir)
 setInterval(() => undefined, 1000)
-`)
-    // node itself, not the tsx wrapper (which would start node as a child of its own): QEMU's parent is the one killed.
-    const parent = execa(process.execPath, ['--import', 'tsx', script], { cwd: projectRoot, reject: false, buffer: false, stdout: 'pipe', stderr: 'inherit' })
-    const workDir = await new Promise<string>((resolve, reject) => {
-      parent.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))
-      void parent.then((r) => reject(new Error(`the parent exited early: ${r.exitCode ?? r.signal}`)))
-    })
+`,
+    )
+    const workDir = await parent.line(/^\//)
     expect(qemuWith(workDir)).toHaveLength(1)
     parent.kill('SIGKILL')
-    await parent
-    for (let i = 0; i < 100 && qemuWith(workDir).length > 0; i++) await new Promise((r) => setTimeout(r, 50))
+    await parent.exit
+    await until('its QEMU gone with it', () => qemuWith(workDir).length === 0, { everyMs: 50 })
     expect(qemuWith(workDir)).toEqual([])
     rmSync(workDir, { recursive: true, force: true }) // the parent had no chance to remove it
   })

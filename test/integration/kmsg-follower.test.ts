@@ -5,7 +5,7 @@
  */
 import { describe, it, expect } from 'vitest'
 import { constants, accessSync } from 'node:fs'
-import { KmsgFollower } from '../../src/kmsg/reader.js'
+import { KmsgFollower } from '../../src/kmsg/follower.js'
 import { KernelTimeoutError } from '../../src/util/errors.js'
 
 function kmsgReadable(): boolean {

@@ -62,8 +62,10 @@ describe('the packed package', () => {
         'dist/src/index.d.ts',
         'dist/src/vitest/reporter.js',
         'dist/vitest.config.js',
-        // The guest image: its /init, the bench's shell baseline, the agent bundled from its compiled copy.
+        // The guest image: its /init, the bench's shell baseline, the agent bundled from its compiled copy; the
+        // guest kernel's config fragment (oomlab kernel build).
         'dist/src/vm/in-guest/init.sh',
+        'dist/src/kernel/build/guest.config',
         'dist/src/vm/in-guest/agent.js',
         'dist/experiments/article.sh',
       ]),

@@ -3,32 +3,25 @@
  * still tearing down), and why a zombie counts as dead, for the group and for a tree's owner.
  */
 import { describe, it, expect } from 'vitest'
-import { spawn } from 'node:child_process'
-import { once } from 'node:events'
 import { groupMembers, groupEnded } from '../../src/proc/group.js'
 import { liveness, readStat } from '../../src/proc/procfs.js'
 import { ownerIsGone, ownerOf } from '../../src/proc/owner.js'
+import { startChild } from '../helpers/child.js'
+import { until } from '../helpers/poll.js'
 
 /** A detached sh (the group's leader) that starts `background` in its group, prints its PID and exits. */
 async function orphanedGroup(background: string): Promise<{ pgid: number; pid: number }> {
-  const sh = spawn('sh', ['-c', `${background} & echo $!`], { detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  sh.stdout.setEncoding('utf8').on('data', (c: string) => (out += c))
-  await once(sh, 'exit')
-  return { pgid: sh.pid!, pid: Number(out.trim()) }
+  const sh = startChild('sh', ['-c', `${background} & echo $!`], { detached: true })
+  await sh.exit
+  return { pgid: sh.pid, pid: Number(sh.lines[0]) }
 }
 
 /** A zombie: a child whose parent (`sleep`, exec'd over the shell that forked it) never reaps it; it ends after the exec. */
 async function zombie(): Promise<{ zombie: number; parent: number }> {
-  const sh = spawn('sh', ['-c', 'sleep 0.1 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  const [line] = (await once(sh.stdout.setEncoding('utf8'), 'data')) as [string]
-  const pid = Number(line.trim())
-  const deadline = Date.now() + 5000
-  while (readStat(pid)?.state !== 'Z') {
-    if (Date.now() > deadline) throw new Error(`pid ${pid} did not become a zombie`)
-    await new Promise((r) => setImmediate(r))
-  }
-  return { zombie: pid, parent: sh.pid! }
+  const sh = startChild('sh', ['-c', 'sleep 0.1 & echo $!; exec sleep 30'])
+  const pid = Number(await sh.line(/^\d+$/))
+  await until(`pid ${pid} a zombie`, () => readStat(pid)?.state === 'Z', { everyMs: 1 })
+  return { zombie: pid, parent: sh.pid }
 }
 
 describe('a process group after its leader exits', () => {

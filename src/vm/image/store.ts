@@ -66,10 +66,12 @@ export async function zstdImage(cache: string, image: Initramfs): Promise<Initra
 const ZSTD_ARGS = ['-q', '-3', '-T0']
 
 /**
- * Whether a kernel unpacks a zstd initramfs: CONFIG_RD_ZSTD, in Linux since 5.9 and set in Debian's
- * kernels (bullseye's 5.10 and every later one boot it). A kernel given by path may lack it: its image stays plain.
+ * Whether a kernel unpacks a zstd initramfs: CONFIG_RD_ZSTD, in Linux since 5.9. A kernel oomlab built
+ * says so from its .config; Debian's set it (bullseye's 5.10 and every later one boot it); a kernel
+ * given by path may lack it: its image stays plain.
  */
-export function zstdInitrd(kernel: { source: 'debian' | 'file'; release: string }): boolean {
+export function zstdInitrd(kernel: { source: 'debian' | 'file' | 'build'; release: string; initramfs?: readonly string[] }): boolean {
+  if (kernel.initramfs) return kernel.initramfs.includes('zstd')
   const [major = 0, minor = 0] = kernel.release.split(/[.-]/).map(Number)
   return kernel.source === 'debian' && (major > 5 || (major === 5 && minor >= 9))
 }

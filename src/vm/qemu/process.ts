@@ -2,7 +2,7 @@
  * The QEMU process behind a guest, as the guest's lifecycle (src/vm/vm.ts) sees it: its pid, its exit,
  * a way to kill it, and its output a line at a time.
  */
-import { execa } from 'execa'
+import { spawn } from 'node:child_process'
 import { lineSplitter } from './console.js'
 import { which } from '../../util/which.js'
 
@@ -32,13 +32,9 @@ export interface QemuSinks {
  */
 export function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: QemuSinks, fd3?: number): QemuProcess {
   // setsid execs QEMU in place (it is no group leader here), so the pid and the pdeathsig stay QEMU's.
-  const child = execa(setpriv, ['--pdeathsig', 'KILL', '--', setsidPath(), qemu, ...args], {
+  const child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', setsidPath(), qemu, ...args], {
     // stdin never written: a pipe keeps QEMU from putting a terminal into raw mode
-    // execa passes a descriptor number through to the child (its types leave numbers out of extra fds)
-    stdio: (fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3]) as ['pipe', 'pipe', 'pipe'],
-    buffer: false,
-    reject: false,
-    cleanup: true,
+    stdio: fd3 === undefined ? ['pipe', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe', fd3],
   })
   const out = lineSplitter(sinks.out)
   const err = lineSplitter(sinks.err)
@@ -46,10 +42,14 @@ export function spawnQemu(setpriv: string, qemu: string, args: string[], sinks: 
   child.stderr!.on('data', err.push)
   return {
     pid: child.pid,
-    exited: child.then((r) => {
-      out.flush()
-      err.flush()
-      return r.exitCode ?? r.signal ?? (r.failed ? String(r.shortMessage ?? 'failed') : undefined)
+    // 'close': the process is gone and its last lines are read. A spawn that failed says why.
+    exited: new Promise((resolve) => {
+      child.once('error', (e) => resolve(e.message))
+      child.once('close', (code, signal) => {
+        out.flush()
+        err.flush()
+        resolve(code ?? signal ?? undefined)
+      })
     }),
     kill: () => void child.kill('SIGKILL'),
   }

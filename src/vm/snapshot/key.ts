@@ -4,9 +4,8 @@
  */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { realpath, stat } from 'node:fs/promises'
-import { execa } from 'execa'
 import { machineArgs, type MachineSpec } from '../qemu/command.js'
+import { qemuBuild } from '../qemu/version.js'
 import { UserError } from '../../util/errors.js'
 import { which } from '../../util/which.js'
 
@@ -35,10 +34,9 @@ function hostCpuModel(): string {
 }
 
 /** `qemu --version`'s first line plus the binary's size and mtime: a rebuilt QEMU of the same version differs. */
-export async function qemuBuildId(qemu: string): Promise<string> {
+export async function qemuBuildId(qemu: string, cacheDir?: string): Promise<string> {
   const path = qemu.includes('/') ? qemu : which(qemu)
   if (!path) throw new UserError(`${qemu} is not installed: apt-get install qemu-system-x86`)
-  const version = String((await execa(path, ['--version'])).stdout).split('\n')[0]
-  const st = await stat(await realpath(path))
-  return `${version} size=${st.size} mtime=${Math.round(st.mtimeMs)}`
+  const b = await qemuBuild(path, cacheDir)
+  return `${b.version} size=${b.size} mtime=${Math.round(b.mtimeMs)}`
 }

@@ -65,4 +65,25 @@ describe('run options', () => {
     expect((await matrix([])).kernels.map((k) => k.name)).toEqual(MATRIX_DEFAULT)
     expect((await matrix(['sid', '--kernel-image', 'package.json'])).kernels).toEqual([{ name: 'sid' }, { name: resolve('package.json'), image: resolve('package.json') }])
   })
+
+  it('takes a cell KERNEL+OPTION as that kernel with cgroup2 mounted with the option; a Debian version keeps its +', async () => {
+    expect(MATRIX_DEFAULT).toContain('bookworm+memory_localevents')
+    expect((await matrix([])).kernels.find((k) => k.name === 'bookworm+memory_localevents')).toEqual({
+      name: 'bookworm+memory_localevents',
+      kernel: 'bookworm',
+      append: ['oomlab.cgroup2=memory_localevents'],
+    })
+    expect((await reproduce(['--kernel', 'sid+memory_localevents+memory_recursiveprot'])).kernels).toEqual([
+      { name: 'sid+memory_localevents+memory_recursiveprot', kernel: 'sid', append: ['oomlab.cgroup2=memory_localevents,memory_recursiveprot'] },
+    ])
+    expect((await reproduce(['--kernel', '6.12.48+deb13'])).kernels).toEqual([{ name: '6.12.48+deb13' }])
+    expect(await fails(reproduce(['--kernel', 'buster+memory_localevents']))).toMatch(/^unknown kernel "buster"/)
+  })
+
+  it('takes a source tree or its tarball with --kernel-src, checked before anything runs', async () => {
+    expect(await fails(reproduce(['--kernel-src', '/nonexistent/linux']))).toBe('--kernel-src /nonexistent/linux: no such file or folder; give a Linux source tree or its tarball (.tar.xz)')
+    expect(await fails(reproduce(['--kernel-src', 'package.json']))).toBe(`--kernel-src ${resolve('package.json')}: a file that is not a tarball (.tar.xz, .tar.gz, ...); give a Linux source tree or its tarball`)
+    expect(await fails(reproduce(['--kernel-src', 'src']))).toBe(`${resolve('src')} is not a Linux source tree (its top Makefile has no VERSION and PATCHLEVEL)`)
+    expect(() => reproduceRequest(parseFlags(COMMANDS.reproduce!, ['--kernel', 'sid', '--kernel-src', '.']))).toThrow('--kernel, --kernel-image and --kernel-src exclude each other')
+  })
 })

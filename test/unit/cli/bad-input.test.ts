@@ -4,7 +4,6 @@
  * no temp dir, no report, no cgroup.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest'
-import { execa } from 'execa'
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
@@ -12,6 +11,7 @@ import { cgMountPoint } from '../../../src/cgroup/cgroupfs.js'
 import { projectRoot } from '../../../src/util/paths.js'
 import { COMMANDS } from '../../../src/cli/commands.js'
 import { timeoutScale } from '../../../src/util/timeout-scale.js'
+import { oomlab } from '../../helpers/oomlab.js'
 
 // Without a cgroup2 mount the cgroup-root cases meet another (also one-line) refusal first.
 const mount = cgMountPoint() ?? '/sys/fs/cgroup'
@@ -62,6 +62,14 @@ const CASES: [string[], RegExp, Record<string, string>?][] = [
   [['soak', '--runs', 'lots'], /^--runs "lots"/],
   [['soak', '--kernel', 'hamm'], /^unknown kernel "hamm"/],
   [['soak', '--bogus'], /^soak: Unknown option '--bogus'/],
+  [['kernel'], /^usage: oomlab kernel build DIR\|TARBALL \(see oomlab kernel --help\)$/],
+  [['kernel', 'build'], /^usage: oomlab kernel build DIR\|TARBALL/],
+  [['kernel', 'build', '/nonexistent/linux'], /^--kernel-src \/nonexistent\/linux: no such file or folder; give a Linux source tree or its tarball/],
+  [['kernel', 'build', 'src'], /src is not a Linux source tree \(its top Makefile has no VERSION and PATCHLEVEL\)$/],
+  [['kernel', 'build', '.', '--jobs', 'all'], /^--jobs "all": expected a whole number from 1 to 256$/],
+  [['reproduce', '--kernel-src', '/nonexistent/linux'], /^--kernel-src \/nonexistent\/linux: no such file or folder/],
+  [['reproduce', '--kernel', 'sid', '--kernel-src', '.'], /^--kernel, --kernel-image and --kernel-src exclude each other$/],
+  [['matrix', '--kernel-src', 'package.json'], /package\.json: a file that is not a tarball/],
   [['kernels', '--all'], /^kernels: Unknown option '--all'/],
   [['kernels', 'all'], /^kernels takes no arguments/],
   [['doctor', 'now'], /^doctor takes no arguments/],
@@ -96,18 +104,12 @@ describe('bad input to the CLI', () => {
   it.concurrent.for(CASES)('oomlab %j: one line, exit 2', { timeout: 60_000 * timeoutScale() }, async ([argv, message, env = {}], { signal, expect }) => {
     const report = join(dir, `report-${CASES.findIndex((c) => c[0] === argv)}`)
     const withReport = ['reproduce', 'test'].includes(argv[0]!) && !argv.includes('--report') ? [...argv, '--report', report] : argv
-    const r = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), ...withReport], {
-      reject: false,
-      cwd: projectRoot,
-      env: { ...env, OOMLAB_CACHE_DIR: join(dir, 'cache'), TMPDIR: join(dir, 'tmp') },
-      cancelSignal: signal,
-      forceKillAfterDelay: 2000,
-    })
-    const stderr = String(r.stderr)
+    const r = await oomlab(withReport, { cwd: projectRoot, env: { ...env, OOMLAB_CACHE_DIR: join(dir, 'cache'), TMPDIR: join(dir, 'tmp') }, signal })
+    const stderr = r.stderr
     expect(r.exitCode, stderr).toBe(2)
     expect(stderr.split('\n')).toHaveLength(1)
     expect(stderr.replace(/^oomlab: /, '')).toMatch(message)
-    expect(String(r.stdout)).toBe('')
+    expect(r.stdout).toBe('')
     expect(readdirSync(join(dir, 'cache'))).toEqual([])
     // tsx-N is the TypeScript loader's own compile cache, kept across runs by design.
     expect(readdirSync(join(dir, 'tmp')).filter((f) => !/^tsx-\d+$/.test(f))).toEqual([])
@@ -125,9 +127,9 @@ describe('a folder of ones own given as --report', () => {
         mkdirSync(join(mine, f, '..'), { recursive: true })
         writeFileSync(join(mine, f), `mine: ${f}`)
       }
-      const r = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), 'reproduce', '02-', '--report', mine], { reject: false, cwd: projectRoot })
+      const r = await oomlab(['reproduce', '02-', '--report', mine], { cwd: projectRoot })
       expect(r.exitCode).toBe(2)
-      expect(String(r.stderr)).toMatch(/^oomlab: --report .*: it holds files not made by oomlab \(evidence, figures, summary\.txt\); name an empty or new folder, or one an earlier oomlab run made$/)
+      expect(r.stderr).toMatch(/^oomlab: --report .*: it holds files not made by oomlab \(evidence, figures, summary\.txt\); name an empty or new folder, or one an earlier oomlab run made$/)
       for (const f of files) expect(readFileSync(join(mine, f), 'utf8')).toBe(`mine: ${f}`)
       expect(readdirSync(mine, { recursive: true }).map(String).sort()).toEqual(['evidence', 'evidence/mydata.json', 'figures', 'figures/diagram.svg', 'summary.txt'])
     } finally {
@@ -138,19 +140,19 @@ describe('a folder of ones own given as --report', () => {
 
 describe('help', () => {
   it.for([...Object.keys(COMMANDS)])('oomlab %s --help: its usage, flags, variables and exit codes', async (cmd) => {
-    const r = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), cmd, '--help'], { reject: false })
-    expect(r.exitCode, String(r.stderr)).toBe(0)
-    const out = String(r.stdout)
+    const r = await oomlab([cmd, '--help'])
+    expect(r.exitCode, r.stderr).toBe(0)
+    const out = r.stdout
     expect(out).toMatch(new RegExp(`^usage: oomlab ${cmd}\\b`))
     expect(out).toContain('exit codes:')
     for (const flag of Object.keys(COMMANDS[cmd]!.flags)) expect(out).toContain(`--${flag}`)
   })
 
   it('oomlab --version and oomlab --help', async () => {
-    const v = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), '--version'])
-    expect(String(v.stdout)).toBe((JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version)
-    const h = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), '--help'])
-    for (const cmd of Object.keys(COMMANDS)) expect(String(h.stdout)).toContain(`  ${cmd}`)
-    expect(String(h.stdout)).toMatch(/exit codes: 0 success; 1 .*; 2 .*; 3 .*; 130 interrupted/)
+    const v = await oomlab(['--version'])
+    expect(v.stdout).toBe((JSON.parse(readFileSync(join(projectRoot, 'package.json'), 'utf8')) as { version: string }).version)
+    const h = await oomlab(['--help'])
+    for (const cmd of Object.keys(COMMANDS)) expect(h.stdout).toContain(`  ${cmd}`)
+    expect(h.stdout).toMatch(/exit codes: 0 success; 1 .*; 2 .*; 3 .*; 130 interrupted/)
   })
 })

@@ -1,9 +1,9 @@
 import { describe, it, expect } from 'vitest'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { execa } from 'execa'
 import { pathToFileURL } from 'node:url'
 import { projectRoot } from '../../../src/util/paths.js'
+import { oomlab } from '../../helpers/oomlab.js'
 
 describe('the CLI as bin/oomlab.mjs runs it from the repository (one esbuild bundle)', () => {
   it('finds the project from src/util/paths.ts alone: no other source reads import.meta.url', () => {
@@ -16,7 +16,7 @@ describe('the CLI as bin/oomlab.mjs runs it from the repository (one esbuild bun
   })
 
   it('runs from one bundle, rebuilt only when a source changed, that places the project at the sources', async () => {
-    const r = await execa(process.execPath, [join(projectRoot, 'bin/oomlab.mjs'), '--help'], { cwd: projectRoot, reject: false })
+    const r = await oomlab(['--help'], { cwd: projectRoot })
     expect(r.exitCode, r.stderr).toBe(0)
     expect(r.stdout).toContain('reproduce')
     const dir = join(projectRoot, 'node_modules/.cache/oomlab-cli')

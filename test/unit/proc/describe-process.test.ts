@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest'
 import { readFileSync } from 'node:fs'
 import { execa } from 'execa'
 import { describeProcess } from '../../../src/os/kill.js'
+import { readStat } from '../../../src/proc/procfs.js'
+import { until } from '../../helpers/poll.js'
 
 const kthreadd = (() => {
   try {
@@ -24,7 +26,7 @@ describe('describeProcess', () => {
     const sleep = execa('sleep', ['30'])
     try {
       process.kill(sleep.pid!, 'SIGSTOP')
-      for (let i = 0; i < 100 && !/^\S+ \S+ [Tt]/.test(readFileSync(`/proc/${sleep.pid}/stat`, 'utf8').replace(/\(.*\)/, 'x')); i++) await new Promise((r) => setTimeout(r, 10))
+      await until(`pid ${sleep.pid} stopped`, () => /^[Tt]$/.test(readStat(sleep.pid!)?.state ?? ''), { timeoutMs: 1000, everyMs: 10 })
       expect(describeProcess(sleep.pid!)).toMatch(new RegExp(`^pid ${sleep.pid} \\(sleep\\): state [Tt], stopped`))
     } finally {
       sleep.kill('SIGKILL')

@@ -1,6 +1,6 @@
 /** The one /proc/PID/stat parser (src/proc/procfs.ts), on lines the kernel wrote. */
 import { describe, it, expect } from 'vitest'
-import { spawn } from 'node:child_process'
+import { startChild } from '../../helpers/child.js'
 import { parseStat, readStat } from '../../../src/proc/procfs.js'
 
 describe('/proc/PID/stat', () => {
@@ -12,10 +12,10 @@ describe('/proc/PID/stat', () => {
 
   it('reads a process whose name holds spaces and parentheses', async () => {
     // The shell renames itself (task->comm) and waits on its stdin: the name is the kernel's, read back through /proc.
-    const child = spawn('/bin/sh', ['-c', 'printf "a) (b c" > /proc/$$/comm; echo renamed; read line'], { stdio: ['pipe', 'pipe', 'ignore'] })
+    const child = startChild('/bin/sh', ['-c', 'printf "a) (b c" > /proc/$$/comm; echo renamed; read line'], { stdin: 'pipe' })
     try {
-      await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()))
-      const st = readStat(child.pid!)!
+      await child.line(/^renamed$/)
+      const st = readStat(child.pid)!
       expect(st.pid).toBe(child.pid)
       expect(st.ppid).toBe(process.pid)
       expect(st.comm).toBe('a) (b c')

@@ -33,7 +33,27 @@ describe('verdict cells', () => {
       'bullseye (5.10.0-32-cloud-amd64), Linux 5.10: has memory.swap.max, memory.events.local; its version must have memory.events.local; lacks cgroup.kill, oom_group_kill (not required by its version)',
     ])
     expect(capabilityLines(v419)).toEqual([
-      '../shared/kernels/linux-4.19.304/bzImage (4.19.304), Linux 4.19: has memory.oom.group, memory.swap.max; its version must have memory.oom.group; lacks memory.events.local, cgroup.kill, oom_group_kill, memory.peak (not required by its version)',
+      '../shared/kernels/linux-4.19.304/bzImage (4.19.304), Linux 4.19: has memory.oom.group, memory.swap.max; its version must have memory.oom.group; lacks memory.events.local, cgroup.kill, oom_group_kill, memory.peak (not required by its version); memory.events counts each event in its own cgroup only',
+    ])
+  })
+
+  it('says a cell whose cgroup2 is mounted with memory_localevents counts each event in its own cgroup', () => {
+    // Spec 14 on bookworm+memory_localevents (6.1.0-50-cloud-amd64, cgroup2 mounted rw,memory_localevents).
+    const cell: KernelRun = { name: 'bookworm+memory_localevents', release: '6.1.0-50-cloud-amd64', where: 'vm', evidence: [evidence('6.1-memory_localevents-14-counting', '14-counting')] }
+    expect(capabilityLines(cell)).toEqual([
+      'bookworm+memory_localevents (6.1.0-50-cloud-amd64), Linux 6.1: has memory.oom.group, memory.swap.max, memory.events.local, cgroup.kill, oom_group_kill, memory.peak; its version must have memory.oom.group, memory.events.local, cgroup.kill, oom_group_kill, memory.peak; cgroup2 mounted with memory_localevents; memory.events counts each event in its own cgroup only',
+    ])
+    expect(capabilityLines({ ...cell, name: 'bookworm', evidence: [evidence('6.1-02-leaf-oom-group-1', '02-leaf-oom-group-1')] })[0]).not.toContain('memory_localevents')
+  })
+
+  it('names what a kernel built without a feature its version must have lacks: 6.1.192 with cgroup.kill removed', () => {
+    // `oomlab reproduce --kernel-src . 02-` on linux-source-6.1 with cgroup.kill taken out of kernel/cgroup/cgroup.c.
+    const e = { ...(JSON.parse(readFileSync(new URL('../../fixtures/runs/kernel-src/no-cgroup-kill/evidence/02-leaf-oom-group-1.json', import.meta.url), 'utf8')) as Evidence), file: '02-leaf-oom-group-1' }
+    const built: KernelRun = { name: '~/linux', release: e.kernel.release, where: 'vm', evidence: [e] }
+    expect(e.verdict.errors).toEqual(['kernel 6.1.192-gb53dac8f2d9f (Linux 6.1) has no cgroup.kill, which every kernel since 5.14 has (661ee6280931)'])
+    expect(capabilityLines(built)).toEqual([
+      '~/linux (6.1.192-gb53dac8f2d9f), Linux 6.1: has memory.oom.group, memory.swap.max, memory.events.local, oom_group_kill, memory.peak; its version must have memory.oom.group, memory.events.local, cgroup.kill, oom_group_kill, memory.peak',
+      '~/linux (6.1.192-gb53dac8f2d9f): LACKS cgroup.kill, which its version must have',
     ])
   })
 

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { execa } from 'execa'
 import { dir } from 'tmp-promise'
 import { projectRoot, vitestBin } from '../../../src/util/paths.js'
-import { RUN_ENV, type RunConfig } from '../../../src/run/config.js'
+import type { RunConfig } from '../../../src/run/config.js'
 import { readResults, tally, type Tally } from '../../../src/report/results.js'
 
 const fixture = join(projectRoot, 'test/fixtures/junit')
@@ -21,7 +21,7 @@ async function matrixOf(env: Record<string, string>): Promise<{ xml: string; std
     mkdirSync(report)
     const run: RunConfig = { id: 'junit-test', by: 'cli', machine: { kind: 'guest', accel: 'tcg', append: [], refresh: false }, kernels: [{ name: 'bullseye' }, { name: 'sid' }], specs: [], jobs: 2, report }
     writeFileSync(join(report, 'run.json'), JSON.stringify(run))
-    const r = await execa(process.execPath, [vitestBin(), 'run', '--config', join(fixture, 'vitest.config.ts')], { cwd: fixture, env: { ...env, JUNIT_OUT: out.path, [RUN_ENV]: join(report, 'run.json') }, reject: false })
+    const r = await execa(process.execPath, [vitestBin(), 'run', '--config', join(fixture, 'vitest.config.ts')], { cwd: fixture, env: { ...env, JUNIT_OUT: out.path, JUNIT_RUN: join(report, 'run.json') }, reject: false })
     return { xml: readFileSync(join(out.path, 'junit.xml'), 'utf8'), stdout: String(r.stdout), tally: tally(await readResults(join(report, 'results.jsonl'), run.id)) }
   } finally {
     await out.cleanup()

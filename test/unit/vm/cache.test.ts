@@ -230,3 +230,46 @@ describe('a new guest image', () => {
     expect([old, `${old}.sha256`, `${old}.used`].map((f) => existsSync(f))).toEqual([false, false, false])
   })
 })
+
+describe('kernels built from source', () => {
+  /** A tree's build folder as `oomlab kernel build` leaves it: the tree it builds, its size, a log. */
+  function buildFolder(id: string, tree: string, o: { mib: number; usedAgo?: number }) {
+    const d = join(cache, 'kernels/build', id)
+    write(join(d, 'tree'), `${tree}\n`)
+    write(join(d, 'bytes'), String(o.mib * MiB))
+    write(join(d, 'build.log'), 'x')
+    used(join(d, '.used'), o.usedAgo ?? 0, join(d, 'build.log'))
+    return d
+  }
+
+  it('lists built kernels, build folders and unpacked sources; a build folder whose tree is gone is stale', async () => {
+    const key = 'a'.repeat(24)
+    write(join(cache, 'kernels/built', key, 'bzImage'), MiB)
+    write(join(cache, 'kernels/built', key, 'build.json'), JSON.stringify({ release: '6.1.192', tree: tmp.path }))
+    buildFolder('0123456789abcdef', tmp.path, { mib: 1500 })
+    buildFolder('fedcba9876543210', join(tmp.path, 'gone'), { mib: 10 })
+    write(join(cache, 'kernels/src/cacdc3830989309d/origin.json'), JSON.stringify({ tarball: '/usr/src/linux-source-6.1.tar.xz', top: 'linux-source-6.1' }))
+    write(join(cache, 'kernels/src/cacdc3830989309d/bytes'), String(1400 * MiB))
+    const entries = await listCache(cache, QEMU)
+    expect(entries.map((e) => [e.kind, e.id, e.bytes >= MiB, e.stale])).toEqual([
+      ['kernel', `built/${key}`, true, undefined],
+      ['build', 'build/0123456789abcdef', true, undefined],
+      ['build', 'build/fedcba9876543210', true, `its tree ${join(tmp.path, 'gone')} is gone`],
+      ['source', 'src/cacdc3830989309d', true, undefined],
+    ])
+    expect(entries[0]!.about).toBe(`6.1.192 built from ${tmp.path}`)
+    expect((await pruneCache(cache, { qemuId: QEMU })).map((e) => e.id)).toEqual(['build/fedcba9876543210'])
+    expect(existsSync(join(cache, 'kernels/build/0123456789abcdef'))).toBe(true)
+  })
+
+  it('keeps build folders and sources out of the size limit (the next build of the tree needs them), and prunes them after 30 days unused', async () => {
+    buildFolder('0123456789abcdef', tmp.path, { mib: 1500, usedAgo: 2 * IN_USE_MS })
+    const k = kernel('6.1.0-50-cloud-amd64', { suite: 'bookworm', usedAgo: 2 * IN_USE_MS })
+    expect(k).toContain('vmlinuz')
+    const r = await enforceLimit(cache, 1)
+    expect(r.evicted.map((e) => e.kind)).toEqual(['kernel'])
+    expect(existsSync(join(cache, 'kernels/build/0123456789abcdef'))).toBe(true)
+    buildFolder('0123456789abcdef', tmp.path, { mib: 1500, usedAgo: 31 * DAY })
+    expect((await pruneCache(cache, { qemuId: QEMU })).map((e) => e.id)).toEqual(['build/0123456789abcdef'])
+  })
+})
