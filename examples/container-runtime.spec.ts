@@ -4,6 +4,9 @@
  * container outgrows the slice's limit: does the kernel take the whole web container, and only it?
  *
  *   npx oomlab reproduce ./container-runtime.spec.ts     (or plain `npx vitest`)
+ *
+ * The cgroups here are laid out by hand; experiments/20-24 run real runtimes (runc, crun, LXC) with the
+ * `runtime` fixture.
  */
 import { experiment, expect } from 'oom-group-lab'
 
