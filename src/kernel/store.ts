@@ -5,13 +5,16 @@
  */
 import { copyFile, mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { exists, readJson, replaceAtomically, sha256File, writeJsonAtomic } from '../util/files.js'
+import { readJson, replaceAtomically, sha256File, writeJsonAtomic } from '../util/files.js'
 import { inspectBzImage } from './bzimage.js'
 import type { KernelImage } from './image.js'
 import type { VirtioSupport } from './virtio.js'
 
 interface CachedKernelRecord extends Omit<KernelImage, 'virtio'> {
   sha256: string
+  /** The vmlinuz's size and modification time when its sha256 was taken: unchanged, it is not hashed again. */
+  bytes?: number
+  mtimeMs?: number
   fetchedAt: string
   /** Absent in records of oomlab before the virtio channel: such a kernel is fetched again. */
   virtio?: VirtioSupport
@@ -57,8 +60,10 @@ export async function checkCachedKernel(kernelsDir: string, release: string): Pr
   const record = await readJson<CachedKernelRecord>(join(dir, 'kernel.json'))
   if (!record) return { ok: false }
   const path = join(dir, 'vmlinuz')
-  if (!(await exists(path))) return { ok: false, reason: 'has no vmlinuz' }
-  if ((await sha256File(path)) !== record.sha256) return { ok: false, reason: 'does not match its recorded sha256' }
+  const st = await stat(path).catch(() => undefined)
+  if (!st) return { ok: false, reason: 'has no vmlinuz' }
+  const unchanged = st.size === record.bytes && st.mtimeMs === record.mtimeMs
+  if (!unchanged && (await sha256File(path)) !== record.sha256) return { ok: false, reason: 'does not match its recorded sha256' }
   const inspection = await inspectBzImage(path)
   if (!inspection.ok) return { ok: false, reason: inspection.reason }
   if (inspection.release !== record.release) return { ok: false, reason: `holds release ${inspection.release}` }
@@ -66,7 +71,9 @@ export async function checkCachedKernel(kernelsDir: string, release: string): Pr
   const modules = join(dir, VIRTIO_CPIO)
   if (record.virtio.kind === 'modules' && (await stat(modules).catch(() => undefined))?.size !== record.virtioModulesBytes)
     return { ok: false, reason: `has no intact ${VIRTIO_CPIO}` }
-  const { sha256: _sha, fetchedAt: _at, virtio, virtioModulesBytes: _b, ...kernel } = record
+  // A record of a file hashed again (or of an older oomlab) learns its size and time, so the next check is cheap.
+  if (!unchanged) await writeJsonAtomic(join(dir, 'kernel.json'), { ...record, bytes: st.size, mtimeMs: st.mtimeMs })
+  const { sha256: _sha, bytes: _n, mtimeMs: _t, fetchedAt: _at, virtio, virtioModulesBytes: _b, ...kernel } = record
   return { ok: true, kernel: { ...kernel, path, virtio: virtio.kind, ...(virtio.kind === 'modules' && { virtioModules: modules }) } }
 }
 
@@ -90,6 +97,7 @@ export async function storeKernel(
     virtio,
     ...(modulesCpio && { virtioModulesBytes: (await stat(modules)).size }),
     sha256: await sha256File(path),
+    ...(await stat(path).then((st) => ({ bytes: st.size, mtimeMs: st.mtimeMs }))),
     fetchedAt: new Date().toISOString(),
   } satisfies CachedKernelRecord)
   return stored
