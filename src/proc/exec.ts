@@ -5,9 +5,8 @@
  * never end. The program and its arguments travel as an argument array.
  */
 import { spawn } from 'node:child_process'
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
-import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { KernelTimeoutError } from '../util/errors.js'
 

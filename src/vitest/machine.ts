@@ -1,7 +1,7 @@
 /**
- * The worker's side: the machine an experiment acts on and where its evidence goes, as the run's global
- * setup (src/vitest/global-setup.ts) provided them: this host's kernel, or a guest restored pristine
- * from a snapshot for every experiment.
+ * The worker's side: the machine an experiment acts on and where its evidence goes, as oomlab
+ * (src/vitest/start.ts) or, under plain vitest, the global setup (src/vitest/global-setup.ts) provided
+ * them: this host's kernel, or a guest restored pristine from a snapshot for every experiment.
  */
 import { inject } from 'vitest'
 import type { Os } from '../os/os.js'
@@ -21,7 +21,7 @@ export interface MachineRequest {
 
 const say = (line: string) => process.stderr.write(`oomlab: ${line}\n`)
 
-/** Whether the run's config provided the machine (oomlab's global setup), rather than each worker choosing. */
+/** Whether the machine was provided (by oomlab or its global setup), rather than each worker choosing. */
 export const machineProvided = () => inject('oomlabMachine') !== undefined
 
 /**
