@@ -17,6 +17,11 @@ export interface Member extends ProcIdentity {
   /** The article's name of its cgroup, e.g. "test01/test011". */
   cgroup: string
   comm: string
+  /**
+   * The program it execs once started (nohup's command): the kernel's records name that one from the exec
+   * on, which can come after the lab last read /proc.
+   */
+  execs?: string
   uid?: number
   oomScoreAdj?: number
   /** In a container's PID namespace: its init (PID 1 there), whose death ends every other process of it. */
@@ -115,10 +120,10 @@ export function refreshMember(m: Member, now: ProcInfo | null | undefined): void
 
 /**
  * Whether a kernel record names this process: the same PID and the same name (task->comm, which both
- * the record and /proc print). A PID alone may since name another process.
+ * the record and /proc print), or the name of the program it execs. A PID alone may since name another process.
  */
-export function isRecordOf(m: { pid: number; comm: string }, k: { pid: number; comm: string }): boolean {
-  return m.pid === k.pid && m.comm === k.comm
+export function isRecordOf(m: { pid: number; comm: string; execs?: string }, k: { pid: number; comm: string }): boolean {
+  return m.pid === k.pid && (m.comm === k.comm || m.execs === k.comm)
 }
 
 /**
@@ -147,7 +152,7 @@ export function oomEventsOf(records: readonly KmsgRecord[], tree: { name: string
 }
 
 /** The kernel's "Killed process" record of a process (its PID and name), as dmesg prints it. */
-export function killRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string }): string | undefined {
+export function killRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string; execs?: string }): string | undefined {
   for (const e of events) {
     const k = e.killed.find((r) => isRecordOf(m, r))
     if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)
@@ -156,7 +161,7 @@ export function killRecordOf(events: readonly OomEvent[], m: { pid: number; comm
 }
 
 /** The kernel's "OOM victim N (comm) is already exiting" record of a process, as dmesg prints it. */
-export function exitingRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string }): string | undefined {
+export function exitingRecordOf(events: readonly OomEvent[], m: { pid: number; comm: string; execs?: string }): string | undefined {
   for (const e of events) {
     const k = e.exiting.find((r) => isRecordOf(m, r))
     if (k) return formatRecord(e.records.find((r) => r.seq === k.seq)!)

@@ -219,7 +219,9 @@ export class Lab implements AsyncDisposable {
 
   /** `nohup sleep 7200`, started beside the shell rather than by it: its death cannot come from the shell's. */
   async nohupSleep(cg: Cgroup, { as = this.user }: { as?: Credentials } = {}): Promise<Member> {
-    return (await this.start(['nohup', 'sleep', '7200'], 'nohup sleep', cg, as, 'ignore')).member
+    const { member } = await this.start(['nohup', 'sleep', '7200'], 'nohup sleep', cg, as, 'ignore')
+    member.execs = 'sleep'
+    return member
   }
 
   /** `echo -1000 > /proc/PID/oom_score_adj` as root: the OOM killer must never choose this process. */

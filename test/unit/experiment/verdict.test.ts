@@ -131,6 +131,14 @@ describe.each(kernels)('kernel %s', (kernel) => {
       expect(killRecordOf(events, { ...shell, comm: 'cat' })).toBeUndefined()
       expect(killRecordOf([], shell)).toBeUndefined()
     })
+
+    it('gives a process started as `nohup sleep` the record that names it sleep, though the lab last read it as nohup', () => {
+      const { records, tree } = capture(kernel, '03-parent-oom-group-1')
+      const events = oomEventsOf(records, tree, [])
+      const sleep = killedIn(records).find((k) => k.comm === 'sleep')!
+      expect(killRecordOf(events, { pid: sleep.pid, comm: 'nohup', execs: 'sleep' })).toMatch(new RegExp(String.raw`Killed process ${sleep.pid} \(sleep\)`))
+      expect(killRecordOf(events, { pid: sleep.pid, comm: 'nohup' })).toBeUndefined()
+    })
   })
 
   describe('membersFromRecords', () => {
