@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Provisions a disposable VM (see Vagrantfile) to run oom-group-lab natively: Node.js, stress-ng,
-# swap off now and after reboot, the unified cgroup v2 hierarchy with the memory controller, then
+# Provisions a disposable VM (see Vagrantfile) to run oom-group-lab natively: Node.js, stress-ng, the
+# container runtimes (runc, crun, conmon, LXC), swap off now and after reboot, the unified cgroup v2 hierarchy with the memory controller, then
 # npm ci in the project. Run as root. It changes the machine it runs on: use it only in a VM made for it.
 #
 #   provision.sh system    packages, Node.js, swap, cgroup v2 (may ask for a reboot)
@@ -36,6 +36,20 @@ install_packages() {
   use_debian_archive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends stress-ng util-linux coreutils ca-certificates curl xz-utils >/dev/null
+  install_runtimes
+}
+
+# The container runtime specs (20-24) run the runtimes users run: Debian's runc, crun (with conmon, as
+# CRI-O starts them) and LXC. A release without one gets the others and a line naming it; those specs
+# then say what to install when they run.
+install_runtimes() {
+  local have=() lack=() p
+  for p in runc crun conmon lxc; do
+    if apt-cache policy "$p" 2>/dev/null | grep -q '^  Candidate: [^(]'; then have+=("$p"); else lack+=("$p"); fi
+  done
+  # lxc's recommends would add bridges and templates the specs do not use.
+  [ ${#have[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${have[@]}" >/dev/null
+  say "container runtimes: ${have[*]:-none} installed${lack[*]:+; this release has no package ${lack[*]} (their specs will say so)}"
 }
 
 # Debian's and Ubuntu's own Node.js are older than 20; take the official build, checked against its

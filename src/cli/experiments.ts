@@ -24,6 +24,7 @@ import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
 import { guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
 import { loadVitest, startVitestHere, type VitestExit } from '../vitest/start.js'
+import { ForksAhead } from '../vitest/forks.js'
 import OomlabReporter from '../vitest/reporter.js'
 import { collectRuns, readTally } from '../run/report.js'
 import { imageAddition, imagesOf, specImage } from '../run/images.js'
@@ -46,9 +47,10 @@ const STOP_GRACE_MS = 10_000
  * run's configuration through vitest's Node API. On an interrupt its forks tear down their trees or guests
  * (src/vitest/start.ts); what is left after 10 s is killed.
  */
-export function runVitestHere(config: RunConfig, signal: AbortSignal): Promise<VitestExit> {
+export function runVitestHere(config: RunConfig, signal: AbortSignal, forks?: ForksAhead): Promise<VitestExit> {
   const paths = reportPaths(config.report)
   return startVitestHere(config, {
+    ...(forks && { forks }),
     project: 'experiments*',
     // Ours as an object from this bundle (vitest would load it through its module runner); the JUnit one extends vitest's own class, loaded with vitest.
     reporters: ['default', 'json', new OomlabReporter(), ownModule('src/vitest/junit'), ...GITHUB_REPORTER],
@@ -172,6 +174,11 @@ export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jo
   return count > 0 ? GuestsAhead.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
 }
 
+/** As many forks as vitest will start in guests: one per worker, no more than the run's spec files. */
+function forksWanted(config: RunConfig): number {
+  return config.specs.length === 0 ? config.jobs : Math.min(config.jobs, config.specs.length * config.kernels.length)
+}
+
 /**
  * The whole run: its folder taken (a second run on it is refused), guests prepared, vitest run with the
  * configuration, and the report written from this run's results only. `prepared` skips preparing (the soak
@@ -183,7 +190,9 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
   let failure: string | undefined
   let exit: VitestExit | undefined
   if (config.machine.kind === 'guest') {
+    // vitest and its forks load while the guests are prepared and restored.
     void loadVitest()
+    using forks = ForksAhead.start(forksWanted(config))
     const p = o.prepared ? { prepared: o.prepared, images: {}, failures } : await prepareGuests(config, signal)
     failures = p.failures
     config.prepared = p.prepared
@@ -196,7 +205,7 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
       await using ahead = one && labSpecs > 0 ? await restoreGuestsAhead(one, labSpecs, config.jobs, { log, signal }) : undefined
       if (one && ahead) config.prepared = { [names[0]!]: { ...one, ahead: ahead.socketPath } }
       writeRunConfig(config)
-      exit = await runVitestHere(config, signal)
+      exit = await runVitestHere(config, signal, forks)
     }
   } else {
     const m = config.machine

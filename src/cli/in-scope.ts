@@ -10,6 +10,8 @@ import { selfOwner } from '../proc/owner.js'
 import { readRunConfig } from '../run/config.js'
 import { UserError } from '../util/errors.js'
 import { log, runVitestHere } from './experiments.js'
+import { ForksAhead } from '../vitest/forks.js'
+import { loadVitest } from '../vitest/start.js'
 
 export async function inScope(argv: string[], signal: AbortSignal): Promise<number> {
   const [path, ...extra] = argv
@@ -20,7 +22,10 @@ export async function inScope(argv: string[], signal: AbortSignal): Promise<numb
   if (!mount) throw new UserError('__in-scope: no cgroup2 filesystem is mounted')
   const scope = await enterScope(mount.mountPoint)
   log(`in the delegated scope ${scope}`)
+  // Natively the experiments run one at a time: one fork, started in the scope while vitest loads.
+  void loadVitest()
+  using forks = ForksAhead.start(1)
   await reapStaleScopes(dirname(scope), selfOwner().pidns, log)
-  const r = await runVitestHere({ ...config, machine: { ...config.machine, cgroupRoot: scope } }, signal)
+  const r = await runVitestHere({ ...config, machine: { ...config.machine, cgroupRoot: scope } }, signal, forks)
   return signal.aborted ? 130 : r.exitCode
 }

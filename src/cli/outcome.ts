@@ -50,7 +50,8 @@ export function printOutcome(o: RunOutcome, unit: { passed: number; failed: numb
   for (const r of runs) if (r.failure && runs.length === 1) out.push(`FAILED: ${kernelLabel(r)}: ${r.failure}`, '')
   console.log(`\n${out.join('\n')}`)
   const accel = Object.values(config.prepared ?? {})[0]?.spec.accel
-  const where = config.machine.kind === 'native' ? 'natively' : `in QEMU guests (${accel === 'kvm' ? 'KVM' : 'TCG, no KVM'})`
+  const m = config.machine
+  const where = m.kind === 'native' ? `natively${m.scope ? ` in the delegated scope ${m.scope}` : m.cgroupRoot ? ` under ${m.cgroupRoot}` : ''}` : `in QEMU guests (${accel === 'kvm' ? 'KVM' : 'TCG, no KVM'})`
   const kernels = runs.map(kernelLabel).join(', ')
   console.log(`oomlab: the experiments ran ${where} on ${runs.length > 1 ? 'kernels' : 'kernel'} ${kernels}; report in ${config.report}`)
   // Each spec on a kernel whose guest could not be prepared is a failure of its own.

@@ -22,9 +22,14 @@ export const oomlabBin = join(packageRoot, 'bin', 'oomlab.mjs')
 /** One of the harness's own modules or specs by its path without extension, e.g. `src/vitest/reporter`. */
 export const ownModule = (path: string) => join(projectRoot, `${path}${moduleExt}`)
 
-/** vitest's command, from the copy this harness resolves (a dependency here, a peer of the package). */
+/** The folder of the vitest this harness resolves (a dependency here, a peer of the package). */
+export function vitestRoot(): string {
+  return dirname(createRequire(import.meta.url).resolve('vitest/package.json'))
+}
+
+/** vitest's command, from that copy. */
 export function vitestBin(): string {
-  return join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
+  return join(vitestRoot(), 'vitest.mjs')
 }
 
 /** Where a run's reports go by default: `reports/<name>` of the folder the command runs in. */

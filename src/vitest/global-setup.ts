@@ -29,11 +29,12 @@ export default async function setup(project: TestProject): Promise<void> {
     project.provide('oomlabRun', given.run)
     project.provide('oomlabMachine', given.machine ?? (await prepareGuest(run, project.name)))
   } catch (err) {
-    // One line, not vitest's stack trace of the setup file.
-    if (err instanceof UserError) {
-      status.log(err.message)
-      const short = new Error(err.message)
-      short.stack = `Error: ${err.message}`
+    // One line, not vitest's stack trace of the setup file. By name: the configuration file's copy of the class may have made it.
+    if ((err as Error).name === 'UserError') {
+      const { message } = err as UserError
+      status.log(message)
+      const short = new Error(message)
+      short.stack = `Error: ${message}`
       throw short
     }
     throw err

@@ -31,7 +31,8 @@ export default class KernelJUnitReporter extends JUnitReporter {
     const byProject = new Map<string, TestModule[]>()
     for (const m of modules) if (isExperimentsProject(m.project.name)) byProject.set(m.project.name, [...(byProject.get(m.project.name) ?? []), m])
     if (byProject.size === 0 || !this.vitest) return
-    const run = await currentRun()
+    const run = await currentRun().catch(() => undefined)
+    if (!run) return
     ;(this as unknown as { options: { outputFile?: string } }).options.outputFile ??= reportPaths(run.report).junit
     const releases = new Map((await collectRuns(run, await readTally(run))).map((r) => [r.name, r.release]))
     const kernels: { task: RunnerTestFile }[] = []

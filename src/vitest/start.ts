@@ -11,6 +11,7 @@ import { projectRoot } from '../util/paths.js'
 import { descendantsEnded, groupDescendants, signalAll } from '../proc/group.js'
 import { isExperimentsProject } from '../report/paths.js'
 import { provideRun, provisionsOf } from './context.js'
+import { ForksAhead } from './forks.js'
 
 export interface VitestExit {
   exitCode: number
@@ -28,6 +29,8 @@ export interface StartOptions {
   timeoutMs?: number
   /** How long interrupted forks have to tear down before they are killed. */
   graceMs: number
+  /** Forks started ahead, for vitest's pool to take. */
+  forks?: ForksAhead
 }
 
 let loading: Promise<typeof import('vitest/node')> | undefined
@@ -66,7 +69,7 @@ export async function startVitestHere(run: RunConfig, o: StartOptions): Promise<
       run: true,
       watch: false,
     },
-    configOf(run),
+    configOf(run, (o.forks ?? new ForksAhead()).pool()),
     { stdout: gated(process.stdout, stopped.signal), stderr: gated(process.stderr, stopped.signal) },
   )
   for (const sig of ['SIGINT', 'SIGTERM'] as const) for (const l of process.listeners(sig)) if (!own[sig].has(l)) process.off(sig, l as () => void)

@@ -1,0 +1,38 @@
+/**
+ * Forks started ahead (src/vitest/forks.ts), against the vitest installed here: its pool takes them when
+ * they were started as vitest starts its own, forks anew when they were not, and no fork outlives the run.
+ */
+import { describe, expect, it } from 'vitest'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { startChild } from '../../helpers/child.js'
+import { projectRoot } from '../../../src/util/paths.js'
+
+interface Outcome {
+  taken: number
+  forked: number
+  passed: boolean
+  pids: number[]
+}
+
+async function run(...args: string[]): Promise<Outcome> {
+  const child = startChild(process.execPath, ['--import', 'tsx', join(projectRoot, 'test/unit/vitest/forks-child.ts'), ...args], { cwd: projectRoot })
+  const { code } = await child.closed
+  expect(code, child.stderr()).toBe(0)
+  return JSON.parse(child.lines.at(-1)!) as Outcome
+}
+
+describe('vitest forks started ahead', () => {
+  it('are taken by the pool: it forks none itself, and the spec passes in the fork it took', async () => {
+    const o = await run()
+    expect(o).toMatchObject({ taken: 1, forked: 0, passed: true })
+    // The second fork, never taken, was stopped with the run.
+    expect(o.pids.filter((pid) => existsSync(`/proc/${pid}`))).toEqual([])
+  }, 30_000)
+
+  it('are not taken once the environment vitest gives its forks differs: the pool forks anew', async () => {
+    const o = await run('--change-env')
+    expect(o).toMatchObject({ taken: 0, forked: 1, passed: true })
+    expect(o.pids.filter((pid) => existsSync(`/proc/${pid}`))).toEqual([])
+  }, 30_000)
+})
