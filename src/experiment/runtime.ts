@@ -17,7 +17,7 @@ import { parseSize } from './cgroup.js'
 import { containerRoles, refreshMember } from './fates.js'
 import { timeouts } from './timeouts.js'
 import { OciContainer, kernelLacks } from '../runtime/oci-container.js'
-import { LxcContainer, absentDirs, lxcLockDirs, removeDirs } from '../runtime/lxc.js'
+import { LxcContainer, absentDirs, lxcExecuteBlocked, lxcLockDirs, removeDirs } from '../runtime/lxc.js'
 import { locate, type RuntimeProgram } from '../runtime/programs.js'
 import type { OciRuntimeName, OciState } from '../runtime/oci.js'
 import type { LxcInfo } from '../runtime/lxc.js'
@@ -170,6 +170,8 @@ export class Runtime {
   private pods = 0
   private conmonCgroup: Cgroup | undefined
   private lxcCgroup: Cgroup | undefined
+  /** Why lxc-execute cannot run here ('' when it can), once asked. */
+  private lxcBlocked: string | undefined
   /** LXC's lock folders this experiment's lxcpath made: removed at teardown. */
   private lxcLocks: string[] | undefined
   private disposed = false
@@ -265,6 +267,8 @@ export class Runtime {
    */
   async lxc(parent: Cgroup, name: string, o: { workload: Workload; cgroup: Record<string, string> }): Promise<Container> {
     const programs = { execute: await this.program('lxc-execute'), info: await this.program('lxc-info'), stop: await this.program('lxc-stop') }
+    this.lxcBlocked ??= await lxcExecuteBlocked(this.os, programs.execute).then((why) => why ?? '')
+    if (this.lxcBlocked) this.lab.unsupported(`${this.lxcBlocked}; kernel ${this.lab.facts.release}`)
     const lxcpath = join(this.dir, 'lxc')
     if (this.lxcLocks === undefined) {
       const b = new OpBatch()

@@ -199,6 +199,23 @@ export class LxcContainer {
   }
 }
 
+/**
+ * Why lxc-execute cannot run an application container on this machine's kernel, if it cannot. Since LXC
+ * 4.0.10 its init is called, not exec'd (lxc/lxc PR 3885), so it keeps every fd lxc-execute had until it
+ * closes them with close_range (Linux 5.9); without that syscall its fallback (`close_inherited`) stops after
+ * fd 0, and the init holds LXC's start socket: the monitor waits on it until the container's init ends, and
+ * answers neither lxc-info nor lxc-stop meanwhile (lxc/lxc issue 4112; seen on 4.19, its init's fds listed).
+ * The kernel's symbols say whether it has close_range; a kernel that lists none is not judged.
+ */
+export async function lxcExecuteBlocked(os: Os, execute: string): Promise<string | undefined> {
+  const r = await os.exec({ argv: ['/bin/sh', '-c', '"$1" --version; grep -c close_range /proc/kallsyms', 'probe', execute], timeoutMs: 10_000 })
+  const [version = '', symbols = ''] = r.stdout.trim().split('\n')
+  const [major = 0, minor = 0, patch = 0] = version.split('.').map(Number)
+  const callsInit = major > 4 || (major === 4 && (minor > 0 || patch >= 10))
+  if (!callsInit || symbols.trim() !== '0') return undefined
+  return `LXC ${version}'s lxc-execute needs close_range (Linux 5.9), which this kernel lacks: its init then keeps LXC's start socket, and LXC's monitor answers nothing (lxc-info, lxc-stop) until the container's init ends (lxc/lxc issue 4112)`
+}
+
 /** LXC's lock folder of an lxcpath, where lxc-execute makes it (/run/lxc/lock/<lxcpath>), and its parents up to /run/lxc/lock. */
 export function lxcLockDirs(lxcpath: string): string[] {
   const base = '/run/lxc/lock'
