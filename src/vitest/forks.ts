@@ -34,7 +34,7 @@ interface Started {
 export class ForksAhead implements Disposable {
   private readonly waiting: Started[] = []
   private readonly all: ChildProcess[] = []
-  /** How many the pool took, and how many it forked itself (the bench and the tests read them). */
+  /** How many the pool took, and how many it forked itself. */
   taken = 0
   forked = 0
 
