@@ -6,13 +6,17 @@
 import type { ViteUserConfig } from 'vitest/config'
 import { join } from 'node:path'
 import { timeouts } from './src/experiment/timeouts.js'
+import { timeoutScale } from './src/util/timeout-scale.js'
 import { ownModule, cacheDir } from './src/util/paths.js'
 import { projectOf, type KernelTarget, type RunConfig } from './src/run/config.js'
 import { currentRun } from './src/vitest/context.js'
 import type { ForksPool } from './src/vitest/forks.js'
 
-/** The unit tests, and every test file of the harness's own that is not an experiment. */
-const unit = { test: { name: 'unit', include: ['test/**/*.test.ts'] } }
+/**
+ * The unit tests, and every test file of the harness's own that is not an experiment; their deadlines (vitest's
+ * 5 s and 10 s) scaled as the experiments' are, for an emulated machine.
+ */
+const unit = { test: { name: 'unit', include: ['test/**/*.test.ts'], testTimeout: 5_000 * timeoutScale(), hookTimeout: 10_000 * timeoutScale() } }
 
 /** One project of experiments per kernel of the run (one for the host natively). */
 const experiments = (run: RunConfig, kernel: KernelTarget | undefined, pool: ForksPool | 'forks') => ({

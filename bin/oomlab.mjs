@@ -7,6 +7,9 @@ import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
+/** The packages bundled into the CLI (each with its dependencies); the others are imported from node_modules. */
+const INLINED = new Set(['execa', 'tmp-promise', 'birpc'])
+
 const root = fileURLToPath(new URL('..', import.meta.url))
 const main = join(root, 'src/cli/main.ts')
 
@@ -41,7 +44,11 @@ async function bundleCli(bundle, dir) {
       entryPoints: [main],
       outfile: partial,
       bundle: true,
-      packages: 'external',
+      // execa and the other small packages the CLI starts with, with their own dependencies, go into the bundle:
+      // one file reads faster than their ~150 modules (~0.1 s of every start); vitest, vite and esbuild stay imports.
+      plugins: [{ name: 'packages', setup: (b) => b.onResolve({ filter: /^[^./]/ }, (a) => (a.path.startsWith('node:') || (!/[\\/]node_modules[\\/]/.test(a.importer) && !INLINED.has(a.path)) ? { path: a.path, external: true } : undefined)) }],
+      // The bundled CommonJS packages (tmp) require node's modules.
+      banner: { js: "import { createRequire as __oomlabRequire } from 'node:module'; const require = __oomlabRequire(import.meta.url);" },
       format: 'esm',
       platform: 'node',
       target: 'node20',
