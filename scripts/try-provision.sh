@@ -172,6 +172,9 @@ boot() { # boot NAME TIMEOUT_S KERNEL_ARGS...
   local name=$1 limit=$2
   shift 2
   say "boot $name: $*"
+  # QEMU writes the console into the file from its start without truncating it: a boot again on --resume
+  # would leave the last boot's lines below its own, where the checks would find them.
+  rm -f "$work/$name.log"
   qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -display none -no-reboot \
     -serial "file:$work/$name.log" -monitor none \
     -kernel "$work/vmlinuz" -initrd "$work/initrd" -append "$* console=ttyS0" \
