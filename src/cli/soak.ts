@@ -104,13 +104,21 @@ export async function soak(p: Parsed, signal: AbortSignal): Promise<number> {
       await check(`oomlab reproduce stopped with ${sig} at a random moment (${i + 1})`, async () => {
         const child = execa(process.execPath, [oomlabBin, 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
         if (child.pid !== undefined) ownPids.add(child.pid)
-        const at = 2000 + Math.floor(Math.random() * 25_000)
+        // Within a run's length (~3 s with its guest cached): the signal lands in its start, its experiment or its report.
+        const at = 200 + Math.floor(Math.random() * 2800)
         const timer = setTimeout(() => child.kill(sig), at)
         const r = await child
         clearTimeout(timer)
         const out = String(r.all)
-        if (r.exitCode === 0) return undefined // finished before the signal: nothing to check beyond leftovers
-        return r.exitCode === 130 && /interrupted|SIGINT|SIGTERM/.test(out) ? undefined : `exit ${r.exitCode} after ${sig} at ${at} ms: ${out.split('\n').slice(-3).join(' | ')}`
+        if (r.exitCode === 0) {
+          log(`the run finished before its ${sig} at ${at} ms: nothing to check beyond what it left`)
+          return undefined
+        }
+        if (r.exitCode === 130 && /interrupted|SIGINT|SIGTERM/.test(out)) {
+          log(`${sig} at ${at} ms: the run stopped with 130`)
+          return undefined
+        }
+        return `exit ${r.exitCode} after ${sig} at ${at} ms: ${out.split('\n').slice(-3).join(' | ')}`
       })
   }
 
