@@ -76,7 +76,9 @@ case $stage in
     # Emulated (TCG), the box runs some 20 times slower than on KVM: the waits are scaled to match.
     what='test'
     [ "${OOMLAB_TRY_QUICK:-}" = 1 ] && what='run reproduce'
-    su - vagrant -c "cd /vagrant && sudo OOMLAB_TIMEOUT_SCALE=10 npm $what" 2>&1 | tee /root/npm-test.log
+    # sudo resets the environment: the CAs of a TLS-inspecting proxy (guest.env) are handed through, or the
+    # package test's npm install cannot reach the registry.
+    su - vagrant -c "cd /vagrant && sudo OOMLAB_TIMEOUT_SCALE=10 ${NODE_EXTRA_CA_CERTS:+NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS} npm $what" 2>&1 | tee /root/npm-test.log
     rc=${PIPESTATUS[0]}
     say "sudo npm $what: exit $rc in $((SECONDS - start)) s; $(grep -a 'oomlab: [0-9]* passed' /root/npm-test.log | tail -1)"
     [ "$rc" -eq 0 ] || fail "sudo npm $what exited $rc"
