@@ -83,7 +83,7 @@ case $stage in
     say "sudo npm $what: exit $rc in $((SECONDS - start)) s; $(grep -a 'oomlab: [0-9]* passed' /root/npm-test.log | tail -1)"
     [ "$rc" -eq 0 ] || fail "sudo npm $what exited $rc"
     grep -aq 'the experiments ran natively in the delegated scope oomlab-.*\.scope on kernel' /root/npm-test.log || fail "the experiments did not run natively in a delegated scope"
-    say "kernel log: $(dmesg | grep -c 'oom_memcg=/system.slice/oomlab-[0-9a-z-]*\.scope/oomlab-') OOM kills in cgroups below an oomlab scope, $(dmesg | grep 'oom_memcg=' | grep -vc 'oom_memcg=/system.slice/oomlab-') elsewhere"
+    say "kernel log: $(dmesg | grep -c 'oom_memcg=/system.slice/oomlab-[0-9a-z-]*\.scope/oomlab-') OOM kills in cgroups below an oomlab scope, $(dmesg | grep 'oom_memcg=' | grep -vc 'oom_memcg=/system.slice/oomlab-') elsewhere, $(dmesg | grep -c 'global_oom') by the box running out of memory: $(dmesg | grep 'global_oom' | grep -o 'task=[^,]*,pid=[0-9]*' | tr '\n' ' ')"
     left=$(leftovers)
     [ -z "$left" ] || fail "left behind after sudo npm test: $left"
 

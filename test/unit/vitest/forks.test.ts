@@ -17,8 +17,8 @@ interface Outcome {
 
 async function run(...args: string[]): Promise<Outcome> {
   const child = startChild(process.execPath, ['--import', 'tsx', join(projectRoot, 'test/unit/vitest/forks-child.ts'), ...args], { cwd: projectRoot })
-  const { code } = await child.closed
-  expect(code, child.stderr()).toBe(0)
+  const ended = await child.closed
+  expect(ended, `forks-child.ts ${args.join(' ')}: ${child.stderr()}`).toEqual({ code: 0, signal: null })
   return JSON.parse(child.lines.at(-1)!) as Outcome
 }
 
