@@ -23,8 +23,8 @@ export interface ForksPool {
   createPoolWorker: (o: PoolOptions) => PoolWorker
 }
 
-interface Started {
-  child: ChildProcess
+/** How a fork is started: vitest's worker entry, its environment and node options. */
+interface Spawn {
   entrypoint: string
   env: Env
   execArgv: string[]
@@ -32,22 +32,28 @@ interface Started {
 
 /** Forks started ahead of a run's vitest, until its pool takes them or the run ends. */
 export class ForksAhead implements Disposable {
-  private readonly waiting: Started[] = []
+  private readonly waiting: ChildProcess[] = []
   private readonly all: ChildProcess[] = []
   /** How many the pool took, and how many it forked itself. */
   taken = 0
   forked = 0
 
+  /** `how`: as all of these were started; none, for a run that starts no fork ahead. */
+  private constructor(private readonly how?: Spawn) {}
+
+  /** None: vitest's pool forks each worker itself. */
+  static none(): ForksAhead {
+    return new ForksAhead()
+  }
+
   /** `count` forks, started as vitest 4 starts its forks for this harness's projects. */
   static start(count: number): ForksAhead {
-    const ahead = new ForksAhead()
-    const entrypoint = join(vitestRoot(), 'dist/workers/forks.js')
-    const env = expectedEnv()
-    const execArgv = expectedExecArgv(vitestRoot())
+    const root = vitestRoot()
+    const ahead = new ForksAhead({ entrypoint: join(root, 'dist/workers/forks.js'), env: expectedEnv(), execArgv: expectedExecArgv(root) })
     for (let i = 0; i < count; i++) {
-      const child = forkWorker(entrypoint, env, execArgv)
+      const child = forkWorker(ahead.how!)
       ahead.all.push(child)
-      ahead.waiting.push({ child, entrypoint, env, execArgv })
+      ahead.waiting.push(child)
     }
     return ahead
   }
@@ -58,11 +64,13 @@ export class ForksAhead implements Disposable {
   }
 
   /** One started as vitest asks (same entry, environment and node options), if one is left and alive. */
-  take(entrypoint: string, env: Env, execArgv: string[]): ChildProcess | undefined {
-    const i = this.waiting.findIndex((s) => s.child.exitCode === null && s.child.signalCode === null && s.entrypoint === entrypoint && sameEnv(s.env, env) && s.execArgv.join('\0') === execArgv.join('\0'))
+  take(want: Spawn): ChildProcess | undefined {
+    const h = this.how
+    if (!h || h.entrypoint !== want.entrypoint || !sameEnv(h.env, want.env) || h.execArgv.join('\0') !== want.execArgv.join('\0')) return undefined
+    const i = this.waiting.findIndex((c) => c.exitCode === null && c.signalCode === null)
     if (i === -1) return undefined
     this.taken++
-    return this.waiting.splice(i, 1)[0]!.child
+    return this.waiting.splice(i, 1)[0]
   }
 
   /** vitest's pool, taking its forks from these. */
@@ -72,7 +80,7 @@ export class ForksAhead implements Disposable {
 
   /** Stops the forks no experiment took (they wait for a first message that will not come). */
   [Symbol.dispose](): void {
-    for (const s of this.waiting.splice(0)) s.child.kill('SIGKILL')
+    for (const c of this.waiting.splice(0)) c.kill('SIGKILL')
   }
 }
 
@@ -83,14 +91,17 @@ export class ForksAhead implements Disposable {
  */
 function expectedEnv(): Env {
   const nodeEnv = process.env.NODE_ENV || 'development'
-  const production = nodeEnv === 'production'
+  const production = isProduction()
   return { ...process.env, TEST: 'true', VITEST: 'true', NODE_ENV: nodeEnv, VITEST_MODE: 'RUN', FORCE_TTY: isatty(1) ? 'true' : '', BASE_URL: '/', MODE: 'test', DEV: production ? '' : '1', PROD: production ? '1' : '' }
 }
 
 /** vitest's node options for a fork: its warning filter and vite's resolve conditions for SSR. */
 function expectedExecArgv(vitestRoot: string): string[] {
-  return ['--experimental-import-meta-resolve', '--require', join(vitestRoot, 'suppress-warnings.cjs'), '--conditions', 'node', '--conditions', process.env.NODE_ENV === 'production' ? 'production' : 'development']
+  return ['--experimental-import-meta-resolve', '--require', join(vitestRoot, 'suppress-warnings.cjs'), '--conditions', 'node', '--conditions', isProduction() ? 'production' : 'development']
 }
+
+/** vite's mode for this process: production only when NODE_ENV says so. */
+const isProduction = () => process.env.NODE_ENV === 'production'
 
 function sameEnv(a: Env, b: Env): boolean {
   const keys = (e: Env) => Object.keys(e).filter((k) => e[k] !== undefined).sort()
@@ -99,8 +110,8 @@ function sameEnv(a: Env, b: Env): boolean {
   return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k])
 }
 
-function forkWorker(entrypoint: string, env: Env, execArgv: string[]): ChildProcess {
-  return fork(entrypoint, [], { env, execArgv, stdio: 'pipe', serialization: 'advanced' })
+function forkWorker(how: Spawn): ChildProcess {
+  return fork(how.entrypoint, [], { env: how.env, execArgv: how.execArgv, stdio: 'pipe', serialization: 'advanced' })
 }
 
 /** vitest's ForksPoolWorker, its fork taken from those started ahead where one fits. */
@@ -140,11 +151,11 @@ class ForkWorker implements PoolWorker {
 
   async start(): Promise<void> {
     if (!this.child) {
-      const { env, execArgv } = this.options
-      this.child = this.ahead.take(this.entrypoint, env, execArgv)
+      const want = { entrypoint: this.entrypoint, env: this.options.env, execArgv: this.options.execArgv }
+      this.child = this.ahead.take(want)
       if (!this.child) {
         this.ahead.forked++
-        this.child = forkWorker(this.entrypoint, env, execArgv)
+        this.child = forkWorker(want)
       }
     }
     // As vitest's own: the fork's output goes to vitest's streams, which stay open after it.

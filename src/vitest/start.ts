@@ -69,7 +69,7 @@ export async function startVitestHere(run: RunConfig, o: StartOptions): Promise<
       run: true,
       watch: false,
     },
-    configOf(run, (o.forks ?? new ForksAhead()).pool()),
+    configOf(run, (o.forks ?? ForksAhead.none()).pool()),
     { stdout: gated(process.stdout, stopped.signal), stderr: gated(process.stderr, stopped.signal) },
   )
   for (const sig of ['SIGINT', 'SIGTERM'] as const) for (const l of process.listeners(sig)) if (!own[sig].has(l)) process.off(sig, l as () => void)
