@@ -7,6 +7,10 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { startChild } from '../../helpers/child.js'
 import { projectRoot } from '../../../src/util/paths.js'
+import { timeoutScale } from '../../../src/util/timeout-scale.js'
+
+/** Each test starts vitest in a child of its own: ~3 s here, ~30 s in an emulated box (OOMLAB_TIMEOUT_SCALE). */
+const TIMEOUT_MS = 30_000 * timeoutScale()
 
 interface Outcome {
   taken: number
@@ -28,11 +32,11 @@ describe('vitest forks started ahead', () => {
     expect(o).toMatchObject({ taken: 1, forked: 0, passed: true })
     // The second fork, never taken, was stopped with the run.
     expect(o.pids.filter((pid) => existsSync(`/proc/${pid}`))).toEqual([])
-  }, 30_000)
+  }, TIMEOUT_MS)
 
   it('are not taken once the environment vitest gives its forks differs: the pool forks anew', async () => {
     const o = await run('--change-env')
     expect(o).toMatchObject({ taken: 0, forked: 1, passed: true })
     expect(o.pids.filter((pid) => existsSync(`/proc/${pid}`))).toEqual([])
-  }, 30_000)
+  }, TIMEOUT_MS)
 })

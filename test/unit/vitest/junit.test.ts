@@ -11,6 +11,7 @@ import { dir } from 'tmp-promise'
 import { projectRoot, vitestBin } from '../../../src/util/paths.js'
 import type { RunConfig } from '../../../src/run/config.js'
 import { readResults, tally, type Tally } from '../../../src/report/results.js'
+import { timeoutScale } from '../../../src/util/timeout-scale.js'
 
 const fixture = join(projectRoot, 'test/fixtures/junit')
 
@@ -29,14 +30,14 @@ async function matrixOf(env: Record<string, string>): Promise<{ xml: string; std
 }
 
 describe('junit.xml', () => {
-  it('has one suite per kernel and one case per spec, named after it', { timeout: 60_000 }, async () => {
+  it('has one suite per kernel and one case per spec, named after it', { timeout: 60_000 * timeoutScale() }, async () => {
     const { xml } = await matrixOf({})
     expect(xml.match(/<testsuite name="[^"]*"/g)).toEqual(['<testsuite name="bullseye"', '<testsuite name="sid"'])
     expect(xml.match(/<testcase classname="sid" name="[^"]*"/g)).toEqual(['<testcase classname="sid" name="01-one: the first scenario"', '<testcase classname="sid" name="02-two: the second scenario"'])
     expect(xml).toContain('<testsuites name="oom-group-lab" tests="4" failures="0"')
   })
 
-  it('counts a failing spec in its kernel\'s suite, with vitest\'s message', { timeout: 60_000 }, async () => {
+  it('counts a failing spec in its kernel\'s suite, with vitest\'s message', { timeout: 60_000 * timeoutScale() }, async () => {
     const { xml, tally } = await matrixOf({ FAIL_ON: 'sid/02' })
     // The same run as oomlab counts it, from the results lines.
     expect(tally).toMatchObject({ passed: 3, failed: 1, notRun: 0, ended: true })
@@ -46,7 +47,7 @@ describe('junit.xml', () => {
     expect(xml).toContain("<failure message=\"expected &apos;killed&apos; to be &apos;survived&apos;")
   })
 
-  it('comes with a plain progress line per cell done (kernel, spec, verdict), numbered of all cells', { timeout: 60_000 }, async () => {
+  it('comes with a plain progress line per cell done (kernel, spec, verdict), numbered of all cells', { timeout: 60_000 * timeoutScale() }, async () => {
     const { stdout } = await matrixOf({ FAIL_ON: 'sid/02' })
     const lines = stdout.split('\n').filter((l) => l.startsWith('oomlab: matrix:'))
     expect(lines.map((l) => l.replace(/\(.*\)/, '(…)'))).toEqual([1, 2, 3, 4].map((n) => `oomlab: matrix: ${n} of 4 cells done (…)`))
