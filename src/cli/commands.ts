@@ -20,7 +20,7 @@ export const USER_ENV: Record<string, string> = {
   OOMLAB_CACHE_LIMIT: 'the cache\'s bound, e.g. 4G (0: none)',
   OOMLAB_DEBIAN_MIRROR: 'another Debian mirror for kernels',
   OOMLAB_CHANNEL: 'serial: the agent on the second UART instead of virtio-serial',
-  OOMLAB_RESTORE_AHEAD: '0: no guests restored while vitest starts',
+  OOMLAB_RESTORE_AHEAD: '1 or 0: the first guests restored while vitest starts (default: where the host has cores to spare for them)',
   OOMLAB_DEBUG: '1: stack traces with errors',
 }
 

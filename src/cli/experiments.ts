@@ -22,7 +22,7 @@ import { reportPaths } from '../report/paths.js'
 import { claimReportDir, defaultReportRoot, pointLatest, pruneRuns, runDirOf } from '../report/folder.js'
 import type { KernelRun } from '../report/matrix.js'
 import type { Tally } from '../report/results.js'
-import { guestChoiceOf, writeRunConfig, type RunConfig } from '../run/config.js'
+import { guestChoiceOf, workersOf, writeRunConfig, type RunConfig } from '../run/config.js'
 import { loadVitest, startVitestHere, type VitestExit } from '../vitest/start.js'
 import { ForksAhead } from '../vitest/forks.js'
 import OomlabReporter from '../vitest/reporter.js'
@@ -167,16 +167,11 @@ async function prepareGuests(config: RunConfig, signal: AbortSignal): Promise<{ 
 
 /**
  * The run's first guests, restored ahead while vitest starts (as many as it has workers, no more than its specs);
- * each experiment claims one (src/vm/ahead.ts). Only for a run on one kernel; none with OOMLAB_RESTORE_AHEAD=0.
+ * each experiment claims one (src/vm/ahead.ts).
  */
-export async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jobs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<GuestsAhead | undefined> {
-  const count = process.env.OOMLAB_RESTORE_AHEAD === '0' ? 0 : Math.min(jobs, specs)
+async function restoreGuestsAhead(guest: PreparedGuest, specs: number, jobs: number, o: { log: (line: string) => void; signal: AbortSignal }): Promise<GuestsAhead | undefined> {
+  const count = Math.min(jobs, specs)
   return count > 0 ? GuestsAhead.start(guest.spec, guest.snapshot, count, { timeoutMs: LAB_DEFAULTS.restoreTimeoutMs, ...o }) : undefined
-}
-
-/** As many forks as vitest will start in guests: one per worker, no more than the run's spec files. */
-function forksWanted(config: RunConfig): number {
-  return config.specs.length === 0 ? config.jobs : Math.min(config.jobs, config.specs.length * config.kernels.length)
 }
 
 /**
@@ -192,7 +187,7 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
   if (config.machine.kind === 'guest') {
     // vitest and its forks load while the guests are prepared and restored.
     void loadVitest()
-    using forks = ForksAhead.start(forksWanted(config))
+    using forks = ForksAhead.start(workersOf(config))
     const p = o.prepared ? { prepared: o.prepared, images: {}, failures } : await prepareGuests(config, signal)
     failures = p.failures
     config.prepared = p.prepared
@@ -202,7 +197,7 @@ export async function runExperiments(config: RunConfig, signal: AbortSignal, o: 
       const one = config.kernels.length === 1 ? p.prepared[names[0]!] : undefined
       // Only the specs of the lab's image claim its guests restored ahead.
       const labSpecs = config.specs.length === 0 ? 1 : config.specs.filter((s) => specImage(s) === undefined).length
-      await using ahead = one && labSpecs > 0 ? await restoreGuestsAhead(one, labSpecs, config.jobs, { log, signal }) : undefined
+      await using ahead = one && labSpecs > 0 && config.machine.restoreAhead ? await restoreGuestsAhead(one, labSpecs, config.jobs, { log, signal }) : undefined
       if (one && ahead) config.prepared = { [names[0]!]: { ...one, ahead: ahead.socketPath } }
       writeRunConfig(config)
       exit = await runVitestHere(config, signal, forks)

@@ -52,11 +52,12 @@ export async function soakRestored(kernel: string, target: number, signal: Abort
   const maxRounds = Math.ceil(target / specs.length) * 2 + 2
   for (let round = 1; round <= maxRounds && count.streak < target && !signal.aborted; round++) {
     const dir = join(base, `round-${round}`)
-    // As `oomlab reproduce` runs them: the first guests restored ahead (src/vm/ahead.ts), the others restored by the workers.
+    // As `oomlab reproduce` runs them, both ways it can: every other round with its first guests restored ahead
+    // (src/vm/ahead.ts, the default where cores are to spare), the others restored by the workers.
     const config: RunConfig = {
       id: `${newRunId()}-r${round}`,
       by: 'cli',
-      machine: { kind: 'guest', accel: 'auto', append: [], refresh: false },
+      machine: { kind: 'guest', accel: 'auto', append: [], refresh: false, restoreAhead: round % 2 === 1 },
       kernels: [{ name: kernel }],
       specs,
       jobs: availableParallelism(),

@@ -101,8 +101,10 @@ export async function soak(p: Parsed, signal: AbortSignal): Promise<number> {
     })
     for (const f of GUEST_FAULTS) await check(`${f.name}, while an experiment waits on it`, () => checkGuestFault(f, v.kernel, signal))
     for (const [i, sig] of (['SIGINT', 'SIGTERM', 'SIGINT', 'SIGTERM'] as const).entries())
-      await check(`oomlab reproduce stopped with ${sig} at a random moment (${i + 1})`, async () => {
-        const child = execa(process.execPath, [oomlabBin, 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true })
+      // Every other one with its guest restored ahead: an interrupt meets both ways a run can restore.
+      await check(`oomlab reproduce${i % 2 === 0 ? ', its guest restored ahead,' : ''} stopped with ${sig} at a random moment (${i + 1})`, async () => {
+        const env = { OOMLAB_RESTORE_AHEAD: i % 2 === 0 ? '1' : '0' }
+        const child = execa(process.execPath, [oomlabBin, 'reproduce', '--vm', ...(v.kernel ? ['--kernel', v.kernel] : []), '02-'], { reject: false, all: true, env })
         if (child.pid !== undefined) ownPids.add(child.pid)
         // Within a run's length (~3 s with its guest cached): the signal lands in its start, its experiment or its report.
         const at = 200 + Math.floor(Math.random() * 2800)

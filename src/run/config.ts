@@ -24,6 +24,8 @@ export interface GuestMachine {
   bootTimeoutMs?: number
   /** Ask Debian's mirror again for the newest kernel of a suite. */
   refresh: boolean
+  /** The run's first guests restored while vitest starts (src/vm/ahead.ts); a run on one kernel only. */
+  restoreAhead?: boolean
 }
 
 
@@ -61,6 +63,11 @@ export interface RunConfig {
   prepared?: Record<string, PreparedGuest>
   /** Guests of the other images the specs ask for (`@oomlab-image`), per kernel name, then image name. */
   preparedImages?: Record<string, Record<string, PreparedGuest>>
+}
+
+/** vitest's workers in a run: one per job, no more than the run has spec files (plain vitest's default: jobs). */
+export function workersOf(run: Pick<RunConfig, 'jobs' | 'specs' | 'kernels'>): number {
+  return run.specs.length === 0 ? run.jobs : Math.min(run.jobs, run.specs.length * Math.max(1, run.kernels.length))
 }
 
 /** A new run's id: UTC time to the second, then the process id. */

@@ -13,7 +13,7 @@ import { parseKernelSpec, DEFAULT_KERNEL } from '../kernel/resolve.js'
 import { checkKernelSrc } from '../kernel/build/tree.js'
 import { cgMountPoint, cgCheckParent } from '../cgroup/cgroupfs.js'
 import { envSwitch, oneOf, wholeNumber } from '../cli/flags.js'
-import { newRunId, type GuestMachine, type KernelTarget, type RunConfig } from './config.js'
+import { newRunId, workersOf, type GuestMachine, type KernelTarget, type RunConfig } from './config.js'
 import { decideMachine } from './machine.js'
 
 /** What a command asks of a run; absent fields fall back to the user's variables, then to defaults. */
@@ -99,6 +99,7 @@ function runVariables(env: NodeJS.ProcessEnv) {
     append: (env.OOMLAB_APPEND ?? '').split(/\s+/).filter(Boolean),
     jobs: wholeNumber('OOMLAB_JOBS', env.OOMLAB_JOBS || undefined, 1, 64),
     report: env.OOMLAB_REPORT_DIR || undefined,
+    restoreAhead: envSwitch('OOMLAB_RESTORE_AHEAD', env.OOMLAB_RESTORE_AHEAD),
   }
 }
 
@@ -145,14 +146,25 @@ export async function resolveRun(req: RunRequest, env: NodeJS.ProcessEnv, log: (
   }
   const machine = await decideMachine({ vm, native, ...(cgroupRoot !== undefined && { cgroupRoot }), guest, canStartScope: req.canStartScope }, log)
   const kernels = machine.kind === 'guest' ? (named.length > 0 ? named : [{ name: DEFAULT_KERNEL }]) : []
+  const jobs = req.jobs ?? vars.jobs ?? availableParallelism()
+  if (machine.kind === 'guest' && req.by === 'cli' && kernels.length === 1) machine.restoreAhead = vars.restoreAhead ?? coresToSpare(workersOf({ jobs, specs, kernels }))
   return {
     id,
     by: req.by,
     machine,
     kernels,
     specs,
-    jobs: req.jobs ?? vars.jobs ?? availableParallelism(),
+    jobs,
     report,
     ...(req.runTimeoutMs !== undefined && { runTimeoutMs: req.runTimeoutMs }),
   }
+}
+
+/**
+ * Whether guests restored ahead would have cores of their own: the CLI and each of vitest's workers keep a
+ * core busy while vitest starts. On 2 cores with 2 workers they had none: `npm start` was no faster in all
+ * (18 pairs, medians 6.4-6.7 s either way) and reached its first experiment ~0.3 s later (docs/performance.md).
+ */
+export function coresToSpare(workers: number, cores = availableParallelism()): boolean {
+  return cores > workers + 1
 }

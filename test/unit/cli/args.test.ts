@@ -4,7 +4,8 @@ import { describe, it, expect } from 'vitest'
 import { parseFlags } from '../../../src/cli/flags.js'
 import { COMMANDS } from '../../../src/cli/commands.js'
 import { reproduceRequest, matrixRequest, MATRIX_DEFAULT } from '../../../src/cli/args.js'
-import { resolveRun, selectSpecs } from '../../../src/run/resolve.js'
+import { coresToSpare, resolveRun, selectSpecs } from '../../../src/run/resolve.js'
+import type { GuestMachine } from '../../../src/run/config.js'
 import { UserError } from '../../../src/util/errors.js'
 
 const quiet = () => undefined
@@ -53,6 +54,17 @@ describe('run options', () => {
     expect(await reproduce(['--vm', '--timeout', '90', '--jobs', '3', '02-leaf'], { OOMLAB_JOBS: '1' })).toMatchObject({ runTimeoutMs: 90_000, jobs: 3 })
     expect((await reproduce(['--vm'], { OOMLAB_KERNEL: 'trixie' })).kernels).toEqual([{ name: 'trixie' }])
     expect((await reproduce(['--kernel', 'sid'], { OOMLAB_KERNEL: 'trixie' })).kernels).toEqual([{ name: 'sid' }])
+  })
+
+  it('restores guests ahead where cores are to spare, or as OOMLAB_RESTORE_AHEAD says; never for a matrix', async () => {
+    // The CLI and each of vitest's workers keep a core busy while vitest starts.
+    expect([coresToSpare(2, 2), coresToSpare(2, 3), coresToSpare(2, 4), coresToSpare(3, 4), coresToSpare(1, 2)]).toEqual([false, false, true, false, false])
+    const ahead = async (argv: string[], env: NodeJS.ProcessEnv = {}) => ((await reproduce(argv, env)).machine as GuestMachine).restoreAhead
+    expect(await ahead(['--vm', '--jobs', '2', '01-', '02-', '03-'])).toBe(coresToSpare(2))
+    expect(await ahead(['--vm', '--jobs', '2'], { OOMLAB_RESTORE_AHEAD: '1' })).toBe(true)
+    expect(await ahead(['--vm'], { OOMLAB_RESTORE_AHEAD: '0' })).toBe(false)
+    expect(await fails(reproduce(['--vm'], { OOMLAB_RESTORE_AHEAD: 'maybe' }))).toBe('OOMLAB_RESTORE_AHEAD="maybe": expected 1 or 0')
+    expect(((await matrix([], { OOMLAB_RESTORE_AHEAD: '1' })).machine as GuestMachine).restoreAhead).toBeUndefined()
   })
 
   it('gives each run a folder of its own under reports/runs unless --report names one', async () => {
