@@ -2,6 +2,7 @@
  * Long-lived guests and their snapshots, against the real QEMU with a tiny busybox guest whose /init
  * answers on /dev/ttyS1: boot, save, restore, and the snapshot cache under faults (a state cut short,
  * a stale record, a state QEMU rejects, a full disk, an interrupt while saving, two makers at once).
+ * Over 400 lines because each fault is a test of its own against the one tiny guest the file boots.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
