@@ -29,7 +29,7 @@ const pick = (...names: string[]) => Object.fromEntries(names.map((n) => [n, USE
 const GUEST_FLAGS: Record<string, FlagDef> = {
   accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'default auto: KVM only if a probe guest really boots with it' },
   memory: { type: 'string', arg: 'MiB', help: 'guest memory (default 512)' },
-  cpus: { type: 'string', arg: 'N', help: 'vCPUs per guest (default 1)' },
+  cpus: { type: 'string', arg: 'N', help: 'vCPUs per guest (default 1; under TCG, several share one host thread)' },
   append: { type: 'string', arg: '"ARGS"', help: 'extra guest kernel command line' },
   'boot-timeout': { type: 'string', arg: 'SEC', help: 'deadline for a guest to boot when its snapshot is made (default 60)' },
   refresh: { type: 'boolean', help: "ask Debian's mirror again for the newest kernel of a suite" },
