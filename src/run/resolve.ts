@@ -162,8 +162,8 @@ export async function resolveRun(req: RunRequest, env: NodeJS.ProcessEnv, log: (
 
 /**
  * Whether guests restored ahead would have cores of their own: the CLI and each of vitest's workers keep a
- * core busy while vitest starts. On 2 cores with 2 workers they had none: `npm start` was no faster in all
- * (18 pairs, medians 6.4-6.7 s either way) and reached its first experiment ~0.3 s later (docs/performance.md).
+ * core busy while vitest starts, and restores that share those cores only slow its start
+ * (docs/performance.md, "Guests restored ahead, on 2 cores").
  */
 export function coresToSpare(workers: number, cores = availableParallelism()): boolean {
   return cores > workers + 1
