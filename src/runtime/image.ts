@@ -5,7 +5,7 @@
  * specs keep the lab image and its restore time.
  */
 import type { ImageAddition } from '../vm/image/recipes.js'
-import { LAB_DEFAULTS } from '../vm/restore.js'
+import { LAB_DEFAULTS } from '../vm/lab-defaults.js'
 
 /** What a spec names in its first comment (`@oomlab-image runtimes`) to run in this image. */
 export const RUNTIMES = 'runtimes'

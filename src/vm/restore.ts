@@ -14,6 +14,7 @@ import type { MachineStats } from '../os/os.js'
 import type { KernelImage } from '../kernel/image.js'
 import { timeoutScale } from '../util/timeout-scale.js'
 import { markUsed, stampsOf } from './cache.js'
+import { LAB_DEFAULTS } from './lab-defaults.js'
 
 /** Everything a worker needs to restore a guest: plain JSON, handed from vitest's global setup. */
 export interface PreparedGuest {
@@ -28,14 +29,6 @@ export interface PreparedGuest {
   /** The socket of a process holding guests of this snapshot restored ahead (src/vm/ahead.ts), if one does. */
   ahead?: string
 }
-
-/**
- * 512 MiB: the experiments' workload is bounded by their 192M memory.max, and the guest kept at least 104 MB
- * free while spec 02 ran on each of bullseye, bookworm, trixie and sid (its MemFree sampled every 5 ms).
- * More costs every first restore of a run: QEMU's load reads each page of guest RAM, which backs all of it
- * with huge pages, and on a host that hands idle memory back to its hypervisor that is ~2.2 s per GiB.
- */
-export const LAB_DEFAULTS = { memoryMiB: 512, cpus: 1, bootTimeoutMs: 60_000, restoreTimeoutMs: 30_000 }
 
 /** A net.Socket as the wire's line stream. */
 export function socketDuplex(s: Socket): Duplex {
